@@ -1,0 +1,404 @@
+"""Find and refine the A-site (primary) and B-site (secondary) columns.
+
+Pipeline, every step vectorised and linear in the number of columns:
+
+1. lattice vectors from the autocorrelation of the image
+   (:func:`latticegenome.lattice.estimate_lattice`);
+2. local maxima of the lightly smoothed image, indexed on the lattice by
+   growing from a bright seed (:func:`latticegenome.lattice.index_lattice`);
+   if the maxima alternate in brightness like a checkerboard, the grown
+   lattice was the centred A+B pseudo-lattice and the brighter half is A;
+3. lattice sites next to indexed A columns that have no maximum (edge
+   columns, faint columns) are added as candidates;
+4. all A columns are refined together by Poisson maximum likelihood;
+5. one B candidate per A cell (four corners, or fewer at the image edge),
+   moved to the maximum of the residual image within ``b_search`` of the
+   cell centre, so displaced B columns are found where they are;
+6. A and B refined together (B tails in A windows and vice versa);
+7. a column is kept when its amplitude is ``significance`` standard errors
+   above zero (vacancies and empty sites drop out here).
+
+Positions are pixels: x = column index, y = row index, origin at the centre
+of pixel [0, 0].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+
+from .errors import NoLatticeError
+from .lattice import estimate_lattice, fit_lattice, index_lattice, reduce_basis
+from .model import render_columns
+from .refine import refine_columns
+
+#: Columns of the output table, in order.
+FIELDS = (
+    "x", "y", "site", "x_err", "y_err", "amplitude", "amplitude_err",
+    "background", "sigma", "i", "j", "converged",
+)
+
+
+@dataclass
+class Columns:
+    """Refined columns of one image; arrays have one entry per column.
+
+    Attributes
+    ----------
+    x, y, x_err, y_err, sigma : ndarray
+        Position, its standard error and Gaussian width, in pixels.
+    site : ndarray of str
+        ``"A"`` or ``"B"``.
+    amplitude, amplitude_err, background : ndarray
+        Peak height, its standard error and local background (image units/px).
+    i, j : ndarray of int
+        Lattice indices: of the column for A, of the cell's lower corner
+        (the A at ``(i, j)``) for B.
+    converged : ndarray of bool
+    basis : ndarray, shape (2, 2)
+        Mean A lattice vectors ``[a1, a2]`` in pixels.
+    origin : ndarray, shape (2,)
+        Position of the A site ``(0, 0)`` in pixels.
+    dispersion : float
+        Pearson dispersion of the fit (1 for images in detector counts).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    site: np.ndarray
+    x_err: np.ndarray
+    y_err: np.ndarray
+    amplitude: np.ndarray
+    amplitude_err: np.ndarray
+    background: np.ndarray
+    sigma: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    converged: np.ndarray
+    basis: np.ndarray
+    origin: np.ndarray
+    dispersion: float
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """The per-column arrays, keyed by :data:`FIELDS`."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+def _subpixel(surface: np.ndarray, r: np.ndarray, c: np.ndarray):
+    """Vectorised 3x3 quadratic peak interpolation; returns (x, y)."""
+    rows, cols = surface.shape
+    r = np.clip(r, 1, rows - 2)
+    c = np.clip(c, 1, cols - 2)
+    z0 = surface[r, c]
+    up, down = surface[r - 1, c], surface[r + 1, c]
+    left, right = surface[r, c - 1], surface[r, c + 1]
+    dr = 0.5 * (up - down) / np.where(up - 2 * z0 + down < 0, up - 2 * z0 + down, -1e300)
+    dc = 0.5 * (left - right) / np.where(left - 2 * z0 + right < 0, left - 2 * z0 + right, -1e300)
+    return c + np.clip(dc, -0.5, 0.5), r + np.clip(dr, -0.5, 0.5)
+
+
+def estimate_width(image: np.ndarray, x: np.ndarray, y: np.ndarray, spacing: float) -> float:
+    """Gaussian width (px) of the columns at (x, y), from their mean profile.
+
+    Second moment of the background-subtracted mean patch within 0.3 of the
+    spacing, corrected for the truncation of a Gaussian at that radius.
+    """
+    r = max(2, int(0.3 * spacing))
+    rows, cols = image.shape
+    cx = np.rint(x).astype(int)
+    cy = np.rint(y).astype(int)
+    ok = (cx >= r) & (cx < cols - r) & (cy >= r) & (cy < rows - r)
+    if ok.sum() < 3:
+        return 0.12 * spacing
+    sel = np.flatnonzero(ok)[:2000]
+    off = np.arange(-r, r + 1)
+    patch = image[cy[sel, None, None] + off[None, :, None], cx[sel, None, None] + off[None, None, :]]
+    mean = patch.mean(axis=0)
+    oy, ox = np.meshgrid(off, off, indexing="ij")
+    rr2 = ox**2 + oy**2
+    disk = rr2 <= r * r
+    ring = disk & (rr2 > (r - 1.5) ** 2)
+    w = np.clip(mean - mean[ring].mean(), 0, None) * disk
+    if w.sum() <= 0:
+        return 0.12 * spacing
+    m2 = (w * rr2).sum() / w.sum()  # E[r^2] of the truncated profile
+    # Solve E[r^2 | r < R] = 2 s^2 (1 - (1 + u) e^-u) / (1 - e^-u), u = R^2/2s^2,
+    # for s by fixed-point iteration; jitter of integer centring adds 1/6 px^2.
+    m2 = max(m2 - 1.0 / 6.0, 0.25)
+    s2 = m2 / 2
+    for _ in range(50):
+        u = r * r / (2 * s2)
+        frac = (1 - (1 + u) * np.exp(-u)) / (1 - np.exp(-u))
+        s2 = m2 / (2 * frac)
+    return float(np.clip(np.sqrt(s2), 0.5, 0.4 * spacing))
+
+
+def _cell_centres(pos, ij, local):
+    """B seeds: centre of every cell with at least one indexed corner.
+
+    Each corner predicts the centre with its own local lattice vectors; the
+    predictions of the corners present are averaged.
+    """
+    corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
+    cell_ij = (ij[:, None, :] - corners[None, :, :]).reshape(-1, 2)
+    half = 0.5 - corners  # (4, 2): offset of the centre from each corner, in cells
+    pred = pos[:, None, :] + np.einsum("ck,nkd->ncd", half, local)
+    pred = pred.reshape(-1, 2)
+    ok = np.isfinite(pred).all(axis=1)
+    cell_ij, pred = cell_ij[ok], pred[ok]
+    keys, inv = np.unique(cell_ij, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    count = np.bincount(inv)
+    cx = np.bincount(inv, weights=pred[:, 0]) / count
+    cy = np.bincount(inv, weights=pred[:, 1]) / count
+    return keys, np.column_stack([cx, cy])
+
+
+def _missing_sites(pos, ij, local, shape, margin):
+    """Lattice sites next to indexed columns that have no column yet."""
+    steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
+    nb_ij = (ij[:, None, :] + steps[None]).reshape(-1, 2)
+    nb_pos = (pos[:, None, :] + np.einsum("sk,nkd->nsd", steps, local)).reshape(-1, 2)
+    ok = np.isfinite(nb_pos).all(axis=1)
+    nb_ij, nb_pos = nb_ij[ok], nb_pos[ok]
+    have = {tuple(v) for v in ij.tolist()}
+    new = np.array([tuple(v) not in have for v in nb_ij.tolist()], dtype=bool)
+    nb_ij, nb_pos = nb_ij[new], nb_pos[new]
+    if nb_ij.size == 0:
+        return np.zeros((0, 2), int), np.zeros((0, 2))
+    keys, inv = np.unique(nb_ij, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    count = np.bincount(inv)
+    p = np.column_stack([np.bincount(inv, weights=nb_pos[:, 0]), np.bincount(inv, weights=nb_pos[:, 1])])
+    p /= count[:, None]
+    rows, cols = shape
+    inside = (p[:, 0] >= -margin) & (p[:, 0] <= cols - 1 + margin) & (p[:, 1] >= -margin) & (
+        p[:, 1] <= rows - 1 + margin
+    )
+    return keys[inside], p[inside]
+
+
+def _local_vectors_from_fit(pos, ij, basis):
+    """Local lattice vectors at each indexed column from its indexed neighbours."""
+    n = len(pos)
+    lookup = {tuple(v): k for k, v in enumerate(ij.tolist())}
+    local = np.repeat(basis[None], n, axis=0).astype(float)
+    for axis, step in ((0, (1, 0)), (1, (0, 1))):
+        fwd = np.array([lookup.get((a + step[0], b + step[1]), -1) for a, b in ij.tolist()])
+        bwd = np.array([lookup.get((a - step[0], b - step[1]), -1) for a, b in ij.tolist()])
+        vf = np.where((fwd >= 0)[:, None], pos[np.maximum(fwd, 0)] - pos, np.nan)
+        vb = np.where((bwd >= 0)[:, None], pos - pos[np.maximum(bwd, 0)], np.nan)
+        both = np.nanmean(np.stack([vf, vb]), axis=0)
+        have = np.isfinite(both).all(axis=1)
+        local[have, axis] = both[have]
+    return local
+
+
+def find_columns(
+    image: np.ndarray,
+    *,
+    spacing_px: float | None = None,
+    significance: float = 5.0,
+    b_search: float = 0.3,
+    find_b: bool = True,
+    min_cells: int = 2,
+) -> Columns:
+    """Find and refine all A and B columns of a perovskite HAADF image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (rows, cols)
+        The image, ideally in detector counts (any non-negative scale works;
+        uncertainties are rescaled by the fit's dispersion).
+    spacing_px : float, optional
+        Expected A-A spacing in pixels (nominal lattice parameter / pixel
+        size). Optional: the lattice is measured from the image; the hint only
+        settles ambiguous cases.
+    significance : float
+        A column is kept when amplitude / amplitude_err >= this.
+    b_search : float
+        Radius, as a fraction of the A-A spacing, around each cell centre
+        within which the B column is looked for.
+    find_b : bool
+        Also find the B (secondary) lattice.
+    min_cells : int
+        The image must hold at least this many A-A spacings in each
+        direction.
+
+    Returns
+    -------
+    Columns
+
+    Raises
+    ------
+    NoLatticeError
+        If no lattice can be found in the image.
+    """
+    img = np.asarray(image, dtype=float)
+    if img.min() < 0:
+        img = img - img.min()
+    rows, cols = img.shape
+    try:
+        basis0 = estimate_lattice(img, spacing_px=spacing_px)
+    except ValueError as exc:
+        raise NoLatticeError(str(exc)) from None
+    d = float(min(np.hypot(*basis0[0]), np.hypot(*basis0[1])))
+    if d * min_cells > min(rows, cols):
+        raise NoLatticeError(
+            f"image of {cols}x{rows} px is too small for {min_cells} unit cells of {d:.1f} px"
+        )
+
+    # Candidate maxima and lattice indexing.
+    smooth = ndimage.gaussian_filter(img, max(0.5, 0.06 * d))
+    peaks = peak_local_max(smooth, min_distance=max(1, int(0.25 * d)), exclude_border=False)
+    if len(peaks) < 4:
+        raise NoLatticeError("fewer than four intensity maxima")
+    px, py = _subpixel(smooth, peaks[:, 0], peaks[:, 1])
+    pts = np.column_stack([px, py])
+    height = smooth[peaks[:, 0], peaks[:, 1]]
+    ij, found, local = index_lattice(pts, basis0, weights=height)
+    if found.sum() < 4:
+        raise NoLatticeError("the intensity maxima do not form a lattice")
+    # A centred pseudo-lattice (A and B of similar brightness) shows up as a
+    # checkerboard of bright and dim maxima: keep the bright half as A.
+    parity = (ij[found].sum(axis=1) % 2).astype(bool)
+    hf = height[found]
+    if 0.25 < parity.mean() < 0.75:
+        h0, h1 = hf[~parity], hf[parity]
+        spread = np.sqrt((h0.var() + h1.var()) / 2) + 1e-12
+        if abs(h0.mean() - h1.mean()) > 2.0 * spread:
+            bright = (h1.mean() > h0.mean())
+            keep = np.flatnonzero(found)[parity == bright]
+            basis0 = reduce_basis(np.array([local[keep[0], 0] + local[keep[0], 1],
+                                            local[keep[0], 0] - local[keep[0], 1]]))
+            d = float(min(np.hypot(*basis0[0]), np.hypot(*basis0[1])))
+            sub_ij, sub_found, sub_local = index_lattice(pts[keep], basis0, weights=height[keep])
+            ij = np.full_like(ij, np.iinfo(np.int64).min)
+            found = np.zeros_like(found)
+            local = np.full_like(local, np.nan)
+            ij[keep], found[keep], local[keep] = sub_ij, sub_found, sub_local
+    a_idx = np.flatnonzero(found)
+    a_pos, a_ij, a_local = pts[a_idx], ij[a_idx], local[a_idx]
+
+    # Sites of the lattice with no maximum: edge and faint columns.
+    miss_ij, miss_pos = _missing_sites(a_pos, a_ij, a_local, img.shape, margin=0.0)
+    a_pos = np.vstack([a_pos, miss_pos])
+    a_ij = np.vstack([a_ij, miss_ij])
+
+    # Column width: moment estimate, then a pilot fit of a few hundred columns.
+    sigma0 = estimate_width(img, a_pos[:, 0], a_pos[:, 1], d)
+    pilot = np.argsort(-img[np.clip(np.rint(a_pos[:, 1]).astype(int), 0, rows - 1),
+                            np.clip(np.rint(a_pos[:, 0]).astype(int), 0, cols - 1)])[:300]
+    fit_p = refine_columns(img, a_pos[pilot, 0], a_pos[pilot, 1], sigma=sigma0,
+                           radius=max(2, int(np.ceil(2.5 * sigma0))), sigma_bounds=(0.5, 3.0))
+    sigma0 = float(np.median(fit_p.sigma))
+    radius = max(2, int(np.ceil(2.5 * sigma0)))
+    fit_a = refine_columns(img, a_pos[:, 0], a_pos[:, 1], sigma=sigma0, radius=radius)
+    keep_a = (fit_a.amplitude >= significance * fit_a.amplitude_err) & np.isfinite(fit_a.x_err)
+    ax, ay = fit_a.x[keep_a], fit_a.y[keep_a]
+    a_ij = a_ij[keep_a]
+    a_pos = np.column_stack([ax, ay])
+    if len(a_pos) < 4:
+        raise NoLatticeError("fewer than four significant A columns")
+    basis, origin = fit_lattice(a_pos, a_ij)
+
+    x = ax
+    y = ay
+    h = fit_a.amplitude[keep_a]
+    s = fit_a.sigma[keep_a]
+    b = fit_a.background[keep_a]
+    site = np.zeros(len(ax), dtype=int)
+    col_ij = a_ij
+    if find_b:
+        local_fit = _local_vectors_from_fit(a_pos, a_ij, basis)
+        cell_ij, seeds = _cell_centres(a_pos, a_ij, local_fit)
+        inside = (seeds[:, 0] >= -0.5) & (seeds[:, 0] <= cols - 0.5) & (seeds[:, 1] >= -0.5) & (
+            seeds[:, 1] <= rows - 0.5
+        )
+        cell_ij, seeds = cell_ij[inside], seeds[inside]
+        resid = img - render_columns(img.shape, ax, ay, h, s)
+        resid_s = ndimage.gaussian_filter(resid, max(0.5, 0.5 * np.median(s)))
+        rad = max(1, int(np.ceil(b_search * d)))
+        off = np.arange(-rad, rad + 1)
+        oy, ox = np.meshgrid(off, off, indexing="ij")
+        disk = (ox**2 + oy**2) <= (b_search * d) ** 2
+        ox, oy = ox[disk], oy[disk]
+        sx = np.rint(seeds[:, 0]).astype(int)
+        sy = np.rint(seeds[:, 1]).astype(int)
+        qx = sx[:, None] + ox[None]
+        qy = sy[:, None] + oy[None]
+        valid = (qx >= 0) & (qx < cols) & (qy >= 0) & (qy < rows)
+        val = np.where(valid, resid_s[np.clip(qy, 0, rows - 1), np.clip(qx, 0, cols - 1)], -np.inf)
+        best = np.argmax(val, axis=1)
+        bx_i = qx[np.arange(len(sx)), best]
+        by_i = qy[np.arange(len(sx)), best]
+        ok = np.isfinite(val[np.arange(len(sx)), best])
+        bx, by = _subpixel(resid_s, by_i[ok], bx_i[ok])
+        cell_ij = cell_ij[ok]
+        bg_b = np.full(bx.size, np.median(b))
+        hb = np.maximum(resid_s[by_i[ok], bx_i[ok]] - bg_b, 1e-3)
+        x = np.r_[ax, bx]
+        y = np.r_[ay, by]
+        h = np.r_[h, hb]
+        s = np.r_[s, np.full(bx.size, np.median(s))]
+        b = np.r_[b, bg_b]
+        site = np.r_[site, np.ones(bx.size, dtype=int)]
+        col_ij = np.vstack([a_ij, cell_ij])
+        fit = refine_columns(
+            img, x, y, sigma=s, amplitude=h, background=b, radius=radius, groups=site,
+        )
+    else:
+        fit = _subset(fit_a, keep_a)
+    keep = (fit.amplitude >= significance * fit.amplitude_err) & np.isfinite(fit.x_err)
+    keep &= (fit.x >= -0.5) & (fit.x <= cols - 0.5) & (fit.y >= -0.5) & (fit.y <= rows - 0.5)
+    keep &= _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * d)
+    a_keep = keep & (site == 0)
+    basis, origin = fit_lattice(np.column_stack([fit.x[a_keep], fit.y[a_keep]]), col_ij[a_keep])
+    return Columns(
+        x=fit.x[keep],
+        y=fit.y[keep],
+        site=np.where(site[keep] == 0, "A", "B"),
+        x_err=fit.x_err[keep],
+        y_err=fit.y_err[keep],
+        amplitude=fit.amplitude[keep],
+        amplitude_err=fit.amplitude_err[keep],
+        background=fit.background[keep],
+        sigma=fit.sigma[keep],
+        i=col_ij[keep, 0],
+        j=col_ij[keep, 1],
+        converged=fit.converged[keep],
+        basis=basis,
+        origin=origin,
+        dispersion=fit.dispersion,
+        info={"sigma0_px": sigma0, "window_radius_px": radius, "iterations": fit.iterations},
+    )
+
+
+def _subset(fit, keep):
+    from .refine import Refinement
+
+    return Refinement(
+        **{k: (v[keep] if isinstance(v, np.ndarray) else v) for k, v in fit.__dict__.items()}
+    )
+
+
+def _not_duplicate(x, y, amplitude, min_distance):
+    """False for a column closer than ``min_distance`` to a brighter one."""
+    from scipy.spatial import cKDTree
+
+    if x.size < 2:
+        return np.ones(x.size, dtype=bool)
+    tree = cKDTree(np.column_stack([x, y]))
+    pairs = tree.query_pairs(min_distance, output_type="ndarray")
+    keep = np.ones(x.size, dtype=bool)
+    if len(pairs):
+        weaker = np.where(amplitude[pairs[:, 0]] < amplitude[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+        keep[weaker] = False
+    return keep

@@ -1,0 +1,293 @@
+"""Lattice geometry: lattice vectors from the image, and lattice indexing.
+
+Vectors are 2-vectors (x, y) in pixels. A lattice is given by the rows of a
+2x2 matrix ``basis = [a1, a2]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.feature import peak_local_max
+
+
+def _subpixel_peak(surface: np.ndarray, r: int, c: int) -> tuple[float, float]:
+    """Quadratic interpolation of a maximum on a 3x3 neighbourhood (row, col)."""
+    rows, cols = surface.shape
+    if not (0 < r < rows - 1 and 0 < c < cols - 1):
+        return float(r), float(c)
+    z = surface[r - 1 : r + 2, c - 1 : c + 2]
+    dr = 0.5 * (z[0, 1] - z[2, 1]) / (z[0, 1] - 2 * z[1, 1] + z[2, 1] + 1e-300)
+    dc = 0.5 * (z[1, 0] - z[1, 2]) / (z[1, 0] - 2 * z[1, 1] + z[1, 2] + 1e-300)
+    return r + float(np.clip(dr, -0.5, 0.5)), c + float(np.clip(dc, -0.5, 0.5))
+
+
+def reduce_basis(basis: np.ndarray) -> np.ndarray:
+    """Lagrange-Gauss reduction: the shortest, most orthogonal basis.
+
+    Returns rows ``a1, a2`` with ``|a1| <= |a2|``, ``|a1.a2| <= |a1|^2 / 2``,
+    ``a1`` the one closest to the +x axis of the two shortest choices, and a
+    right-handed pair in image coordinates (a1 x a2 > 0).
+    """
+    a, b = np.array(basis[0], float), np.array(basis[1], float)
+    for _ in range(100):
+        if a @ a > b @ b:
+            a, b = b, a
+        m = np.rint((a @ b) / (a @ a))
+        if m == 0:
+            break
+        b = b - m * a
+    if a @ a > b @ b:
+        a, b = b, a
+    # Pick signs: a1 pointing to +x (or +y when vertical), a2 right-handed.
+    if a[0] < -1e-9 or (abs(a[0]) <= 1e-9 and a[1] < 0):
+        a = -a
+    if a[0] * b[1] - a[1] * b[0] < 0:
+        b = -b
+    return np.array([a, b])
+
+
+def autocorrelation(image: np.ndarray) -> np.ndarray:
+    """Normalised autocorrelation of an image, zero lag at the centre.
+
+    The image is mean-subtracted and Hann-windowed; the window's own
+    autocorrelation is divided out, so lattice peaks keep their height at
+    large lags. The zero-lag value is 1.
+    """
+    img = np.asarray(image, float)
+    rows, cols = img.shape
+    win = np.outer(np.hanning(rows), np.hanning(cols))
+    f = (img - img.mean()) * win
+    shape = (2 * rows, 2 * cols)  # zero padding: linear, not circular
+    acf = np.fft.irfft2(np.abs(np.fft.rfft2(f, shape)) ** 2, shape)
+    wacf = np.fft.irfft2(np.abs(np.fft.rfft2(win, shape)) ** 2, shape)
+    acf = np.fft.fftshift(acf)
+    wacf = np.fft.fftshift(wacf)
+    wacf = np.maximum(wacf, wacf.max() * 1e-3)
+    acf = acf / wacf
+    return acf / acf[rows, cols]
+
+
+def estimate_lattice(
+    image: np.ndarray,
+    *,
+    spacing_px: float | None = None,
+    min_spacing_px: float = 4.0,
+) -> np.ndarray:
+    """Estimate the two shortest lattice vectors of a periodic image.
+
+    The autocorrelation of the image peaks at every lattice translation. The
+    strongest peaks (at least half the height of the highest one) are taken,
+    the shortest of them gives a1 and the shortest one not parallel to it a2.
+    A centred (A + B) pseudo-lattice is resolved later by
+    :func:`resolve_centring`.
+
+    Parameters
+    ----------
+    image : ndarray
+        The image (any in-plane rotation).
+    spacing_px : float, optional
+        Expected nearest-neighbour spacing in pixels (e.g. the nominal lattice
+        parameter over the pixel size). When given, peaks between 0.6 and 1.6
+        times it are preferred.
+    min_spacing_px : float
+        Lags shorter than this are ignored (the zero-lag peak's shoulder).
+
+    Returns
+    -------
+    ndarray, shape (2, 2)
+        Reduced basis ``[a1, a2]`` in pixels.
+
+    Raises
+    ------
+    ValueError
+        If no two independent lattice peaks are found.
+    """
+    img = np.asarray(image, float)
+    rows, cols = img.shape
+    acf = autocorrelation(img)
+    max_lag = min(rows, cols) / 2.0
+    if spacing_px:
+        max_lag = min(max_lag, 3.5 * spacing_px)
+    cr, cc = rows, cols
+    lo_r, hi_r = int(cr - max_lag), int(cr + max_lag) + 1
+    lo_c, hi_c = int(cc - max_lag), int(cc + max_lag) + 1
+    sub = acf[lo_r:hi_r, lo_c:hi_c]
+    sub = ndimage.gaussian_filter(sub, 0.7)
+    peaks = peak_local_max(sub, min_distance=2, threshold_abs=0.05, exclude_border=True)
+    if len(peaks) == 0:
+        raise ValueError("no periodic structure: the autocorrelation has no peak")
+    vec = []
+    height = []
+    for r, c in peaks:
+        pr, pc = _subpixel_peak(sub, r, c)
+        v = np.array([pc + lo_c - cc, pr + lo_r - cr])
+        d = np.hypot(*v)
+        if d < min_spacing_px or d > max_lag:
+            continue
+        vec.append(v)
+        height.append(sub[r, c])
+    if len(vec) < 2:
+        raise ValueError("no periodic structure: fewer than two lattice peaks")
+    vec = np.array(vec)
+    height = np.array(height)
+    length = np.hypot(vec[:, 0], vec[:, 1])
+    if spacing_px:
+        near = (length > 0.6 * spacing_px) & (length < 1.6 * spacing_px)
+        if near.sum() >= 2:
+            strong = near & (height >= 0.5 * height[near].max())
+        else:
+            strong = height >= 0.5 * height.max()
+    else:
+        strong = height >= 0.5 * height.max()
+    cand = vec[strong]
+    order = np.argsort(np.hypot(cand[:, 0], cand[:, 1]))
+    cand = cand[order]
+    a1 = cand[0]
+    a2 = None
+    for v in cand[1:]:
+        cross = abs(a1[0] * v[1] - a1[1] * v[0])
+        if cross > 0.3 * np.hypot(*a1) * np.hypot(*v):
+            a2 = v
+            break
+    if a2 is None:
+        raise ValueError("no periodic structure in two dimensions")
+    return reduce_basis(np.array([a1, a2]))
+
+
+def index_lattice(
+    points: np.ndarray,
+    basis: np.ndarray,
+    *,
+    tolerance: float = 0.3,
+    seed: int | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Give each point integer lattice indices by growing from a seed.
+
+    The lattice is grown breadth-first, a whole front at a time (vectorised:
+    one k-d tree query per front). Each point carries its own local lattice
+    vectors, taken from the steps that reached it, so slow distortion and
+    linear drift are followed across the image.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 2)
+        Positions (x, y) in pixels.
+    basis : ndarray, shape (2, 2)
+        Approximate lattice vectors ``[a1, a2]`` in pixels.
+    tolerance : float
+        A neighbour is accepted within this fraction of the shorter lattice
+        vector's length from its predicted position.
+    seed : int, optional
+        Index of the starting point; default the point of largest weight
+        among those near the centre of mass.
+    weights : ndarray, shape (n,), optional
+        Brightness of the points (used to choose the seed).
+
+    Returns
+    -------
+    ij : ndarray of int, shape (n, 2)
+        Lattice indices; rows of points not reached are ``(INT_MIN, INT_MIN)``.
+    found : ndarray of bool, shape (n,)
+    local : ndarray, shape (n, 2, 2)
+        Local lattice vectors at each point (NaN where not reached).
+    """
+    pts = np.asarray(points, float)
+    n = len(pts)
+    ij = np.full((n, 2), np.iinfo(np.int64).min, dtype=np.int64)
+    found = np.zeros(n, dtype=bool)
+    local = np.full((n, 2, 2), np.nan)
+    if n == 0:
+        return ij, found, local
+    basis = np.asarray(basis, float)
+    tol = tolerance * min(np.hypot(*basis[0]), np.hypot(*basis[1]))
+    tree = cKDTree(pts)
+    steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
+    unreached = np.ones(n, dtype=bool)
+    component = 0
+    while unreached.any():
+        cand = np.flatnonzero(unreached)
+        if component > 0:
+            # A further component must sit on the lattice already indexed
+            # (whole-number offsets from its nearest indexed point); points
+            # between lattice sites (B columns, noise) are never indexed.
+            done = np.flatnonzero(found)
+            if done.size == 0:
+                break
+            _, near = cKDTree(pts[done]).query(pts[cand])
+            near = done[near]
+            frac = np.linalg.solve(
+                np.swapaxes(local[near], 1, 2), (pts[cand] - pts[near])[..., None]
+            )[..., 0]
+            on_site = np.all(np.abs(frac - np.rint(frac)) < tolerance, axis=1)
+            unreached[cand[~on_site]] = False
+            cand, near, frac = cand[on_site], near[on_site], frac[on_site]
+            if cand.size == 0:
+                break
+        if seed is not None and component == 0:
+            s = seed
+        else:
+            centre = pts[cand].mean(axis=0)
+            dist = np.hypot(*(pts[cand] - centre).T)
+            near_c = dist <= np.percentile(dist, 25)
+            w = weights[cand[near_c]] if weights is not None else -dist[near_c]
+            pick = np.flatnonzero(near_c)[np.argmax(w)]
+            s = cand[pick]
+        if component == 0:
+            ij[s] = (0, 0)
+        else:
+            ij[s] = ij[near[pick]] + np.rint(frac[pick]).astype(np.int64)
+        local[s] = basis
+        found[s] = True
+        unreached[s] = False
+        front = np.array([s])
+        grown = 1
+        while front.size:
+            # Predicted neighbour positions of the whole front.
+            vec = np.einsum("sk,fkd->fsd", steps, local[front])  # (f, 4, 2)
+            pred = pts[front][:, None, :] + vec
+            d, j = tree.query(pred.reshape(-1, 2), distance_upper_bound=tol)
+            hit = np.isfinite(d)
+            j = j[hit]
+            src = np.repeat(front, 4)[hit]
+            stp = np.tile(np.arange(4), front.size)[hit]
+            new = unreached[j]
+            j, src, stp = j[new], src[new], stp[new]
+            if j.size == 0:
+                break
+            # One parent per new point: the first prediction that reached it.
+            j, first = np.unique(j, return_index=True)
+            src, stp = src[first], stp[first]
+            ij[j] = ij[src] + steps[stp]
+            loc = local[src].copy()
+            measured = pts[j] - pts[src]
+            axis = np.abs(steps[stp]).argmax(axis=1)  # 0 along a1, 1 along a2
+            sign = steps[stp].sum(axis=1)
+            loc[np.arange(j.size), axis] = measured * sign[:, None]
+            local[j] = loc
+            found[j] = True
+            unreached[j] = False
+            front = j
+            grown += j.size
+        component += 1
+        if grown < 4:
+            # A lone point (noise, or a B column): not part of the lattice.
+            found[s] = False
+            ij[s] = np.iinfo(np.int64).min
+            local[s] = np.nan
+    return ij, found, local
+
+
+def fit_lattice(points: np.ndarray, ij: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares lattice ``p = origin + i a1 + j a2`` through indexed points.
+
+    Returns
+    -------
+    basis : ndarray, shape (2, 2)
+    origin : ndarray, shape (2,)
+    """
+    design = np.column_stack([np.ones(len(ij)), ij[:, 0], ij[:, 1]])
+    coef, *_ = np.linalg.lstsq(design, np.asarray(points, float), rcond=None)
+    return coef[1:3], coef[0]
