@@ -313,7 +313,7 @@ def write_demo_experiment(
     """
     import tifffile
 
-    from .fsutil import atomic_write
+    from .fsutil import atomic_path, atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -334,9 +334,9 @@ def write_demo_experiment(
         record = {"image": path.name, "seed": [seed, k], **meta, "columns": truth.to_json()}
         with atomic_write(truth_path, "w") as fh:
             json.dump(record, fh)
-        with atomic_write(path, "wb") as fh:
+        with atomic_path(path) as tmp:
             tifffile.imwrite(
-                fh, image.astype(np.uint16), imagej=True,
+                tmp, image.astype(np.uint16), imagej=True,
                 resolution=(1000.0 / pixel_size_pm, 1000.0 / pixel_size_pm),
                 metadata={"unit": "nm", "axes": "YX"},
             )

@@ -1,0 +1,60 @@
+# Two commands on a fresh machine (see README):
+#   make demo   - set up, run the workflow on the embedded demo, write the report
+#   make test   - set up, run the whole test suite
+# Both are idempotent: a second run does no work that is already done.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Debian packages the demo and the tests need (installed when run as root).
+APT_PACKAGES :=
+
+.PHONY: demo test install system profiles report clean help
+
+help:
+	@echo "make demo   - run the workflow on the embedded demo experiment"
+	@echo "make test   - run the test suite"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory system APT_PACKAGES="python3-venv"
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[workflow,test]"
+	@touch $(STAMP)
+
+system:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "missing system packages:$$missing -- run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+profiles: $(STAMP)
+	@$(BIN)/latticegenome install-profiles
+
+install: system $(STAMP) profiles
+
+demo/facility/STO_BTO_superlattice/superlattice_011.tif: | $(STAMP)
+	$(BIN)/latticegenome simulate demo/facility/STO_BTO_superlattice
+
+demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif
+	$(BIN)/snakemake --profile local
+	@if [ ! -f results/report.html ] || [ -n "$$(find results data -newer results/report.html -type f ! -path '*/logs/*' ! -path '*/benchmarks/*' 2>/dev/null | head -n 1)" ]; then \
+	  $(BIN)/snakemake --profile local --report results/report.html; \
+	fi
+	@echo ""
+	@echo "Results: results/<experiment>/ (statistics.h5, images.tsv, rejected.tsv, figures/)"
+	@echo "Report:  $(CURDIR)/results/report.html"
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf results data demo .snakemake

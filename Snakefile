@@ -1,0 +1,28 @@
+# latticegenome: STEM images of perovskite superlattices -> a library of local
+# lattice configurations. Stages are in rules/, thin scripts in scripts/, the
+# library that does the work in src/latticegenome/.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/ingest.smk"
+include: "rules/columns.smk"
+include: "rules/statistics.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

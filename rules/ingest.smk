@@ -1,0 +1,21 @@
+# Stage 1: raw images from the facility to scratch, checksummed, with a manifest.
+# A checkpoint: the per-image rules are driven by the manifest it writes.
+
+
+checkpoint ingest:
+    output:
+        manifest=f"{SCRATCH}/{{experiment}}/manifest.tsv",
+    params:
+        facility_name=lambda wc: experiment(wc)["facility"],
+        facility=lambda wc: config["facilities"][experiment(wc)["facility"]],
+        path=lambda wc: experiment(wc)["path"],
+        pattern=lambda wc: experiment(wc).get("pattern", "*"),
+        raw_dir=lambda wc: f"{SCRATCH}/{wc.experiment}/raw",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/ingest.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/ingest.tsv"
+    conda:
+        "../envs/transfer.yaml"
+    script:
+        "../scripts/ingest.py"

@@ -1,0 +1,51 @@
+# Stage 3: per experiment, cells of every image -> statistics and figures.
+
+
+rule statistics:
+    input:
+        columns=column_results,
+        raw=raw_images,
+    output:
+        cells=f"{RESULTS}/{{experiment}}/statistics.h5",
+        images=report(
+            f"{RESULTS}/{{experiment}}/images.tsv",
+            caption="../report/images.rst",
+            category="3. Lattice statistics",
+            subcategory="{experiment}",
+            labels={"table": "per-image summary"},
+        ),
+        rejected=report(
+            f"{RESULTS}/{{experiment}}/rejected.tsv",
+            caption="../report/rejected.rst",
+            category="2. Column finding",
+            subcategory="{experiment}",
+            labels={"table": "rejected images"},
+        ),
+        overview=report(
+            f"{RESULTS}/{{experiment}}/figures/overview.png",
+            caption="../report/overview.rst",
+            category="2. Column finding",
+            subcategory="{experiment}",
+            labels={"figure": "columns, displacement, strain"},
+        ),
+        histograms=report(
+            f"{RESULTS}/{{experiment}}/figures/histograms.png",
+            caption="../report/histograms.rst",
+            category="3. Lattice statistics",
+            subcategory="{experiment}",
+            labels={"figure": "histograms"},
+        ),
+    params:
+        nominal_pm=lambda wc: experiment(wc)["materials"][0]["a_pm"],
+        settings=analysis_settings,
+    log:
+        f"{RESULTS}/{{experiment}}/logs/statistics.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/statistics.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/statistics.py"

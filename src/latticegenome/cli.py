@@ -1,0 +1,151 @@
+"""The ``latticegenome`` command.
+
+Errors in the input (unreadable file, no pixel size, no lattice, bad
+configuration) print one line naming the file and the problem and exit with
+status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import LatticeGenomeError
+
+
+def _cmd_simulate(args) -> int:
+    from .simulate import write_demo_experiment
+
+    paths = write_demo_experiment(args.outdir, n_images=args.images, size=args.size,
+                                  seed=args.seed, pixel_size_pm=args.pixel_size_pm)
+    print(f"{len(paths)} images in {args.outdir}")
+    return 0
+
+
+def _cmd_columns(args) -> int:
+    from .analysis import analyse_file
+    from .store import write_columns_csv, write_columns_h5
+
+    res = analyse_file(args.image, pixel_size_pm=args.pixel_size_pm, spacing_pm=args.spacing_pm,
+                       hdf5_dataset=args.hdf5_dataset, stack=args.stack,
+                       significance=args.significance)
+    cols = res.merged()
+    if args.csv:
+        write_columns_csv(args.csv, cols, pixel_size_pm=res.pixel_size_pm, source=str(args.image))
+    if args.h5:
+        img = res.frames[0][0]
+        write_columns_h5(args.h5, cols, source=str(args.image), pixel_size_pm=res.pixel_size_pm,
+                         shape=img.data.shape, metadata=img.metadata)
+    n_a = int((cols.site == "A").sum())
+    print(f"{args.image}: {n_a} A and {len(cols) - n_a} B columns "
+          f"(pixel size {res.pixel_size_pm:.4g} pm, from the {res.frames[0][0].pixel_size_source})")
+    return 0
+
+
+def _cmd_cells(args) -> int:
+    from .cells import CELL_FIELDS, measure_cells
+    from .errors import ImageReadError
+    from .store import read_columns
+    from .tables import write_table_csv
+
+    cols, attrs = read_columns(args.columns)
+    px = args.pixel_size_pm or attrs.get("pixel_size_pm")
+    if px is None or not px == px:
+        raise ImageReadError("no pixel size in the file: give --pixel-size-pm", args.columns)
+    if attrs.get("status", "ok") != "ok":
+        raise ImageReadError(f"the image was rejected: {attrs.get('reason', '')}", args.columns)
+    if "site" not in cols or not (cols["site"] == "B").any():
+        raise ImageReadError("no B columns: cells need the secondary lattice", args.columns)
+    for need in ("i", "j", "x_err", "y_err", "amplitude", "sigma"):
+        if need not in cols:
+            raise ImageReadError(f"column '{need}' missing: write it with 'latticegenome columns'",
+                                 args.columns)
+    try:
+        cells = measure_cells(cols, float(px),
+                              reference_pm=(args.reference_pm, args.reference_pm) if args.reference_pm else None)
+    except ValueError as exc:
+        raise ImageReadError(str(exc), args.columns) from None
+    write_table_csv(args.csv, cells, CELL_FIELDS)
+    print(f"{args.columns}: {len(cells['x'])} cells")
+    return 0
+
+
+def _cmd_install_profiles(args) -> int:
+    from .profiles import install_profiles
+
+    for line in install_profiles(args.profiles_dir, args.target):
+        print(line)
+    return 0
+
+
+def _cmd_check_config(args) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, args.schema)
+    print(f"{args.config}: valid ({len(cfg['experiments'])} experiments)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="latticegenome", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"latticegenome {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="write the embedded demo experiment (seeded)")
+    s.add_argument("outdir", type=Path)
+    s.add_argument("--images", type=int, default=12)
+    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--seed", type=int, default=20261123)
+    s.add_argument("--pixel-size-pm", type=float, default=20.0)
+    s.set_defaults(func=_cmd_simulate)
+
+    c = sub.add_parser("columns", help="find and refine the A and B columns of one image")
+    c.add_argument("image", type=Path)
+    c.add_argument("--pixel-size-pm", type=float, help="used when the file has no pixel size")
+    c.add_argument("--spacing-pm", type=float, help="nominal A-A spacing (hint)")
+    c.add_argument("--hdf5-dataset", help="dataset path inside an HDF5 file")
+    c.add_argument("--stack", choices=("frames", "sum", "align"), default="sum",
+                   help="3-D stacks: each frame, their sum, or their aligned sum")
+    c.add_argument("--significance", type=float, default=5.0)
+    c.add_argument("--csv", type=Path, help="write the columns here (CSV)")
+    c.add_argument("--h5", type=Path, help="write the columns here (HDF5)")
+    c.set_defaults(func=_cmd_columns)
+
+    e = sub.add_parser("cells", help="measure the unit cells of one image's columns")
+    e.add_argument("columns", type=Path, help="CSV or HDF5 written by 'latticegenome columns'")
+    e.add_argument("--pixel-size-pm", type=float)
+    e.add_argument("--reference-pm", type=float, help="reference lattice parameter for strain")
+    e.add_argument("--csv", type=Path, required=True)
+    e.set_defaults(func=_cmd_cells)
+
+    i = sub.add_parser("install-profiles",
+                       help="make 'snakemake --profile NAME' find this repository's profiles")
+    i.add_argument("--profiles-dir", type=Path, default=Path("profiles"))
+    i.add_argument("--target", type=Path, default=None,
+                   help="default: $XDG_CONFIG_HOME/snakemake or ~/.config/snakemake")
+    i.set_defaults(func=_cmd_install_profiles)
+
+    k = sub.add_parser("check-config", help="validate a workflow configuration")
+    k.add_argument("config", type=Path, nargs="?", default=Path("config/config.yaml"))
+    k.add_argument("--schema", type=Path, default=Path("config/schema.yaml"))
+    k.set_defaults(func=_cmd_check_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LatticeGenomeError as exc:
+        print(f"latticegenome: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["main", "build_parser"]

@@ -1,0 +1,86 @@
+"""Workflow configuration: load, validate against the schema, resolve.
+
+The Snakefile validates with ``snakemake.utils.validate`` against the same
+schema (``config/schema.yaml``); this module gives the command line the same
+check with one-line messages naming the key, and resolves per-experiment
+settings (defaults merged with an experiment's overrides).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _with_defaults(validator_class):
+    import jsonschema
+
+    validate_props = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(prop, sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate_config(config: dict, schema_path: str | Path, *, source: str = "config") -> dict:
+    """Validate ``config`` in place (defaults filled in); return it.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first offending key (``experiments.demo.pixel_size_pm``)
+        and what was expected.
+    """
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    cls = _with_defaults(jsonschema.validators.validator_for(schema))
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ConfigError(f"{key}: {e.message}", source)
+    for name, exp in config.get("experiments", {}).items():
+        if exp["facility"] not in config.get("facilities", {}):
+            raise ConfigError(
+                f"experiments.{name}.facility: '{exp['facility']}' is not a facility "
+                f"(known: {', '.join(config.get('facilities', {})) or 'none'})",
+                source,
+            )
+    return config
+
+
+def load_config(path: str | Path, schema_path: str | Path) -> dict:
+    """Read a YAML configuration and validate it."""
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError("no such file", str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", str(path)) from None
+    return validate_config(config, schema_path, source=str(path))
+
+
+def experiment_settings(config: dict, name: str) -> dict:
+    """Analysis settings of one experiment: defaults, then its overrides.
+
+    Adds ``spacing_pm`` (the first material's lattice parameter) as the
+    lattice-search hint unless set.
+    """
+    exp = config["experiments"][name]
+    settings = dict(config.get("analysis", {}))
+    settings.update(exp.get("analysis", {}) or {})
+    materials = exp.get("materials") or []
+    if "spacing_pm" not in settings and materials:
+        settings["spacing_pm"] = materials[0]["a_pm"]
+    settings["pixel_size_pm"] = exp.get("pixel_size_pm")
+    settings["hdf5_dataset"] = exp.get("hdf5_dataset")
+    return settings

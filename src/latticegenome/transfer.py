@@ -1,0 +1,260 @@
+"""Moving raw images from a facility to scratch, with a manifest.
+
+A *facility* is where raw images live (the microscope facility's collection)
+or where results go (a publication collection). Each backend implements the
+same two operations:
+
+- :meth:`LocalBackend.ingest` — copy every file of an experiment matching a
+  pattern into scratch, verify each by SHA-256, and write a manifest;
+- :meth:`LocalBackend.publish` — copy a results package out.
+
+The local-filesystem backend is the embedded default: no account, no
+network. It is resumable: a task id is written before the first byte is
+copied and reused by a rerun, files already present with the right checksum
+are skipped, and every file appears whole (written to a temporary name,
+verified, then renamed) and read-only, so raw data cannot be modified by a
+later step.
+
+Remote names are untrusted: :func:`check_name` refuses names with ``..``,
+absolute paths, path separators, control characters or leading dots.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import TransferError
+from .fsutil import CHUNK, atomic_path, atomic_write, sha256_file
+
+MANIFEST_FIELDS = ("file", "size", "sha256", "facility", "collection", "source_path",
+                   "task_id", "transferred_at")
+
+
+@dataclass
+class ManifestEntry:
+    """One transferred file: what it is, where it came from, which task."""
+
+    file: str
+    size: int
+    sha256: str
+    facility: str
+    collection: str
+    source_path: str
+    task_id: str
+    transferred_at: str
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a safe plain file name, else raise.
+
+    Raises
+    ------
+    TransferError
+        For empty names, ``.`` or ``..``, absolute paths, names containing a
+        path separator, a control character or a leading dot.
+    """
+    if not name or name in (".", ".."):
+        raise TransferError(f"refused remote name {name!r}: empty or a directory reference")
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise TransferError(f"refused remote name {name!r}: absolute path")
+    if "/" in name or "\\" in name or ".." in name.split("/"):
+        raise TransferError(f"refused remote name {name!r}: contains a path separator or '..'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise TransferError(f"refused remote name {name!r}: contains a control character")
+    if name.startswith("."):
+        raise TransferError(f"refused remote name {name!r}: hidden file")
+    return name
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Read a manifest written by :func:`write_manifest`."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [ManifestEntry(**{**r, "size": int(r["size"])}) for r in rows]
+
+
+def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> None:
+    """Write a manifest (TSV, one row per file) atomically."""
+    with atomic_write(path, "w") as fh:
+        w = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS, delimiter="\t", lineterminator="\n")
+        w.writeheader()
+        for e in entries:
+            w.writerow(asdict(e))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _copy_verified(src: Path, dest: Path) -> tuple[int, str]:
+    """Copy ``src`` to ``dest`` through a temporary file; verify by SHA-256.
+
+    The copy is re-read from disk and compared with the digest of the bytes
+    read from the source before it takes its final name; it is then made
+    read-only.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    with atomic_path(dest) as tmp:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            for block in iter(lambda: fin.read(CHUNK), b""):
+                h.update(block)
+                fout.write(block)
+                size += len(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+        check = sha256_file(tmp)
+        if check != h.hexdigest():
+            raise TransferError(
+                f"checksum mismatch after copy (source {h.hexdigest()}, copy {check})", str(dest)
+            )
+        os.chmod(tmp, 0o444)
+    return size, h.hexdigest()
+
+
+class LocalBackend:
+    """A facility that is a folder on a local or mounted file system.
+
+    Parameters
+    ----------
+    name : str
+        The facility's name in the configuration.
+    root : str or Path
+        Its base folder; experiment paths are relative to it.
+    """
+
+    kind = "local"
+
+    def __init__(self, name: str, root: str | Path):
+        self.name = name
+        self.root = Path(root)
+
+    @property
+    def collection(self) -> str:
+        return f"local:{self.root.resolve()}"
+
+    def list(self, path: str, pattern: str = "*") -> list[tuple[str, int]]:
+        """Files (name, size) in ``path`` matching ``pattern``, sorted by name."""
+        folder = self.root / path
+        if not folder.is_dir():
+            raise TransferError(f"no such folder at facility '{self.name}'", str(folder))
+        out = []
+        for entry in os.scandir(folder):
+            if entry.is_file() and fnmatch.fnmatch(entry.name, pattern):
+                out.append((entry.name, entry.stat().st_size))
+        return sorted(out)
+
+    def ingest(
+        self,
+        path: str,
+        pattern: str,
+        dest_dir: str | Path,
+        manifest: str | Path,
+        *,
+        log=print,
+    ) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
+        """Copy matching files into ``dest_dir`` and write the manifest.
+
+        Returns
+        -------
+        entries : list of ManifestEntry
+        refused : list of (name, reason)
+            Files not transferred because their names are unsafe.
+
+        Raises
+        ------
+        TransferError
+            If the source folder is missing, nothing matches, or a copy
+            fails its checksum.
+        """
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        state_path = dest_dir / ".transfer.json"
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            log(f"resuming transfer task {state['task_id']}")
+        else:
+            state = {"task_id": f"local-{uuid.uuid4()}", "source": f"{self.collection}/{path}",
+                     "pattern": pattern, "submitted_at": _now()}
+            with atomic_write(state_path, "w") as fh:
+                json.dump(state, fh)
+        files = self.list(path, pattern)
+        if not files:
+            raise TransferError(f"no files match '{pattern}' at facility '{self.name}'",
+                                str(self.root / path))
+        entries: list[ManifestEntry] = []
+        refused: list[tuple[str, str]] = []
+        for name, size in files:
+            try:
+                check_name(name)
+            except TransferError as exc:
+                refused.append((name, exc.reason))
+                log(f"refused: {exc.reason}")
+                continue
+            src = self.root / path / name
+            dest = dest_dir / name
+            if dest.exists() and dest.stat().st_size == size:
+                digest = sha256_file(dest)
+                if digest == sha256_file(src):
+                    entries.append(self._entry(name, size, digest, path, state, dest))
+                    continue
+                # A wrong copy: replace it (it is ours, made read-only).
+                os.chmod(dest, 0o644)
+            nbytes, digest = _copy_verified(src, dest)
+            entries.append(self._entry(name, nbytes, digest, path, state, dest))
+            log(f"copied {name} ({nbytes} bytes, sha256 {digest[:12]})")
+        write_manifest(manifest, entries)
+        return entries, refused
+
+    def _entry(self, name, size, digest, path, state, dest):
+        return ManifestEntry(
+            file=name, size=int(size), sha256=digest, facility=self.name,
+            collection=self.collection, source_path=f"{path}/{name}",
+            task_id=state["task_id"],
+            transferred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dest.stat().st_mtime)),
+        )
+
+    def publish(self, files: list[str | Path], dest: str, *, log=print) -> dict:
+        """Copy a results package into ``root/dest`` (checksummed); return the record."""
+        target = self.root / dest
+        target.mkdir(parents=True, exist_ok=True)
+        task_id = f"local-{uuid.uuid4()}"
+        out = []
+        for f in files:
+            f = Path(f)
+            size, digest = _copy_verified(f, target / check_name(f.name))
+            out.append({"file": f.name, "size": size, "sha256": digest})
+            log(f"published {f.name}")
+        return {"facility": self.name, "collection": self.collection, "path": dest,
+                "task_id": task_id, "files": out, "published_at": _now()}
+
+
+def backend_for(name: str, facility: dict, *, base: str | Path = ".") -> LocalBackend:
+    """The transfer backend of a facility block of the configuration.
+
+    Raises
+    ------
+    TransferError
+        For a backend not available in this installation.
+    """
+    kind = facility.get("backend", "local")
+    if kind == "local":
+        root = Path(facility["path"])
+        if not root.is_absolute():
+            root = Path(base) / root
+        return LocalBackend(name, root)
+    raise TransferError(f"facility '{name}': transfer backend '{kind}' is not available yet "
+                        f"(use backend: local)")
+
+
+__all__ = ["LocalBackend", "ManifestEntry", "backend_for", "check_name", "read_manifest",
+           "write_manifest"]
