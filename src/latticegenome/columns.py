@@ -195,7 +195,9 @@ def _local_vectors_from_fit(pos, ij, basis):
         bwd = np.array([lookup.get((a - step[0], b - step[1]), -1) for a, b in ij.tolist()])
         vf = np.where((fwd >= 0)[:, None], pos[np.maximum(fwd, 0)] - pos, np.nan)
         vb = np.where((bwd >= 0)[:, None], pos - pos[np.maximum(bwd, 0)], np.nan)
-        both = np.nanmean(np.stack([vf, vb]), axis=0)
+        stacked = np.stack([vf, vb])
+        count = np.isfinite(stacked).sum(axis=0)
+        both = np.where(count > 0, np.nansum(stacked, axis=0) / np.maximum(count, 1), np.nan)
         have = np.isfinite(both).all(axis=1)
         local[have, axis] = both[have]
     return local
@@ -272,8 +274,9 @@ def find_columns(
     hf = height[found]
     if 0.25 < parity.mean() < 0.75:
         h0, h1 = hf[~parity], hf[parity]
-        spread = np.sqrt((h0.var() + h1.var()) / 2) + 1e-12
-        if abs(h0.mean() - h1.mean()) > 2.0 * spread:
+        se = np.sqrt(h0.var() / h0.size + h1.var() / h1.size) + 1e-12
+        contrast = abs(h0.mean() - h1.mean()) / max(h0.mean(), h1.mean())
+        if abs(h0.mean() - h1.mean()) > 8.0 * se and contrast > 0.05:
             bright = (h1.mean() > h0.mean())
             keep = np.flatnonzero(found)[parity == bright]
             basis0 = reduce_basis(np.array([local[keep[0], 0] + local[keep[0], 1],
@@ -287,11 +290,6 @@ def find_columns(
     a_idx = np.flatnonzero(found)
     a_pos, a_ij, a_local = pts[a_idx], ij[a_idx], local[a_idx]
 
-    # Sites of the lattice with no maximum: edge and faint columns.
-    miss_ij, miss_pos = _missing_sites(a_pos, a_ij, a_local, img.shape, margin=0.0)
-    a_pos = np.vstack([a_pos, miss_pos])
-    a_ij = np.vstack([a_ij, miss_ij])
-
     # Column width: moment estimate, then a pilot fit of a few hundred columns.
     sigma0 = estimate_width(img, a_pos[:, 0], a_pos[:, 1], d)
     pilot = np.argsort(-img[np.clip(np.rint(a_pos[:, 1]).astype(int), 0, rows - 1),
@@ -300,8 +298,26 @@ def find_columns(
                            radius=max(2, int(np.ceil(2.5 * sigma0))), sigma_bounds=(0.5, 3.0))
     sigma0 = float(np.median(fit_p.sigma))
     radius = max(2, int(np.ceil(2.5 * sigma0)))
+    # Lattice sites with no maximum: faint columns, columns at the edge, and
+    # columns up to a window radius outside the image, whose tails reach in.
+    # Those outside are fitted (so their light is not taken for background)
+    # but never reported.
+    margin = float(radius)
+    for _ in range(2):
+        miss_ij, miss_pos = _missing_sites(a_pos, a_ij, a_local, img.shape, margin=margin)
+        if len(miss_ij) == 0:
+            break
+        a_pos = np.vstack([a_pos, miss_pos])
+        a_ij = np.vstack([a_ij, miss_ij])
+        a_local = np.vstack([a_local, np.repeat(basis0[None], len(miss_ij), axis=0)])
     fit_a = refine_columns(img, a_pos[:, 0], a_pos[:, 1], sigma=sigma0, radius=radius)
+    inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
+        fit_a.y <= rows - 1 + margin)
     keep_a = (fit_a.amplitude >= significance * fit_a.amplitude_err) & np.isfinite(fit_a.x_err)
+    # Outside the image, keep every lattice site that stayed put (little data
+    # constrains them; they only carry their tails into the image).
+    outside_a = (fit_a.x < -0.5) | (fit_a.x > cols - 0.5) | (fit_a.y < -0.5) | (fit_a.y > rows - 0.5)
+    keep_a = (keep_a | (outside_a & (fit_a.amplitude > 0))) & inside_a
     ax, ay = fit_a.x[keep_a], fit_a.y[keep_a]
     a_ij = a_ij[keep_a]
     a_pos = np.column_stack([ax, ay])
@@ -319,9 +335,8 @@ def find_columns(
     if find_b:
         local_fit = _local_vectors_from_fit(a_pos, a_ij, basis)
         cell_ij, seeds = _cell_centres(a_pos, a_ij, local_fit)
-        inside = (seeds[:, 0] >= -0.5) & (seeds[:, 0] <= cols - 0.5) & (seeds[:, 1] >= -0.5) & (
-            seeds[:, 1] <= rows - 0.5
-        )
+        inside = (seeds[:, 0] >= -margin) & (seeds[:, 0] <= cols - 1 + margin) & (
+            seeds[:, 1] >= -margin) & (seeds[:, 1] <= rows - 1 + margin)
         cell_ij, seeds = cell_ij[inside], seeds[inside]
         resid = img - render_columns(img.shape, ax, ay, h, s)
         resid_s = ndimage.gaussian_filter(resid, max(0.5, 0.5 * np.median(s)))
@@ -339,11 +354,17 @@ def find_columns(
         best = np.argmax(val, axis=1)
         bx_i = qx[np.arange(len(sx)), best]
         by_i = qy[np.arange(len(sx)), best]
-        ok = np.isfinite(val[np.arange(len(sx)), best])
-        bx, by = _subpixel(resid_s, by_i[ok], bx_i[ok])
+        found_max = np.isfinite(val[np.arange(len(sx)), best])
+        bx, by = _subpixel(resid_s, np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1))
+        # Cells whose centre is outside the image: B stays at the centre.
+        out_b = (seeds[:, 0] < 0) | (seeds[:, 0] > cols - 1) | (seeds[:, 1] < 0) | (seeds[:, 1] > rows - 1)
+        use_centre = out_b | ~found_max
+        bx = np.where(use_centre, seeds[:, 0], bx)
+        by = np.where(use_centre, seeds[:, 1], by)
+        ok = np.ones(len(seeds), dtype=bool)
         cell_ij = cell_ij[ok]
         bg_b = np.full(bx.size, np.median(b))
-        hb = np.maximum(resid_s[by_i[ok], bx_i[ok]] - bg_b, 1e-3)
+        hb = np.maximum(resid_s[np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1)] - bg_b, 1e-3)
         x = np.r_[ax, bx]
         y = np.r_[ay, by]
         h = np.r_[h, hb]
@@ -351,14 +372,19 @@ def find_columns(
         b = np.r_[b, bg_b]
         site = np.r_[site, np.ones(bx.size, dtype=int)]
         col_ij = np.vstack([a_ij, cell_ij])
-        fit = refine_columns(
-            img, x, y, sigma=s, amplitude=h, background=b, radius=radius, groups=site,
-        )
+        seed_x = np.r_[ax, seeds[ok, 0]]
+        seed_y = np.r_[ay, seeds[ok, 1]]
+        fit = refine_columns(img, x, y, sigma=s, amplitude=h, background=b, radius=radius,
+                             groups=site)
     else:
         fit = _subset(fit_a, keep_a)
+        seed_x, seed_y = ax, ay
     keep = (fit.amplitude >= significance * fit.amplitude_err) & np.isfinite(fit.x_err)
     keep &= (fit.x >= -0.5) & (fit.x <= cols - 0.5) & (fit.y >= -0.5) & (fit.y <= rows - 0.5)
     keep &= _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * d)
+    # A B column that ended farther than the search radius from its cell
+    # centre is not that cell's B (e.g. the tail of a column outside the image).
+    keep &= (site == 0) | (np.hypot(fit.x - seed_x, fit.y - seed_y) <= b_search * d + 1.0)
     a_keep = keep & (site == 0)
     basis, origin = fit_lattice(np.column_stack([fit.x[a_keep], fit.y[a_keep]]), col_ij[a_keep])
     return Columns(

@@ -66,6 +66,8 @@ def autocorrelation(image: np.ndarray) -> np.ndarray:
     wacf = np.fft.fftshift(wacf)
     wacf = np.maximum(wacf, wacf.max() * 1e-3)
     acf = acf / wacf
+    if not acf[rows, cols] > 0:
+        raise ValueError("constant image: no structure")
     return acf / acf[rows, cols]
 
 

@@ -68,8 +68,9 @@ def render_columns(
     rows, cols = shape
     if radius is None:
         radius = int(np.ceil(RENDER_WIDTHS * float(np.max(sigma)))) if x.size else 1
-    # Render into a canvas padded by the radius, so that no index needs a mask.
-    pad = radius
+    # Render into a canvas padded by twice the radius, so that columns up to
+    # one radius outside the image add their tails and no index needs a mask.
+    pad = 2 * radius
     prow, pcol = rows + 2 * pad, cols + 2 * pad
     out = np.zeros(prow * pcol, dtype=float)
     accumulate_columns(out, (rows, cols), pad, x, y, amplitude, sigma, radius,

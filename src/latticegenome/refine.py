@@ -338,5 +338,7 @@ def crlb_position(
         _, jac = window_jacobian(px - x[k, None], py - y[k, None], amplitude[k], sigma[k])
         lam = background + full[flat]
         info = fisher_information(jac, lam, mask)
-        out[k] = np.sqrt(np.linalg.inv(info)[:, 0, 0])
+        good = np.linalg.cond(info) < 1e12
+        if good.any():
+            out[k[good]] = np.sqrt(np.linalg.inv(info[good])[:, 0, 0])
     return out

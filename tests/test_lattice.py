@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from latticegenome.lattice import estimate_lattice, fit_lattice, index_lattice, reduce_basis
+from latticegenome.simulate import simulate_lattice
+
+
+@pytest.mark.parametrize("angle", [0.0, 12.0, 37.0, 45.0, 71.0])
+def test_lattice_vectors_at_any_rotation(rng, angle):
+    img, truth = simulate_lattice((256, 256), angle_deg=angle, b_ratio=0.3, rng=rng)
+    basis = estimate_lattice(img)
+    lengths = np.hypot(basis[:, 0], basis[:, 1])
+    assert np.allclose(lengths, 20.0, rtol=0.02)
+    th = np.deg2rad(angle)
+    # a1 is parallel to one of the true lattice directions
+    cosines = [abs(basis[0] @ [np.cos(t), np.sin(t)]) / lengths[0] for t in (th, th + np.pi / 2)]
+    assert max(cosines) > 0.999
+
+
+def test_reduce_basis_gives_shortest_right_handed_pair():
+    b = reduce_basis(np.array([[20.0, 0.0], [60.0, 20.0]]))
+    assert np.allclose(sorted(np.hypot(*b.T)), [20.0, 20.0])
+    assert b[0, 0] * b[1, 1] - b[0, 1] * b[1, 0] > 0
+
+
+def test_index_follows_slow_distortion_and_skips_points_between_sites(rng):
+    # a lattice whose spacing grows by 30 % across the field, plus centred points
+    ii, jj = np.meshgrid(np.arange(30), np.arange(30), indexing="ij")
+    scale = 1 + 0.3 * ii / 30
+    x = np.cumsum(20 * scale, axis=0) + rng.normal(0, 0.5, ii.shape)
+    y = 20 * jj + rng.normal(0, 0.5, ii.shape)
+    pts = np.column_stack([x.ravel(), y.ravel()])
+    centred = pts + [10, 10]
+    allpts = np.vstack([pts, centred])
+    ij, found, local = index_lattice(allpts, np.array([[20.0, 0.0], [0.0, 20.0]]),
+                                     weights=np.r_[np.ones(len(pts)), 0.3 * np.ones(len(pts))])
+    assert found[: len(pts)].all()
+    assert not found[len(pts):].any()
+    got = ij[: len(pts)] - ij[0]
+    assert np.array_equal(got, np.column_stack([ii.ravel(), jj.ravel()]))
+    basis, origin = fit_lattice(pts[:, :], got)
+    assert basis.shape == (2, 2)
+
+
+def test_no_lattice_in_noise(rng):
+    with pytest.raises(ValueError):
+        estimate_lattice(rng.poisson(20, (128, 128)).astype(float) * 0 + 5.0)
