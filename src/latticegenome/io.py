@@ -258,6 +258,9 @@ def _read_hdf5(path: Path, dataset: str | None):
 
 
 def _read_npy(path: Path, dataset: str | None):
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise ImageReadError("not an NPY file (no NumPy header)", path)
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as exc:

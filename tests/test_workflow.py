@@ -1,0 +1,125 @@
+"""Real Snakemake runs of this repository's workflow on a tiny experiment."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from latticegenome.simulate import simulate_superlattice
+from latticegenome.tables import read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+
+def snakemake(workdir, *args, timeout=600):
+    cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--profile", str(ROOT / "profiles" / "local"),
+           "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A facility with three good images, a corrupted one and a blank one; one run."""
+    work = tmp_path_factory.mktemp("wf")
+    fac = work / "facility" / "tiny_exp"
+    fac.mkdir(parents=True)
+    for k in range(3):
+        img, _, _ = simulate_superlattice((200, 200), rng=np.random.default_rng(k))
+        tifffile.imwrite(fac / f"img_{k}.tif", img.astype(np.uint16), imagej=True,
+                         resolution=(50.0, 50.0), metadata={"unit": "nm"})
+    (fac / "broken.tif").write_bytes(b"II*\x00" + os.urandom(300))
+    tifffile.imwrite(fac / "blank.tif", np.full((200, 200), 20, np.uint16))
+    config = {
+        "scratch": "data", "results": "results",
+        "facilities": {"scope": {"backend": "local", "path": str(work / "facility")}},
+        "experiments": {"tiny": {
+            "facility": "scope", "path": "tiny_exp", "pattern": "*.tif", "pixel_size_pm": 20.0,
+            "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5},
+                          {"formula": "BaTiO3", "A": "Ba", "B": "Ti", "a_pm": 399.2}],
+        }},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(work)
+    return work, run
+
+
+def test_run_finishes_and_sets_aside_bad_images(tiny):
+    work, run = tiny
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = work / "results" / "tiny"
+    images = read_table(res / "images.tsv")
+    assert sorted(r["image"] for r in images) == ["img_0.tif", "img_1.tif", "img_2.tif"]
+    for r in images:
+        assert int(r["n_A"]) > 50 and int(r["n_B"]) > 50
+        assert 380 < float(r["a_pm"]) < 400
+    rejected = {r["file"]: r["reason"] for r in read_table(res / "rejected.tsv")}
+    assert set(rejected) == {"broken.tif", "blank.tif"}
+    assert "cannot read" in rejected["broken.tif"]
+    assert "constant image" in rejected["blank.tif"]
+    for fig in ("overview.png", "histograms.png"):
+        assert (res / "figures" / fig).stat().st_size > 10_000
+    assert "Traceback" not in (res / "logs" / "columns" / "broken.tif.log").read_text()
+
+
+def test_raw_copies_are_verified_read_only_and_listed(tiny):
+    work, _ = tiny
+    manifest = read_table(work / "data" / "tiny" / "manifest.tsv")
+    assert len(manifest) == 5
+    for row in manifest:
+        p = work / "data" / "tiny" / "raw" / row["file"]
+        assert not p.stat().st_mode & stat.S_IWUSR
+    # the facility's files are untouched
+    assert (work / "facility" / "tiny_exp" / "broken.tif").stat().st_mode & stat.S_IWUSR
+
+
+def test_second_run_does_nothing_and_lost_output_is_redone_alone(tiny):
+    work, _ = tiny
+    again = snakemake(work)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stderr + again.stdout
+    # A run interrupted after some images: only what is missing is planned.
+    (work / "results" / "tiny" / "columns" / "img_1.tif.h5").unlink()
+    (work / "results" / "tiny" / "statistics.h5").unlink()
+    plan = snakemake(work, "-n", "--quiet", "rules")
+    counts = {ln.split()[0]: ln.split()[1] for ln in (plan.stdout + plan.stderr).splitlines()
+              if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+    assert counts.get("find_columns") == "1" and counts.get("statistics") == "1", plan.stdout
+    assert "ingest" not in counts
+    done = snakemake(work)
+    assert done.returncode == 0
+    assert (work / "results" / "tiny" / "columns" / "img_1.tif.h5").exists()
+
+
+def test_report_is_written(tiny):
+    work, _ = tiny
+    out = snakemake(work, "--report", str(work / "report.html"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    html = (work / "report.html").read_text(errors="replace")
+    assert "rejected" in html and "histograms.png" in html
+
+
+def test_lint_is_clean():
+    out = subprocess.run([SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_profiles_work_as_typed_from_the_repository_root(tmp_path):
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    inst = subprocess.run([str(Path(sys.executable).parent / "latticegenome"), "install-profiles"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert inst.returncode == 0, inst.stderr
+    assert not (ROOT / "profiles" / "default").exists()
+    for name in sorted(p.name for p in (ROOT / "profiles").iterdir() if p.is_dir()):
+        out = subprocess.run([SNAKEMAKE, "--profile", name, "-n"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, (name, out.stderr[-2000:])
+        assert f"Using profile {name}" in out.stdout + out.stderr
