@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import peak_local_max
 
 from .errors import NoLatticeError
 from .lattice import estimate_lattice, fit_lattice, index_lattice, reduce_basis
 from .model import render_columns
 from .refine import refine_columns
+
+#: Tolerances of the preliminary fits (a start for the joint fit, not a result).
+_LOOSE = {"tol_px": 1e-2, "tol_decrement": 1e-2, "max_iter": 20, "max_sweeps": 1}
 
 #: Columns of the output table, in order.
 FIELDS = (
@@ -102,6 +104,23 @@ def _subpixel(surface: np.ndarray, r: np.ndarray, c: np.ndarray):
     dr = 0.5 * (up - down) / np.where(up - 2 * z0 + down < 0, up - 2 * z0 + down, -1e300)
     dc = 0.5 * (left - right) / np.where(left - 2 * z0 + right < 0, left - 2 * z0 + right, -1e300)
     return c + np.clip(dc, -0.5, 0.5), r + np.clip(dr, -0.5, 0.5)
+
+
+def local_maxima(image: np.ndarray, min_distance: int) -> np.ndarray:
+    """(row, col) of pixels that are the maximum of their (2 d + 1)^2 square.
+
+    Ties on flat plateaus keep one pixel. Cost is linear in the image size.
+    """
+    size = 2 * min_distance + 1
+    peak = image == ndimage.maximum_filter(image, size=size, mode="nearest")
+    peak &= image > ndimage.minimum_filter(image, size=size, mode="nearest")
+    lab, n = ndimage.label(peak)
+    if n == peak.sum():
+        return np.argwhere(peak)
+    # plateaus: one pixel each
+    idx = ndimage.labeled_comprehension(image, lab, np.arange(1, n + 1), np.argmax, int, 0,
+                                        pass_positions=True)
+    return np.column_stack(np.unravel_index(idx, image.shape))
 
 
 def estimate_width(image: np.ndarray, x: np.ndarray, y: np.ndarray, spacing: float) -> float:
@@ -259,7 +278,7 @@ def find_columns(
 
     # Candidate maxima and lattice indexing.
     smooth = ndimage.gaussian_filter(img, max(0.5, 0.06 * d))
-    peaks = peak_local_max(smooth, min_distance=max(1, int(0.25 * d)), exclude_border=False)
+    peaks = local_maxima(smooth, max(1, int(0.25 * d)))
     if len(peaks) < 4:
         raise NoLatticeError("fewer than four intensity maxima")
     px, py = _subpixel(smooth, peaks[:, 0], peaks[:, 1])
@@ -295,7 +314,8 @@ def find_columns(
     pilot = np.argsort(-img[np.clip(np.rint(a_pos[:, 1]).astype(int), 0, rows - 1),
                             np.clip(np.rint(a_pos[:, 0]).astype(int), 0, cols - 1)])[:300]
     fit_p = refine_columns(img, a_pos[pilot, 0], a_pos[pilot, 1], sigma=sigma0,
-                           radius=max(2, int(np.ceil(2.5 * sigma0))), sigma_bounds=(0.5, 3.0))
+                           radius=max(2, int(np.ceil(2.5 * sigma0))), sigma_bounds=(0.5, 3.0),
+                           **_LOOSE)
     sigma0 = float(np.median(fit_p.sigma))
     radius = max(2, int(np.ceil(2.5 * sigma0)))
     # Lattice sites with no maximum: faint columns, columns at the edge, and
@@ -310,7 +330,8 @@ def find_columns(
         a_pos = np.vstack([a_pos, miss_pos])
         a_ij = np.vstack([a_ij, miss_ij])
         a_local = np.vstack([a_local, np.repeat(basis0[None], len(miss_ij), axis=0)])
-    fit_a = refine_columns(img, a_pos[:, 0], a_pos[:, 1], sigma=sigma0, radius=radius)
+    # A alone, loosely: a start for the joint fit and a model to find B on.
+    fit_a = refine_columns(img, a_pos[:, 0], a_pos[:, 1], sigma=sigma0, radius=radius, **_LOOSE)
     inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
         fit_a.y <= rows - 1 + margin)
     keep_a = (fit_a.amplitude >= significance * fit_a.amplitude_err) & np.isfinite(fit_a.x_err)

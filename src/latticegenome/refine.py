@@ -93,13 +93,15 @@ def refine_columns(
     background: np.ndarray | float | None = None,
     radius: int | None = None,
     max_iter: int = 60,
-    tol_px: float = 1e-4,
+    tol_px: float = 5e-4,
     sigma_bounds: tuple[float, float] = (0.5, 2.0),
     chunk: int = 4096,
     max_step: float = 1.0,
     max_shift: float | None = None,
-    tol_decrement: float = 1e-5,
+    tol_decrement: float = 1e-4,
     groups: np.ndarray | None = None,
+    max_column_iter: int = 15,
+    max_sweeps: int = 3,
 ) -> Refinement:
     """Refine column positions by batched Poisson maximum likelihood.
 
@@ -129,6 +131,12 @@ def refine_columns(
         other with the model re-rendered in between (Gauss-Seidel). Give
         interpenetrating sublattices (A and B sites) different groups: their
         windows overlap, and updating both at once oscillates.
+    max_sweeps : int
+        Verification sweeps (fresh model, every column checked again) after
+        all columns have stopped.
+    max_column_iter : int
+        A column still moving after this many iterations of a sweep stops
+        there (not converged unless a later verification sweep settles it).
     sigma_bounds : (float, float)
         Allowed width range as multiples of the starting width.
     chunk : int
@@ -169,7 +177,18 @@ def refine_columns(
     b = np.array(np.broadcast_to(np.asarray(background, float), x.shape), copy=True)
     h = np.maximum(np.array(amplitude, dtype=float, copy=True).ravel(), 1e-3)
     mu = np.full(n_col, 1e-3)
-    active = np.ones(n_col, dtype=bool)
+    # Columns with (almost) no pixels in the image cannot be fitted: frozen.
+    nx = np.clip(np.minimum(np.rint(x) + radius, cols - 1) - np.maximum(np.rint(x) - radius, 0) + 1, 0, None)
+    ny = np.clip(np.minimum(np.rint(y) + radius, rows - 1) - np.maximum(np.rint(y) - radius, 0) + 1, 0, None)
+    frozen = nx * ny < 15
+    active = ~frozen
+    # Columns with less than half their window in the image cannot pin down
+    # their width and background: both held at the medians of the columns
+    # of their group that are well inside, and only x, y, h are fitted.
+    partial = nx * ny < 0.5 * (2 * radius + 1) ** 2
+    free = np.ones((n_col, 5))
+    free[partial, 3:] = 0.0
+    age = np.zeros(n_col, dtype=int)  # iterations in the current sweep
     converged = np.zeros(n_col, dtype=bool)
     wx = np.rint(x).astype(np.int64)
     wy = np.rint(y).astype(np.int64)
@@ -178,7 +197,7 @@ def refine_columns(
     max_shift = float(max_shift) if max_shift is not None else float(radius)
     groups = np.zeros(n_col, dtype=int) if groups is None else np.asarray(groups).ravel()
     group_ids = np.unique(groups)
-    render_radius = int(np.ceil(5.0 * float(np.max(s0)))) if n_col else 1
+    render_radius = int(np.ceil(4.0 * float(np.max(s0)))) if n_col else 1
     # The model image (Gaussians only) lives on a canvas padded so that every
     # column near the image renders without masks; windows read it there.
     pad = render_radius + radius + 2
@@ -191,14 +210,23 @@ def refine_columns(
         if not active.any():
             # Neighbours may have moved since a column stopped: check all once
             # more with the final model, and go on with those not yet done.
-            if sweeps >= 3:
+            if sweeps >= max_sweeps:
                 break
             sweeps += 1
-            active[:] = True
+            active[:] = ~frozen
+            age[:] = 0
             verify = True
             full = None  # fresh render: no accumulated rounding
         else:
             verify = False
+        if full is None:
+            # Held widths and backgrounds follow their group's medians; they
+            # change only here, where the model is rendered afresh.
+            for group in group_ids:
+                sel = groups == group
+                if (sel & partial).any() and (sel & ~partial).any():
+                    s[sel & partial] = np.median(s[sel & ~partial])
+                    b[sel & partial] = np.median(b[sel & ~partial])
         for group in group_ids:
             idx_active = np.flatnonzero(active & (groups == group))
             if idx_active.size == 0:
@@ -226,6 +254,9 @@ def refine_columns(
                 resid = mask * (n / lam - 1.0)
                 grad = np.einsum("np,npk->nk", resid, jac)
                 info = fisher_information(jac, lam, mask)
+                fr = free[k]
+                info = info * fr[:, :, None] * fr[:, None, :] + np.eye(5) * (1.0 - fr)[:, :, None]
+                grad = grad * fr
                 diag = np.einsum("nkk->nk", info)
                 ridge = np.eye(5) * (diag[:, :, None] + 1e-12)
                 # Undamped (Gauss-Newton / Fisher scoring) step: the convergence test.
@@ -263,8 +294,12 @@ def refine_columns(
                 s[k] = np.where(ok, st, s[k])
                 b[k] = np.where(ok, bt, b[k])
                 mu[k] = np.where(ok, np.maximum(mu[k] / 4.0, 1e-7), np.minimum(mu[k] * 8.0, 1e8))
-                stuck = ~ok & ~small & (mu[k] >= 1e8)
-                active[k] = ~(small | stuck)
+                stuck = ~ok & ~small & ((mu[k] >= 1e8) | ~np.isfinite(gn_step))
+                age[k] += 1
+                # Partial (mostly outside) columns only carry their tails into
+                # the image: a few steps each sweep are enough.
+                budget = np.where(partial[k], 5, max_column_iter)
+                active[k] = ~(small | stuck) & (age[k] < budget)
             # Update the model image for the columns that moved: add the new
             # Gaussians, subtract the old ones (cost ~ number moved).
             if moved:
@@ -290,6 +325,8 @@ def refine_columns(
         g, jac = window_jacobian(px - x[k, None], py - y[k, None], h[k], s[k])
         lam = np.maximum(b[k, None] + full[_padded(px, py, pad, pcol)], 1e-12)
         info = fisher_information(jac, lam, mask)
+        fr = free[k]
+        info = info * fr[:, :, None] * fr[:, None, :] + np.eye(5) * (1.0 - fr)[:, :, None]
         good = np.linalg.cond(info) < 1e12
         if good.any():
             inv = np.linalg.inv(info[good])
