@@ -279,6 +279,10 @@ def find_columns(
     # Candidate maxima and lattice indexing.
     smooth = ndimage.gaussian_filter(img, max(0.5, 0.06 * d))
     peaks = local_maxima(smooth, max(1, int(0.25 * d)))
+    # Maxima on the border are tails of columns outside or cut by the edge,
+    # not column positions; edge columns come back from the lattice below.
+    peaks = peaks[(peaks[:, 0] >= 2) & (peaks[:, 0] <= rows - 3) & (peaks[:, 1] >= 2)
+                  & (peaks[:, 1] <= cols - 3)]
     if len(peaks) < 4:
         raise NoLatticeError("fewer than four intensity maxima")
     px, py = _subpixel(smooth, peaks[:, 0], peaks[:, 1])
@@ -340,6 +344,7 @@ def find_columns(
     outside_a = (fit_a.x < -0.5) | (fit_a.x > cols - 0.5) | (fit_a.y < -0.5) | (fit_a.y > rows - 0.5)
     keep_a = (keep_a | (outside_a & (fit_a.amplitude > 0))) & inside_a
     ax, ay = fit_a.x[keep_a], fit_a.y[keep_a]
+    lattice_x, lattice_y = a_pos[keep_a, 0], a_pos[keep_a, 1]  # where the lattice put them
     a_ij = a_ij[keep_a]
     a_pos = np.column_stack([ax, ay])
     if len(a_pos) < 4:
@@ -393,19 +398,23 @@ def find_columns(
         b = np.r_[b, bg_b]
         site = np.r_[site, np.ones(bx.size, dtype=int)]
         col_ij = np.vstack([a_ij, cell_ij])
-        seed_x = np.r_[ax, seeds[ok, 0]]
-        seed_y = np.r_[ay, seeds[ok, 1]]
+        seed_x = np.r_[lattice_x, seeds[ok, 0]]
+        seed_y = np.r_[lattice_y, seeds[ok, 1]]
         fit = refine_columns(img, x, y, sigma=s, amplitude=h, background=b, radius=radius,
                              groups=site)
     else:
         fit = _subset(fit_a, keep_a)
-        seed_x, seed_y = ax, ay
+        seed_x, seed_y = lattice_x, lattice_y
     keep = (fit.amplitude >= significance * fit.amplitude_err) & np.isfinite(fit.x_err)
     keep &= (fit.x >= -0.5) & (fit.x <= cols - 0.5) & (fit.y >= -0.5) & (fit.y <= rows - 0.5)
     keep &= _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * d)
     # A B column that ended farther than the search radius from its cell
     # centre is not that cell's B (e.g. the tail of a column outside the image).
-    keep &= (site == 0) | (np.hypot(fit.x - seed_x, fit.y - seed_y) <= b_search * d + 1.0)
+    # A column must end near where the lattice put it (A) or within the search
+    # radius of its cell centre (B); otherwise the fit slid onto another
+    # column (e.g. at the edge, onto the tail of one outside the image).
+    moved = np.hypot(fit.x - seed_x, fit.y - seed_y)
+    keep &= np.where(site == 0, moved <= 0.25 * d + 1.0, moved <= b_search * d + 1.0)
     a_keep = keep & (site == 0)
     basis, origin = fit_lattice(np.column_stack([fit.x[a_keep], fit.y[a_keep]]), col_ij[a_keep])
     return Columns(

@@ -209,7 +209,8 @@ def index_lattice(
     if n == 0:
         return ij, found, local
     basis = np.asarray(basis, float)
-    tol = tolerance * min(np.hypot(*basis[0]), np.hypot(*basis[1]))
+    spacing = min(np.hypot(*basis[0]), np.hypot(*basis[1]))
+    tol = tolerance * spacing
     tree = cKDTree(pts)
     steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
     unreached = np.ones(n, dtype=bool)
@@ -272,7 +273,12 @@ def index_lattice(
             measured = pts[j] - pts[src]
             axis = np.abs(steps[stp]).argmax(axis=1)  # 0 along a1, 1 along a2
             sign = steps[stp].sum(axis=1)
-            loc[np.arange(j.size), axis] = measured * sign[:, None]
+            # The step measured becomes the local vector only if it agrees with
+            # the parent's within 15 % of the spacing (a noisy point must not
+            # bend the lattice for everything grown from it).
+            rows_ = np.arange(j.size)
+            agree = np.hypot(*(measured * sign[:, None] - loc[rows_, axis]).T) < 0.15 * spacing
+            loc[rows_[agree], axis[agree]] = (measured * sign[:, None])[agree]
             local[j] = loc
             found[j] = True
             unreached[j] = False
