@@ -21,12 +21,33 @@ rule statistics:
             subcategory="{experiment}",
             labels={"table": "rejected images"},
         ),
+        classes=report(
+            f"{RESULTS}/{{experiment}}/classes.csv",
+            caption="../report/classes.rst",
+            category="3. Lattice statistics",
+            subcategory="{experiment}",
+            labels={"table": "class table"},
+        ),
+        layers=report(
+            f"{RESULTS}/{{experiment}}/layers.csv",
+            caption="../report/layers_table.rst",
+            category="3. Lattice statistics",
+            subcategory="{experiment}",
+            labels={"table": "layer profiles"},
+        ),
+        layer_figure=report(
+            f"{RESULTS}/{{experiment}}/figures/layers.png",
+            caption="../report/layers.rst",
+            category="3. Lattice statistics",
+            subcategory="{experiment}",
+            labels={"figure": "layer profile"},
+        ),
         overview=report(
             f"{RESULTS}/{{experiment}}/figures/overview.png",
             caption="../report/overview.rst",
             category="2. Column finding",
             subcategory="{experiment}",
-            labels={"figure": "columns, displacement, strain"},
+            labels={"figure": "columns, displacement, strain, classes"},
         ),
         histograms=report(
             f"{RESULTS}/{{experiment}}/figures/histograms.png",
@@ -37,6 +58,8 @@ rule statistics:
         ),
     params:
         nominal_pm=lambda wc: experiment(wc)["materials"][0]["a_pm"],
+        materials=lambda wc: experiment(wc)["materials"],
+        stacking_axis=lambda wc: experiment(wc).get("stacking_axis", "y"),
         settings=analysis_settings,
     log:
         f"{RESULTS}/{{experiment}}/logs/statistics.log",

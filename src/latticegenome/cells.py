@@ -10,6 +10,8 @@ Conventions
 - Positions in pixels (x = column index, y = row index); lengths in pm.
 - ``a`` is the cell's extent along the lattice direction closest to the
   image x axis, ``b`` along the other; ``angle_deg`` the angle between them.
+  ``u`` and ``v`` are the cell's lattice indices along a and along b (for
+  layers stacked along y, ``v`` counts the planes).
 - Strain is the symmetric part of F - I, rotation the antisymmetric part
   (degrees, counter-clockwise in image axes), where F maps the reference cell
   onto the measured one: F = M R^-1 with M, R the 2x2 matrices of cell
@@ -27,7 +29,7 @@ import numpy as np
 from .model import column_counts
 
 CELL_FIELDS = (
-    "x", "y", "i", "j", "a_pm", "b_pm", "angle_deg", "area_pm2", "exx", "eyy", "exy",
+    "x", "y", "i", "j", "u", "v", "a_pm", "b_pm", "angle_deg", "area_pm2", "exx", "eyy", "exy",
     "rotation_deg", "dx_pm", "dy_pm", "dx_err_pm", "dy_err_pm", "intensity_A",
     "intensity_B", "intensity_ratio", "has_B",
 )
@@ -153,6 +155,8 @@ def measure_cells(
     intensity_a = (inten_a[k00] + inten_a[k10] + inten_a[k01] + inten_a[k11]) / 4
     return {
         "x": centre[:, 0], "y": centre[:, 1], "i": ia[k00], "j": ja[k00],
+        # lattice indices along a (closest to image x) and along b
+        "u": ia[k00] if i_is_a else ja[k00], "v": ja[k00] if i_is_a else ia[k00],
         "a_pm": a_pm, "b_pm": b_pm, "angle_deg": angle, "area_pm2": area,
         "exx": exx, "eyy": eyy, "exy": exy, "rotation_deg": rotation,
         "dx_pm": dx, "dy_pm": dy, "dx_err_pm": dx_err, "dy_err_pm": dy_err,

@@ -95,7 +95,7 @@ def refine_columns(
     max_iter: int = 60,
     tol_px: float = 5e-4,
     sigma_bounds: tuple[float, float] = (0.5, 2.0),
-    chunk: int = 4096,
+    chunk: int = 1024,
     max_step: float = 1.0,
     max_shift: float | None = None,
     tol_decrement: float = 1e-4,

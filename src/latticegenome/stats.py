@@ -67,30 +67,54 @@ def aggregate(
     images_tsv: str | Path,
     rejected_tsv: str | Path,
     *,
+    classes_csv: str | Path | None = None,
+    layers_csv: str | Path | None = None,
     nominal_pm: float | None = None,
+    stacking_axis: str = "y",
+    materials: list[dict] | None = None,
+    sample_size: int = 20000,
+    max_classes: int = 8,
+    seed: int = 0,
     log=print,
 ) -> dict:
-    """Measure and aggregate the cells of every image of an experiment.
+    """Measure, classify and aggregate the cells of every image of an experiment.
+
+    Two streaming passes over the per-image results, holding one image at a
+    time: (1) measure cells, append them to the on-disk table, fill fixed-bin
+    histograms and a uniform sample of descriptors; fit the class model on
+    the sample; (2) assign every cell its class, accumulate the class table,
+    and build each image's layer profile along the stacking axis.
 
     Parameters
     ----------
     results : list of path
         Per-image column files (HDF5), rejected ones included.
     out_h5 : path
-        Written: ``cells`` table (with an ``image`` index), ``images`` names,
-        histograms, summary attributes.
+        Written: ``cells`` (with ``image``, ``class``, ``class_probability``),
+        ``images``, ``histograms``, ``classes`` (the class table; BIC per
+        number of classes in its attributes), ``layers`` (per-plane profile of
+        every image) and ``interfaces``; summary attributes.
     images_tsv, rejected_tsv : path
         Per-image summary; rejected images with their reason.
+    classes_csv, layers_csv : path, optional
+        CSV copies of the class table and of the layer profiles.
     nominal_pm : float, optional
-        Nominal lattice parameter: centres the lattice-parameter histograms
-        and is the strain reference.
+        Nominal lattice parameter of the reference (first) material: centres
+        the histograms and is the strain reference.
+    stacking_axis : {"y", "x"}
+    materials : list of dict, optional
+        The experiment's materials, to name the layers.
 
     Returns
     -------
     dict
-        Summary (images used and rejected, cells, means).
+        Summary (images used and rejected, cells, classes, period, per-layer
+        means).
     """
     import h5py
+
+    from .classify import DESCRIPTORS, ClassTable, Reservoir, descriptor_matrix, fit_classes
+    from .layers import PROFILE_FIELDS, name_layers, plane_profile, segment_layers
 
     centre = nominal_pm or 400.0
     hist = {
@@ -102,7 +126,9 @@ def aggregate(
     }
     rows = {k: [] for k in IMAGE_FIELDS}
     rejected = {"file": [], "source": [], "reason": []}
-    names = []
+    names, spans = [], []
+    reservoir = Reservoir(sample_size, len(DESCRIPTORS), seed=seed)
+    layer_names = name_layers(materials or [])
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
         table = CellTable(f)
         for path in results:
@@ -125,7 +151,10 @@ def aggregate(
                 continue
             k = len(names)
             names.append(Path(source).name)
+            spans.append((table.n, len(cells["x"])))
             table.append(cells, k)
+            x, ok = descriptor_matrix(cells)
+            reservoir.add(x[ok], k)
             for name, h in hist.items():
                 h.add(cells[name])
             is_a = cols["site"] == "A"
@@ -145,16 +174,96 @@ def aggregate(
         for name, h in hist.items():
             g.create_dataset(f"{name}/edges", data=h.edges)
             g.create_dataset(f"{name}/counts", data=h.counts)
+
+        # Classes: fitted on a sample across images, assigned to every cell.
+        model = None
+        try:
+            model = fit_classes(reservoir.sample, max_classes=max_classes, seed=seed)
+            log(f"{model.n_classes} classes (BIC by number of classes: {model.bic})")
+        except ValueError as exc:
+            log(f"no classification: {exc}")
+        n_classes = model.n_classes if model else 0
+        labels_ds = f["cells"].create_dataset("class", shape=(table.n,), dtype=np.int64)
+        prob_ds = f["cells"].create_dataset("class_probability", shape=(table.n,), dtype=float)
+        class_table = ClassTable(max(n_classes, 1))
+        layer_rows = {k: [] for k in ("image", *PROFILE_FIELDS, "majority_class", "layer", "material")}
+        iface_rows = {"image": [], "position_px": [], "plane": []}
+        periods, layer_stats = [], {0: [], 1: []}
+        for k, (start, count) in enumerate(spans):
+            cells = {name: f[f"cells/{name}"][start : start + count] for name in table.fields}
+            if model is not None:
+                labels, prob = model.assign(descriptor_matrix(cells)[0])
+            else:
+                labels, prob = np.full(count, -1), np.full(count, np.nan)
+            labels_ds[start : start + count] = labels
+            prob_ds[start : start + count] = prob
+            class_table.add(cells, labels)
+            prof = plane_profile({**cells, "class": labels}, stacking_axis=stacking_axis)
+            if prof["plane"].size == 0:
+                continue
+            seg = segment_layers(prof)
+            idx = np.asarray(cells["v"] if stacking_axis == "y" else cells["u"])
+            for j, plane in enumerate(prof["plane"]):
+                cl = labels[(idx == plane) & (labels >= 0)]
+                layer_rows["majority_class"].append(int(np.bincount(cl).argmax()) if cl.size else -1)
+                layer_rows["image"].append(names[k])
+                for fld in PROFILE_FIELDS:
+                    layer_rows[fld].append(prof[fld][j])
+                lab = int(seg["label"][j]) if seg["separation"] > 0 and len(seg["interfaces_px"]) else -1
+                layer_rows["layer"].append(lab)
+                layer_rows["material"].append(layer_names[lab] if lab >= 0 else "")
+                if lab >= 0:
+                    layer_stats[lab].append([prof["n_cells"][j], prof["a_pm"][j], prof["b_pm"][j],
+                                             prof["dx_pm"][j], prof["dy_pm"][j]])
+            for pos, plane in zip(seg["interfaces_px"], seg["interface_planes"]):
+                iface_rows["image"].append(names[k])
+                iface_rows["position_px"].append(float(pos))
+                iface_rows["plane"].append(int(plane))
+            if np.isfinite(seg["period_planes"]):
+                periods.append(seg["period_planes"])
+        ctab = class_table.table() if model is not None else {}
+        cg = f.create_group("classes")
+        for name, arr in ctab.items():
+            cg.create_dataset(name, data=arr)
+        if model is not None:
+            cg.attrs["bic"] = json.dumps(model.bic)
+            cg.attrs["descriptors"] = json.dumps(list(DESCRIPTORS))
+        lg = f.create_group("layers")
+        for name, arr in layer_rows.items():
+            arr = np.asarray(arr)
+            lg.create_dataset(name, data=arr.astype("S") if arr.dtype.kind in "UO" else arr)
+        ig = f.create_group("interfaces")
+        for name, arr in iface_rows.items():
+            arr = np.asarray(arr)
+            ig.create_dataset(name, data=arr.astype("S") if arr.dtype.kind in "UO" else arr)
+        per_layer = {}
+        for lab, vals in layer_stats.items():
+            if vals:
+                v = np.asarray(vals)
+                w = v[:, 0]
+                per_layer[layer_names[lab]] = {
+                    name: float(np.nansum(w * v[:, i]) / np.sum(w[np.isfinite(v[:, i])]))
+                    for i, name in enumerate(("a_pm", "b_pm", "dx_pm", "dy_pm"), start=1)
+                } | {"planes": int(len(v))}
         summary = {
             "images_used": len(names),
             "images_rejected": len(rejected["file"]),
             "cells": int(table.n),
+            "classes": n_classes,
+            "period_planes_mean": float(np.mean(periods)) if periods else None,
+            "period_planes_std": float(np.std(periods)) if periods else None,
+            "interfaces": len(iface_rows["position_px"]),
+            "layers": per_layer,
         }
         f.attrs["summary"] = json.dumps(summary)
         f.attrs["units"] = json.dumps({"positions": "px", "lengths": "pm", "strain": "1",
                                        "angles": "deg"})
     write_table_csv(images_tsv, rows, IMAGE_FIELDS, delimiter="\t")
     write_table_csv(rejected_tsv, rejected, ("file", "reason", "source"), delimiter="\t")
+    if classes_csv is not None:
+        write_table_csv(classes_csv, ctab if ctab else {"class": []})
+    if layers_csv is not None:
+        write_table_csv(layers_csv, layer_rows)
     return summary
 
 
@@ -172,51 +281,73 @@ def _scale_bar(ax, pixel_size_pm: float, shape, length_nm: float | None = None):
             ha="center", va="bottom", fontsize=9, fontweight="bold")
 
 
-def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title=""):
-    """Image with A/B columns, B-displacement arrows and a strain map."""
+def _class_colours(n):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return [cmap(i % 10) for i in range(max(n, 1))]
+
+
+def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title="", classes=None):
+    """One image in four panels: columns, B displacement, strain e_yy, class map."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), constrained_layout=True)
-    ax = axes[0]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 11.5), constrained_layout=True)
+    ax = axes[0, 0]
     ax.imshow(image, cmap="gray")
     a = columns["site"] == "A"
-    ax.scatter(columns["x"][a], columns["y"][a], s=6, c="tab:orange", label="A")
-    ax.scatter(columns["x"][~a], columns["y"][~a], s=4, c="tab:cyan", label="B")
+    ax.scatter(columns["x"][a], columns["y"][a], s=6, c="tab:orange", label="A site")
+    ax.scatter(columns["x"][~a], columns["y"][~a], s=4, c="tab:cyan", label="B site")
     ax.legend(loc="upper right", fontsize=8)
     _scale_bar(ax, pixel_size_pm, image.shape)
-    ax.set_title("A and B columns")
+    ax.set_title("Refined A and B columns")
     ax.set_axis_off()
 
-    ax = axes[1]
+    ax = axes[0, 1]
     ax.imshow(image, cmap="gray")
     ok = cells["has_B"]
     mag = np.hypot(cells["dx_pm"][ok], cells["dy_pm"][ok])
     q = ax.quiver(cells["x"][ok], cells["y"][ok], cells["dx_pm"][ok], cells["dy_pm"][ok], mag,
                   angles="xy", scale_units="xy", scale=0.5, cmap="plasma", width=0.004)
-    fig.colorbar(q, ax=ax, label="B displacement |d| (pm); arrows x2 px/pm", shrink=0.8)
+    fig.colorbar(q, ax=ax, label="B displacement |d| (pm); arrows 2 px per pm", shrink=0.8)
     _scale_bar(ax, pixel_size_pm, image.shape)
     ax.set_title("B-site displacement (polarisation proxy)")
     ax.set_axis_off()
 
-    ax = axes[2]
+    ax = axes[1, 0]
     ax.imshow(image, cmap="gray", alpha=0.5)
     lim = max(0.01, float(np.nanpercentile(np.abs(cells["eyy"]), 99)))
     sc = ax.scatter(cells["x"], cells["y"], c=cells["eyy"] * 100, cmap="RdBu_r", vmin=-lim * 100,
                     vmax=lim * 100, s=30, marker="s")
     fig.colorbar(sc, ax=ax, label="strain e_yy (%)", shrink=0.8)
     _scale_bar(ax, pixel_size_pm, image.shape)
-    ax.set_title("Out-of-plane strain e_yy")
+    ax.set_title("Out-of-plane strain e_yy (vs reference)")
+    ax.set_axis_off()
+
+    ax = axes[1, 1]
+    ax.imshow(image, cmap="gray", alpha=0.5)
+    if classes is not None and np.any(classes >= 0):
+        n = int(classes.max()) + 1
+        colours = np.array(_class_colours(n))
+        have = classes >= 0
+        ax.scatter(cells["x"][have], cells["y"][have], c=colours[classes[have]], s=30, marker="s")
+        ax.scatter(cells["x"][~have], cells["y"][~have], c="lightgrey", s=30, marker="s")
+        ax.legend(handles=[Patch(color=colours[c], label=f"class {c}") for c in range(n)]
+                  + [Patch(color="lightgrey", label="unclassified")], loc="upper right", fontsize=8)
+    _scale_bar(ax, pixel_size_pm, image.shape)
+    ax.set_title("Configuration class of each cell")
     ax.set_axis_off()
     fig.suptitle(title)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
 def plot_experiment(out_h5, out, *, title=""):
-    """Histograms of lattice parameters, displacement and intensity ratio."""
+    """Histograms of lattice parameters, displacement, intensity ratio; class populations."""
     import h5py
     import matplotlib
 
@@ -227,24 +358,93 @@ def plot_experiment(out_h5, out, *, title=""):
         h = {k: (f[f"histograms/{k}/edges"][()], f[f"histograms/{k}/counts"][()])
              for k in f["histograms"]}
         summary = json.loads(f.attrs["summary"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
-    for key, label in (("a_pm", "a (in-plane)"), ("b_pm", "b (out-of-plane)")):
+        pop = f["classes/population"][()] if "classes/population" in f else np.zeros(0)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+
+    def zoom(ax, e, c):
+        nz = np.flatnonzero(c)
+        if nz.size:
+            lo, hi = e[max(nz[0] - 2, 0)], e[min(nz[-1] + 3, len(e) - 1)]
+            ax.set_xlim(lo, hi)
+
+    for key, label in (("a_pm", "a (along x)"), ("b_pm", "b (other axis)")):
         e, c = h[key]
-        axes[0].stairs(c, e, label=label, fill=False, lw=1.5)
-    axes[0].set_xlabel("lattice parameter (pm)")
-    axes[0].set_ylabel("cells")
-    axes[0].legend()
+        axes[0, 0].stairs(c, e, label=label, lw=1.5)
+    zoom(axes[0, 0], e, h["a_pm"][1] + h["b_pm"][1])
+    axes[0, 0].set_xlabel("lattice parameter (pm)")
+    axes[0, 0].set_ylabel("cells")
+    axes[0, 0].legend()
     for key, label in (("dx_pm", "d_x"), ("dy_pm", "d_y")):
         e, c = h[key]
-        axes[1].stairs(c, e, label=label, lw=1.5)
-    axes[1].set_xlabel("B displacement from cell centre (pm)")
-    axes[1].set_ylabel("cells")
-    axes[1].legend()
+        axes[0, 1].stairs(c, e, label=label, lw=1.5)
+    zoom(axes[0, 1], e, h["dx_pm"][1] + h["dy_pm"][1])
+    axes[0, 1].set_xlabel("B displacement from the cell centre (pm)")
+    axes[0, 1].set_ylabel("cells")
+    axes[0, 1].legend()
     e, c = h["intensity_ratio"]
-    axes[2].stairs(c, e, lw=1.5, color="k")
-    axes[2].set_xlabel("intensity ratio I_B / I_A")
-    axes[2].set_ylabel("cells")
+    axes[1, 0].stairs(c, e, lw=1.5, color="k")
+    zoom(axes[1, 0], e, c)
+    axes[1, 0].set_xlabel("integrated intensity ratio I_B / I_A")
+    axes[1, 0].set_ylabel("cells")
+    if pop.size:
+        colours = _class_colours(len(pop))
+        axes[1, 1].bar(np.arange(len(pop)), pop, color=colours)
+        axes[1, 1].set_xticks(np.arange(len(pop)))
+        axes[1, 1].set_xlabel("class")
+        axes[1, 1].set_ylabel("cells")
+        axes[1, 1].set_title("Class populations")
     fig.suptitle(f"{title}: {summary['cells']} cells from {summary['images_used']} images "
-                 f"({summary['images_rejected']} set aside)")
-    fig.savefig(out, dpi=110)
+                 f"({summary['images_rejected']} set aside), {summary['classes']} classes")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_layers(out_h5, out, *, image=None, pixel_size_pm=None, title=""):
+    """Layer profile of one image along the stacking axis, interfaces marked."""
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with h5py.File(out_h5, "r") as f:
+        lay = {k: f[f"layers/{k}"][()] for k in f["layers"]}
+        ifc = {k: f[f"interfaces/{k}"][()] for k in f["interfaces"]}
+        summary = json.loads(f.attrs["summary"])
+    imgs = np.char.decode(lay["image"].astype("S"), "utf-8") if lay["image"].size else np.zeros(0, str)
+    if image is None and imgs.size:
+        image = imgs[0]
+    m = imgs == image
+    scale = (pixel_size_pm or 1.0) / 1000.0
+    unit = "nm" if pixel_size_pm else "px"
+    pos = lay["position_px"][m] * scale
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True, constrained_layout=True)
+    axes[0].plot(pos, lay["b_pm"][m], "o-", label="b (stacking direction)")
+    axes[0].plot(pos, lay["a_pm"][m], "s-", label="a (in plane)")
+    axes[0].set_ylabel("lattice parameter (pm)")
+    axes[0].legend()
+    axes[1].plot(pos, lay["intensity_ratio"][m], "o-", color="k")
+    axes[1].set_ylabel("I_B / I_A")
+    axes[2].plot(pos, lay["dy_pm"][m], "o-", color="tab:red", label="d_y")
+    axes[2].plot(pos, lay["dx_pm"][m], "s-", color="tab:blue", label="d_x")
+    axes[2].axhline(0, color="grey", lw=0.8)
+    axes[2].set_ylabel("B displacement (pm)")
+    axes[2].set_xlabel(f"position along the stacking axis ({unit})")
+    axes[2].legend()
+    im = np.char.decode(ifc["image"].astype("S"), "utf-8") if ifc["image"].size else np.zeros(0, str)
+    for p in ifc["position_px"][im == image] * scale:
+        for ax in axes:
+            ax.axvline(p, color="tab:green", ls="--", lw=1)
+    mats = np.char.decode(lay["material"].astype("S"), "utf-8")[m] if lay["material"].size else []
+    for mat, colour in zip(sorted(set(x for x in mats if x)), ("#fde0c5", "#d5e8f5")):
+        sel = mats == mat
+        for p in pos[sel]:
+            axes[0].axvspan(p - 0.5 * np.median(np.diff(pos)) if len(pos) > 1 else p, p + 0.5 * np.median(np.diff(pos)) if len(pos) > 1 else p,
+                            color=colour, lw=0, zorder=0)
+        axes[0].plot([], [], color=colour, lw=8, label=mat)
+    axes[0].legend(fontsize=8)
+    period = summary.get("period_planes_mean")
+    axes[0].set_title(f"{title} {image}: interfaces dashed"
+                      + (f"; experiment period {period:.1f} planes" if period else ""))
+    fig.savefig(out, dpi=100)
     plt.close(fig)
