@@ -29,7 +29,11 @@ sub_a.find_nearest_neighbors()
 sub_a.refine_atom_positions_using_center_of_mass()
 sub_a.refine_atom_positions_using_2d_gaussian()
 sub_a.construct_zone_axes()
-zone = sub_a.zones_axis_average_distances[1]
+# B sits at the cell centre: the midpoint along the diagonal zone axis (the
+# one about sqrt(2) times the nearest-neighbour distance), not along a1 or a2.
+zones = sub_a.zones_axis_average_distances
+length = [float(np.hypot(*z)) for z in zones]
+zone = zones[int(np.argmin([abs(v - np.sqrt(2) * min(length)) for v in length]))]
 b_pos = sub_a.find_missing_atoms_from_zone_vector(zone)
 without_a = remove_atoms_from_image_using_2d_gaussian(sub_a.image, sub_a)
 sub_b = am.Sublattice(b_pos, without_a)

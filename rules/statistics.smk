@@ -43,11 +43,12 @@ rule statistics:
             labels={"figure": "layer profile"},
         ),
         overview=report(
-            f"{RESULTS}/{{experiment}}/figures/overview.png",
+            directory(f"{RESULTS}/{{experiment}}/figures/images"),
+            patterns=["{name}.png"],
             caption="../report/overview.rst",
             category="2. Column finding",
             subcategory="{experiment}",
-            labels={"figure": "columns, displacement, strain, classes"},
+            labels={"figure": "{name}"},
         ),
         histograms=report(
             f"{RESULTS}/{{experiment}}/figures/histograms.png",
@@ -60,6 +61,7 @@ rule statistics:
         nominal_pm=lambda wc: experiment(wc)["materials"][0]["a_pm"],
         materials=lambda wc: experiment(wc)["materials"],
         stacking_axis=lambda wc: experiment(wc).get("stacking_axis", "y"),
+        reference_region=lambda wc: experiment(wc).get("strain_reference_region_px"),
         settings=analysis_settings,
     log:
         f"{RESULTS}/{{experiment}}/logs/statistics.log",

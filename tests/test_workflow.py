@@ -65,8 +65,14 @@ def test_run_finishes_and_sets_aside_bad_images(tiny):
     assert set(rejected) == {"broken.tif", "blank.tif"}
     assert "cannot read" in rejected["broken.tif"]
     assert "constant image" in rejected["blank.tif"]
-    for fig in ("overview.png", "histograms.png"):
+    for fig in ("histograms.png", "layers.png"):
         assert (res / "figures" / fig).stat().st_size > 10_000
+    sampled = sorted(p.name for p in (res / "figures" / "images").glob("*.png"))
+    assert sampled == ["img_0.png", "img_1.png", "img_2.png"]
+    classes = read_table(res / "classes.csv")
+    assert len(classes) >= 1 and sum(int(r["population"]) for r in classes) > 100
+    layers = read_table(res / "layers.csv")
+    assert {r["image"] for r in layers} == {"img_0.tif", "img_1.tif", "img_2.tif"}
     assert "Traceback" not in (res / "logs" / "columns" / "broken.tif.log").read_text()
 
 
@@ -104,7 +110,7 @@ def test_report_is_written(tiny):
     out = snakemake(work, "--report", str(work / "report.html"))
     assert out.returncode == 0, out.stderr[-2000:]
     html = (work / "report.html").read_text(errors="replace")
-    assert "rejected" in html and "histograms.png" in html
+    assert "rejected" in html and "histograms.png" in html and "img_1.png" in html
 
 
 def test_lint_is_clean():

@@ -72,6 +72,39 @@ def _cmd_cells(args) -> int:
     return 0
 
 
+def _cmd_classify(args) -> int:
+    import numpy as np
+
+    from .cells import measure_cells
+    from .errors import ImageReadError
+    from .stats import aggregate
+    from .store import read_columns
+
+    for path in args.results:  # every input must be usable: say which is not
+        cols, attrs = read_columns(path)
+        if attrs.get("status", "ok") != "ok":
+            raise ImageReadError(f"the image was rejected: {attrs.get('reason', '')}", path)
+        if "site" not in cols or not np.any(cols["site"] == "B"):
+            raise ImageReadError("no B columns: cells need the secondary lattice", path)
+        px = attrs.get("pixel_size_pm")
+        if px is None or not np.isfinite(px):
+            raise ImageReadError("no pixel size in the file", path)
+        try:
+            measure_cells(cols, float(px))
+        except (ValueError, KeyError) as exc:
+            raise ImageReadError(f"no unit cell: {exc}", path) from None
+    out = args.out
+    stem = out.with_suffix("")
+    summary = aggregate(
+        args.results, out, f"{stem}.images.tsv", f"{stem}.rejected.tsv",
+        classes_csv=f"{stem}.classes.csv", layers_csv=f"{stem}.layers.csv",
+        nominal_pm=args.nominal_pm, stacking_axis=args.stacking_axis, log=lambda m: None,
+    )
+    print(f"{summary['cells']} cells from {summary['images_used']} files, {summary['classes']} classes; "
+          f"class table {stem}.classes.csv, layers {stem}.layers.csv")
+    return 0
+
+
 def _cmd_install_profiles(args) -> int:
     from .profiles import install_profiles
 
@@ -119,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reference-pm", type=float, help="reference lattice parameter for strain")
     e.add_argument("--csv", type=Path, required=True)
     e.set_defaults(func=_cmd_cells)
+
+    g = sub.add_parser("classify", help="classify and aggregate the cells of many images")
+    g.add_argument("results", type=Path, nargs="+", help="column files (HDF5 or CSV)")
+    g.add_argument("--out", type=Path, required=True, help="HDF5 file; CSV copies beside it")
+    g.add_argument("--nominal-pm", type=float, help="reference lattice parameter for strain")
+    g.add_argument("--stacking-axis", choices=("x", "y"), default="y")
+    g.set_defaults(func=_cmd_classify)
 
     i = sub.add_parser("install-profiles",
                        help="make 'snakemake --profile NAME' find this repository's profiles")

@@ -288,6 +288,7 @@ def find_columns(
     px, py = _subpixel(smooth, peaks[:, 0], peaks[:, 1])
     pts = np.column_stack([px, py])
     height = smooth[peaks[:, 0], peaks[:, 1]]
+    del smooth  # full-size temporaries go as soon as they are used (memory)
     ij, found, local = index_lattice(pts, basis0, weights=height)
     if found.sum() < 4:
         raise NoLatticeError("the intensity maxima do not form a lattice")
@@ -371,16 +372,21 @@ def find_columns(
         oy, ox = np.meshgrid(off, off, indexing="ij")
         disk = (ox**2 + oy**2) <= (b_search * d) ** 2
         ox, oy = ox[disk], oy[disk]
-        sx = np.rint(seeds[:, 0]).astype(int)
-        sy = np.rint(seeds[:, 1]).astype(int)
-        qx = sx[:, None] + ox[None]
-        qy = sy[:, None] + oy[None]
-        valid = (qx >= 0) & (qx < cols) & (qy >= 0) & (qy < rows)
-        val = np.where(valid, resid_s[np.clip(qy, 0, rows - 1), np.clip(qx, 0, cols - 1)], -np.inf)
-        best = np.argmax(val, axis=1)
-        bx_i = qx[np.arange(len(sx)), best]
-        by_i = qy[np.arange(len(sx)), best]
-        found_max = np.isfinite(val[np.arange(len(sx)), best])
+        sx = np.rint(seeds[:, 0]).astype(np.int64)
+        sy = np.rint(seeds[:, 1]).astype(np.int64)
+        bx_i = np.empty_like(sx)
+        by_i = np.empty_like(sy)
+        best_val = np.empty(len(sx))
+        for start in range(0, len(sx), 2048):  # chunks bound the memory
+            sl = slice(start, start + 2048)
+            qx = sx[sl, None] + ox[None]
+            qy = sy[sl, None] + oy[None]
+            valid = (qx >= 0) & (qx < cols) & (qy >= 0) & (qy < rows)
+            val = np.where(valid, resid_s[np.clip(qy, 0, rows - 1), np.clip(qx, 0, cols - 1)], -np.inf)
+            best = np.argmax(val, axis=1)
+            r = np.arange(best.size)
+            bx_i[sl], by_i[sl], best_val[sl] = qx[r, best], qy[r, best], val[r, best]
+        found_max = np.isfinite(best_val)
         bx, by = _subpixel(resid_s, np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1))
         # Cells whose centre is outside the image: B stays at the centre.
         out_b = (seeds[:, 0] < 0) | (seeds[:, 0] > cols - 1) | (seeds[:, 1] < 0) | (seeds[:, 1] > rows - 1)
@@ -391,6 +397,7 @@ def find_columns(
         cell_ij = cell_ij[ok]
         bg_b = np.full(bx.size, np.median(b))
         hb = np.maximum(resid_s[np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1)] - bg_b, 1e-3)
+        del resid, resid_s
         x = np.r_[ax, bx]
         y = np.r_[ay, by]
         h = np.r_[h, hb]

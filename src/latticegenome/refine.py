@@ -164,16 +164,24 @@ def refine_columns(
     radius = max(int(radius), 2)
     ox, oy = _window_offsets(radius)
     if background is None or amplitude is None:
-        _, _, mask0, flat0 = _gather(img, np.rint(x).astype(np.int64), np.rint(y).astype(np.int64), ox, oy)
-        vals = np.sort(np.where(mask0, flat_img[flat0], np.inf), axis=1)
-        if background is None:
+        # Starting values, chunk by chunk (memory): background = a low
+        # percentile of the window, amplitude = centre pixel above it.
+        est_b = np.zeros(n_col)
+        for start in range(0, n_col, chunk):
+            k = np.arange(start, min(n_col, start + chunk))
+            _, _, mask0, flat0 = _gather(img, np.rint(x[k]).astype(np.int64),
+                                         np.rint(y[k]).astype(np.int64), ox, oy)
+            vals = np.sort(np.where(mask0, flat_img[flat0], np.inf), axis=1)
             tenth = (0.1 * np.maximum(mask0.sum(axis=1) - 1, 0)).astype(int)
-            background = vals[np.arange(n_col), tenth] if n_col else np.zeros(0)
+            est_b[k] = vals[np.arange(k.size), tenth]
+        est_b[~np.isfinite(est_b)] = 0.0
+        if background is None:
+            background = est_b
         if amplitude is None:
             cflat = np.clip(np.rint(y), 0, rows - 1).astype(int) * cols + np.clip(
                 np.rint(x), 0, cols - 1
             ).astype(int)
-            amplitude = flat_img[cflat] - background
+            amplitude = flat_img[cflat] - np.broadcast_to(np.asarray(background, float), x.shape)
     b = np.array(np.broadcast_to(np.asarray(background, float), x.shape), copy=True)
     h = np.maximum(np.array(amplitude, dtype=float, copy=True).ravel(), 1e-3)
     mu = np.full(n_col, 1e-3)

@@ -61,6 +61,19 @@ class CellTable:
         self.n += m
 
 
+def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_px=None):
+    """Cells of one image, strained against a region of it or the nominal cell."""
+    reference = (nominal_pm, nominal_pm) if nominal_pm else None
+    if reference_region_px is None:
+        return measure_cells(cols, pixel_size_pm, reference_pm=reference)
+    cells = measure_cells(cols, pixel_size_pm)
+    x0, y0, x1, y1 = reference_region_px
+    region = (cells["x"] >= x0) & (cells["x"] <= x1) & (cells["y"] >= y0) & (cells["y"] <= y1)
+    if not region.any():
+        raise ValueError(f"no complete cell in the strain reference region {list(reference_region_px)}")
+    return measure_cells(cols, pixel_size_pm, reference_cells=region)
+
+
 def aggregate(
     results: list[str | Path],
     out_h5: str | Path,
@@ -72,6 +85,7 @@ def aggregate(
     nominal_pm: float | None = None,
     stacking_axis: str = "y",
     materials: list[dict] | None = None,
+    reference_region_px: list[float] | None = None,
     sample_size: int = 20000,
     max_classes: int = 8,
     seed: int = 0,
@@ -104,6 +118,10 @@ def aggregate(
     stacking_axis : {"y", "x"}
     materials : list of dict, optional
         The experiment's materials, to name the layers.
+    reference_region_px : [x0, y0, x1, y1], optional
+        The cells whose centres lie in this box (pixels) of each image are the
+        strain reference of that image (e.g. the substrate), instead of the
+        nominal lattice parameter.
 
     Returns
     -------
@@ -142,7 +160,7 @@ def aggregate(
                 continue
             px = float(attrs["pixel_size_pm"])
             try:
-                cells = measure_cells(cols, px, reference_pm=(nominal_pm, nominal_pm) if nominal_pm else None)
+                cells = measure_image_cells(cols, px, nominal_pm, reference_region_px)
             except ValueError as exc:
                 rejected["file"].append(Path(source).name)
                 rejected["source"].append(source)
