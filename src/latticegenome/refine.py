@@ -101,7 +101,7 @@ def refine_columns(
     tol_decrement: float = 1e-4,
     groups: np.ndarray | None = None,
     max_column_iter: int = 15,
-    max_sweeps: int = 3,
+    max_sweeps: int = 2,
 ) -> Refinement:
     """Refine column positions by batched Poisson maximum likelihood.
 
@@ -227,9 +227,11 @@ def refine_columns(
             full = None  # fresh render: no accumulated rounding
         else:
             verify = False
-        if full is None:
-            # Held widths and backgrounds follow their group's medians; they
-            # change only here, where the model is rendered afresh.
+        if full is None and sweeps <= 1:
+            # Held widths and backgrounds follow their group's medians: set at
+            # the start and once more at the first sweep (when the medians are
+            # fitted values), where the model is rendered afresh; resetting
+            # them later would only disturb converged neighbours.
             for group in group_ids:
                 sel = groups == group
                 if (sel & partial).any() and (sel & ~partial).any():

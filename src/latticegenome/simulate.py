@@ -72,6 +72,7 @@ def simulate_lattice(
     b_ratio: float = 0.4,
     background: float = 20.0,
     b_displacement_px: tuple[float, float] = (0.0, 0.0),
+    b_jitter_px: float = 0.0,
     offset_px: tuple[float, float] | None = None,
     rng: np.random.Generator | None = None,
     noise: bool = True,
@@ -95,6 +96,10 @@ def simulate_lattice(
     b_displacement_px : (dx, dy)
         Displacement of every B column from its cell centre, in the lattice
         frame (rotated with the lattice).
+    b_jitter_px : float
+        Each B column is also moved by its own random offset, uniform in a
+        disk of this radius (so that no method profits from a B column
+        sitting exactly where it starts looking).
     offset_px : (x, y), optional
         Position of site (0, 0); random by default.
     rng : numpy Generator
@@ -121,6 +126,10 @@ def simulate_lattice(
     pa = centre + np.asarray(offset_px, float) + np.outer(ii, a1) + np.outer(jj, a2)
     disp = rot @ np.asarray(b_displacement_px, float)
     pb = pa + (a1 + a2) / 2 + disp
+    if b_jitter_px > 0:
+        r = b_jitter_px * np.sqrt(rng.uniform(0, 1, len(pb)))
+        phi = rng.uniform(0, 2 * np.pi, len(pb))
+        pb = pb + np.column_stack([r * np.cos(phi), r * np.sin(phi)])
     margin = 5 * sigma_px
     pos = np.vstack([pa, pb])
     site = np.r_[np.full(len(pa), "A"), np.full(len(pb), "B")]
