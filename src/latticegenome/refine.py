@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import accumulate_columns, fisher_information, render_columns, window_jacobian
+from ._kernels import accumulate, trial_loglik, window_stats
+from .model import fisher_information, render_columns, window_jacobian
 
 
 @dataclass
@@ -61,11 +62,6 @@ def _gather(image, cx, cy, ox, oy):
     return px, py, mask, flat
 
 
-def _padded(px, py, pad, pcol):
-    """Flat index into a canvas padded by ``pad`` (clipped to stay inside)."""
-    return np.clip(py + pad, 0, None) * pcol + np.clip(px + pad, 0, pcol - 1)
-
-
 def _solve(a, b):
     """Batched solve of a (n, k, k) x = b (n, k); singular systems give NaN."""
     try:
@@ -76,11 +72,6 @@ def _solve(a, b):
         if ok.any():
             out[ok] = np.linalg.solve(a[ok], b[ok][..., None])[..., 0]
         return out
-
-
-def _loglik(n, lam, mask):
-    lam = np.maximum(lam, 1e-12)
-    return np.sum(mask * (n * np.log(lam) - lam), axis=1)
 
 
 def refine_columns(
@@ -210,7 +201,9 @@ def refine_columns(
     # column near the image renders without masks; windows read it there.
     pad = render_radius + radius + 2
     pcol = cols + 2 * pad
-    canvas_size = (rows + 2 * pad) * pcol
+    prow = rows + 2 * pad
+    canvas_size = prow * pcol
+    flat_img = np.ascontiguousarray(flat_img, dtype=float)
     full = None
     it = 0
     sweeps = 0
@@ -243,7 +236,7 @@ def refine_columns(
                 continue
             if full is None:
                 full = np.zeros(canvas_size)
-                accumulate_columns(full, (rows, cols), pad, x, y, h, s, render_radius)
+                accumulate(full, rows, cols, pad, x, y, h, s, render_radius)
             moved = []
             for start in range(0, idx_active.size, chunk):
                 k = idx_active[start : start + chunk]
@@ -253,17 +246,10 @@ def refine_columns(
                 far = (np.abs(x[k] - wx[k]) > 1.0) | (np.abs(y[k] - wy[k]) > 1.0)
                 wx[k[far]] = np.rint(x[k[far]]).astype(np.int64)
                 wy[k[far]] = np.rint(y[k[far]]).astype(np.int64)
-                px, py, mask, flat = _gather(img, wx[k], wy[k], ox, oy)
-                n = flat_img[flat] * mask
-                dx = px - x[k, None]
-                dy = py - y[k, None]
-                g, jac = window_jacobian(dx, dy, h[k], s[k])
-                others = full[_padded(px, py, pad, pcol)] - g
-                lam = np.maximum(b[k, None] + g + others, 1e-12)
-                ll = _loglik(n, lam, mask)
-                resid = mask * (n / lam - 1.0)
-                grad = np.einsum("np,npk->nk", resid, jac)
-                info = fisher_information(jac, lam, mask)
+                ll, grad, info, _, _ = window_stats(
+                    flat_img, rows, cols, full, pad, pcol, prow, wx[k], wy[k],
+                    x[k], y[k], h[k], s[k], b[k], radius,
+                )
                 fr = free[k]
                 info = info * fr[:, :, None] * fr[:, None, :] + np.eye(5) * (1.0 - fr)[:, :, None]
                 grad = grad * fr
@@ -289,9 +275,10 @@ def refine_columns(
                 ht = np.maximum(h[k] + delta[:, 2], 1e-6 * np.maximum(h[k], 1e-3))
                 st = np.clip(s[k] + delta[:, 3], sigma_bounds[0] * s0[k], sigma_bounds[1] * s0[k])
                 bt = np.maximum(b[k] + delta[:, 4], 0.0)  # counts: background >= 0
-                gt, _ = window_jacobian(px - xt[:, None], py - yt[:, None], ht, st)
-                lam_t = bt[:, None] + gt + others
-                ll_t = np.where(np.all((lam_t > 0) | ~mask, axis=1), _loglik(n, lam_t, mask), -np.inf)
+                ll_t = trial_loglik(
+                    flat_img, rows, cols, full, pad, pcol, prow, wx[k], wy[k],
+                    x[k], y[k], h[k], s[k], xt, yt, ht, st, bt, radius,
+                )
                 ok = ll_t >= ll - 1e-10 * np.abs(ll)
                 ok &= np.isfinite(delta).all(axis=1)
                 ok &= np.hypot(xt - x_start[k], yt - y_start[k]) <= max_shift
@@ -316,33 +303,31 @@ def refine_columns(
                 kk = np.concatenate([m[0] for m in moved])
                 if kk.size:
                     old = [np.concatenate([m[i] for m in moved]) for i in range(1, 5)]
-                    accumulate_columns(
-                        full, (rows, cols), pad,
+                    accumulate(
+                        full, rows, cols, pad,
                         np.r_[x[kk], old[0]], np.r_[y[kk], old[1]],
                         np.r_[h[kk], -old[2]], np.r_[s[kk], old[3]],
                         render_radius,
                     )
     # Final pass: uncertainties from the Fisher information at the solution.
     full = np.zeros(canvas_size)
-    accumulate_columns(full, (rows, cols), pad, x, y, h, s, render_radius)
+    accumulate(full, rows, cols, pad, x, y, h, s, render_radius)
     cov_diag = np.full((n_col, 3), np.nan)
     chi2 = 0.0
     dof = 0.0
     for start in range(0, n_col, chunk):
         k = np.arange(start, min(n_col, start + chunk))
-        px, py, mask, flat = _gather(img, wx[k], wy[k], ox, oy)
-        n = flat_img[flat] * mask
-        g, jac = window_jacobian(px - x[k, None], py - y[k, None], h[k], s[k])
-        lam = np.maximum(b[k, None] + full[_padded(px, py, pad, pcol)], 1e-12)
-        info = fisher_information(jac, lam, mask)
+        _, _, info, c2, npx = window_stats(
+            flat_img, rows, cols, full, pad, pcol, prow, wx[k], wy[k], x[k], y[k], h[k], s[k], b[k],
+            radius,
+        )
         fr = free[k]
         info = info * fr[:, :, None] * fr[:, None, :] + np.eye(5) * (1.0 - fr)[:, :, None]
         good = np.linalg.cond(info) < 1e12
         if good.any():
             inv = np.linalg.inv(info[good])
             cov_diag[k[good]] = np.stack([inv[:, 0, 0], inv[:, 1, 1], inv[:, 2, 2]], axis=1)
-        npx = mask.sum(axis=1)
-        chi2 += float(np.sum(mask * (n - lam) ** 2 / lam))
+        chi2 += float(np.sum(c2))
         dof += float(np.sum(np.maximum(npx - 5, 0)))
     dispersion = chi2 / dof if dof > 0 else 1.0
     err = np.sqrt(np.maximum(cov_diag, 0) * dispersion)
