@@ -98,9 +98,9 @@ def _subpixel(surface: np.ndarray, r: np.ndarray, c: np.ndarray):
     rows, cols = surface.shape
     r = np.clip(r, 1, rows - 2)
     c = np.clip(c, 1, cols - 2)
-    z0 = surface[r, c]
-    up, down = surface[r - 1, c], surface[r + 1, c]
-    left, right = surface[r, c - 1], surface[r, c + 1]
+    z0 = surface[r, c].astype(float)
+    up, down = surface[r - 1, c].astype(float), surface[r + 1, c].astype(float)
+    left, right = surface[r, c - 1].astype(float), surface[r, c + 1].astype(float)
     dr = 0.5 * (up - down) / np.where(up - 2 * z0 + down < 0, up - 2 * z0 + down, -1e300)
     dc = 0.5 * (left - right) / np.where(left - 2 * z0 + right < 0, left - 2 * z0 + right, -1e300)
     return c + np.clip(dc, -0.5, 0.5), r + np.clip(dr, -0.5, 0.5)
@@ -109,18 +109,24 @@ def _subpixel(surface: np.ndarray, r: np.ndarray, c: np.ndarray):
 def local_maxima(image: np.ndarray, min_distance: int) -> np.ndarray:
     """(row, col) of pixels that are the maximum of their (2 d + 1)^2 square.
 
-    Ties on flat plateaus keep one pixel. Cost is linear in the image size.
+    A flat plateau gives one pixel. Cost is linear in the image size; the
+    filters run one after the other to bound memory.
     """
+    from scipy.spatial import cKDTree
+
     size = 2 * min_distance + 1
     peak = image == ndimage.maximum_filter(image, size=size, mode="nearest")
     peak &= image > ndimage.minimum_filter(image, size=size, mode="nearest")
-    lab, n = ndimage.label(peak)
-    if n == peak.sum():
-        return np.argwhere(peak)
-    # plateaus: one pixel each
-    idx = ndimage.labeled_comprehension(image, lab, np.arange(1, n + 1), np.argmax, int, 0,
-                                        pass_positions=True)
-    return np.column_stack(np.unravel_index(idx, image.shape))
+    coords = np.argwhere(peak)
+    del peak
+    if len(coords) > 1:
+        # plateaus: neighbouring candidates of equal value keep the first
+        pairs = cKDTree(coords).query_pairs(1.5, output_type="ndarray")
+        if len(pairs):
+            keep = np.ones(len(coords), dtype=bool)
+            keep[pairs.max(axis=1)] = False
+            coords = coords[keep]
+    return coords
 
 
 def estimate_width(image: np.ndarray, x: np.ndarray, y: np.ndarray, spacing: float) -> float:
@@ -277,7 +283,8 @@ def find_columns(
         )
 
     # Candidate maxima and lattice indexing.
-    smooth = ndimage.gaussian_filter(img, max(0.5, 0.06 * d))
+    # single precision is plenty to locate maxima, and halves the memory
+    smooth = ndimage.gaussian_filter(img.astype(np.float32), max(0.5, 0.06 * d))
     peaks = local_maxima(smooth, max(1, int(0.25 * d)))
     # Maxima on the border are tails of columns outside or cut by the edge,
     # not column positions; edge columns come back from the lattice below.
@@ -365,8 +372,13 @@ def find_columns(
         inside = (seeds[:, 0] >= -margin) & (seeds[:, 0] <= cols - 1 + margin) & (
             seeds[:, 1] >= -margin) & (seeds[:, 1] <= rows - 1 + margin)
         cell_ij, seeds = cell_ij[inside], seeds[inside]
-        resid = img - render_columns(img.shape, ax, ay, h, s)
+        # Residual of the A model, smoothed at the B scale (temporaries freed).
+        model_a = render_columns(img.shape, ax, ay, h, s)  # a view into its canvas
+        np.subtract(img, model_a, out=model_a)
+        resid = model_a.astype(np.float32)  # single precision: only to seed B
+        del model_a
         resid_s = ndimage.gaussian_filter(resid, max(0.5, 0.5 * np.median(s)))
+        del resid
         rad = max(1, int(np.ceil(b_search * d)))
         off = np.arange(-rad, rad + 1)
         oy, ox = np.meshgrid(off, off, indexing="ij")
@@ -396,8 +408,9 @@ def find_columns(
         ok = np.ones(len(seeds), dtype=bool)
         cell_ij = cell_ij[ok]
         bg_b = np.full(bx.size, np.median(b))
-        hb = np.maximum(resid_s[np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1)] - bg_b, 1e-3)
-        del resid, resid_s
+        hb = np.maximum(resid_s[np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1)].astype(float) - bg_b,
+                        1e-3)
+        del resid_s
         x = np.r_[ax, bx]
         y = np.r_[ay, by]
         h = np.r_[h, hb]

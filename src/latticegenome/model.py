@@ -59,7 +59,8 @@ def render_columns(
 
     Returns
     -------
-    ndarray of float64, shape ``shape``
+    ndarray of float64, shape ``shape`` (without background: a view into
+    the rendering canvas)
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
@@ -73,9 +74,14 @@ def render_columns(
     pad = 2 * radius
     prow, pcol = rows + 2 * pad, cols + 2 * pad
     out = np.zeros(prow * pcol, dtype=float)
-    accumulate_columns(out, (rows, cols), pad, x, y, amplitude, sigma, radius,
-                       max_patch_elements=max_patch_elements)
+    from ._kernels import accumulate
+
+    accumulate(out, rows, cols, pad, np.ascontiguousarray(x), np.ascontiguousarray(y),
+               np.ascontiguousarray(amplitude, dtype=float), np.ascontiguousarray(sigma, dtype=float),
+               radius)
     out = out.reshape(prow, pcol)[pad : pad + rows, pad : pad + cols]
+    if np.ndim(background) == 0 and background == 0:
+        return out  # a view of the canvas: no copy
     return out + background
 
 

@@ -205,6 +205,7 @@ def refine_columns(
     canvas_size = prow * pcol
     flat_img = np.ascontiguousarray(flat_img, dtype=float)
     full = None
+    canvas = None  # one model canvas, re-rendered in place at each sweep
     it = 0
     sweeps = 0
     for it in range(1, max_iter + 1):
@@ -235,7 +236,9 @@ def refine_columns(
             if idx_active.size == 0:
                 continue
             if full is None:
-                full = np.zeros(canvas_size)
+                full = canvas if canvas is not None else np.zeros(canvas_size)
+                canvas = full
+                full.fill(0.0)
                 accumulate(full, rows, cols, pad, x, y, h, s, render_radius)
             moved = []
             for start in range(0, idx_active.size, chunk):
@@ -310,7 +313,9 @@ def refine_columns(
                         render_radius,
                     )
     # Final pass: uncertainties from the Fisher information at the solution.
-    full = np.zeros(canvas_size)
+    if full is None:
+        full = np.zeros(canvas_size)
+    full.fill(0.0)  # the canvas is reused (memory)
     accumulate(full, rows, cols, pad, x, y, h, s, render_radius)
     cov_diag = np.full((n_col, 3), np.nan)
     chi2 = 0.0
