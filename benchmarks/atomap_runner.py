@@ -17,10 +17,11 @@ import numpy as np
 import atomap.api as am
 from atomap.tools import remove_atoms_from_image_using_2d_gaussian
 
+import hyperspy.api as hs  # noqa: E402
+
 data = np.load(sys.argv[1])
 spacing = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
 t0 = time.perf_counter()
-import hyperspy.api as hs  # noqa: E402
 
 s = hs.signals.Signal2D(data)
 a_pos = am.get_atom_positions(s, separation=int(0.7 * spacing))
