@@ -17,11 +17,15 @@ import csv
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .columns import FIELDS, Columns
 from .errors import ImageReadError
 from .fsutil import atomic_path, atomic_write
+
+if TYPE_CHECKING:  # the column finder (and its compiled kernels) is not needed to read results
+    from .columns import Columns
 
 CSV_FIELDS = ("x", "y", "site", "x_err", "y_err", "amplitude", "background",
               "amplitude_err", "sigma", "i", "j", "converged")
@@ -179,4 +183,4 @@ def read_columns_csv(path: str | Path):
     return cols, attrs
 
 
-__all__ = ["write_columns_h5", "read_columns", "write_columns_csv", "read_columns_csv", "FIELDS"]
+__all__ = ["write_columns_h5", "read_columns", "write_columns_csv", "read_columns_csv"]
