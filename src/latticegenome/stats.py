@@ -299,6 +299,13 @@ def _scale_bar(ax, pixel_size_pm: float, shape, length_nm: float | None = None):
             ha="center", va="bottom", fontsize=9, fontweight="bold")
 
 
+def _finish_panel(ax, title, pixel_size_pm, shape):
+    """Scale bar, title, no axes: the end of every image panel."""
+    _scale_bar(ax, pixel_size_pm, shape)
+    ax.set_title(title)
+    ax.set_axis_off()
+
+
 def _class_colours(n):
     import matplotlib
 
@@ -321,9 +328,7 @@ def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title="", 
     ax.scatter(columns["x"][a], columns["y"][a], s=6, c="tab:orange", label="A site")
     ax.scatter(columns["x"][~a], columns["y"][~a], s=4, c="tab:cyan", label="B site")
     ax.legend(loc="upper right", fontsize=8)
-    _scale_bar(ax, pixel_size_pm, image.shape)
-    ax.set_title("Refined A and B columns")
-    ax.set_axis_off()
+    _finish_panel(ax, "Refined A and B columns", pixel_size_pm, image.shape)
 
     ax = axes[0, 1]
     ax.imshow(image, cmap="gray")
@@ -332,9 +337,7 @@ def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title="", 
     q = ax.quiver(cells["x"][ok], cells["y"][ok], cells["dx_pm"][ok], cells["dy_pm"][ok], mag,
                   angles="xy", scale_units="xy", scale=0.5, cmap="plasma", width=0.004)
     fig.colorbar(q, ax=ax, label="B displacement |d| (pm); arrows 2 px per pm", shrink=0.8)
-    _scale_bar(ax, pixel_size_pm, image.shape)
-    ax.set_title("B-site displacement (polarisation proxy)")
-    ax.set_axis_off()
+    _finish_panel(ax, "B-site displacement (polarisation proxy)", pixel_size_pm, image.shape)
 
     ax = axes[1, 0]
     ax.imshow(image, cmap="gray", alpha=0.5)
@@ -342,9 +345,7 @@ def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title="", 
     sc = ax.scatter(cells["x"], cells["y"], c=cells["eyy"] * 100, cmap="RdBu_r", vmin=-lim * 100,
                     vmax=lim * 100, s=30, marker="s")
     fig.colorbar(sc, ax=ax, label="strain e_yy (%)", shrink=0.8)
-    _scale_bar(ax, pixel_size_pm, image.shape)
-    ax.set_title("Out-of-plane strain e_yy (vs reference)")
-    ax.set_axis_off()
+    _finish_panel(ax, "Out-of-plane strain e_yy (vs reference)", pixel_size_pm, image.shape)
 
     ax = axes[1, 1]
     ax.imshow(image, cmap="gray", alpha=0.5)
@@ -356,9 +357,7 @@ def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title="", 
         ax.scatter(cells["x"][~have], cells["y"][~have], c="lightgrey", s=30, marker="s")
         ax.legend(handles=[Patch(color=colours[c], label=f"class {c}") for c in range(n)]
                   + [Patch(color="lightgrey", label="unclassified")], loc="upper right", fontsize=8)
-    _scale_bar(ax, pixel_size_pm, image.shape)
-    ax.set_title("Configuration class of each cell")
-    ax.set_axis_off()
+    _finish_panel(ax, "Configuration class of each cell", pixel_size_pm, image.shape)
     fig.suptitle(title)
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -385,20 +384,17 @@ def plot_experiment(out_h5, out, *, title=""):
             lo, hi = e[max(nz[0] - 2, 0)], e[min(nz[-1] + 3, len(e) - 1)]
             ax.set_xlim(lo, hi)
 
-    for key, label in (("a_pm", "a (along x)"), ("b_pm", "b (other axis)")):
-        e, c = h[key]
-        axes[0, 0].stairs(c, e, label=label, lw=1.5)
-    zoom(axes[0, 0], e, h["a_pm"][1] + h["b_pm"][1])
-    axes[0, 0].set_xlabel("lattice parameter (pm)")
-    axes[0, 0].set_ylabel("cells")
-    axes[0, 0].legend()
-    for key, label in (("dx_pm", "d_x"), ("dy_pm", "d_y")):
-        e, c = h[key]
-        axes[0, 1].stairs(c, e, label=label, lw=1.5)
-    zoom(axes[0, 1], e, h["dx_pm"][1] + h["dy_pm"][1])
-    axes[0, 1].set_xlabel("B displacement from the cell centre (pm)")
-    axes[0, 1].set_ylabel("cells")
-    axes[0, 1].legend()
+    def pair(ax, keys_labels, xlabel):
+        for key, label in keys_labels:
+            e, c = h[key]
+            ax.stairs(c, e, label=label, lw=1.5)
+        zoom(ax, e, sum(h[k][1] for k, _ in keys_labels))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("cells")
+        ax.legend()
+
+    pair(axes[0, 0], (("a_pm", "a (along x)"), ("b_pm", "b (other axis)")), "lattice parameter (pm)")
+    pair(axes[0, 1], (("dx_pm", "d_x"), ("dy_pm", "d_y")), "B displacement from the cell centre (pm)")
     e, c = h["intensity_ratio"]
     axes[1, 0].stairs(c, e, lw=1.5, color="k")
     zoom(axes[1, 0], e, c)
