@@ -17,12 +17,19 @@ from latticegenome.stats import (  # noqa: E402
 )
 from latticegenome.store import read_columns  # noqa: E402
 
+from latticegenome.provenance import make_record  # noqa: E402
+
 sm = snakemake  # noqa: F821
+record = make_record(sm.output.cells, rule=sm.rule, inputs=sm.input.columns, workdir=str(sm.scriptdir),
+                     params={"nominal_pm": sm.params.nominal_pm, "stacking_axis": sm.params.stacking_axis,
+                             "materials": sm.params.materials,
+                             "reference_region_px": sm.params.reference_region})
 summary = aggregate(
     sm.input.columns, sm.output.cells, sm.output.images, sm.output.rejected,
     classes_csv=sm.output.classes, layers_csv=sm.output.layers,
     nominal_pm=sm.params.nominal_pm, stacking_axis=sm.params.stacking_axis,
-    materials=sm.params.materials, reference_region_px=sm.params.reference_region, log=log.info,
+    materials=sm.params.materials, reference_region_px=sm.params.reference_region,
+    provenance=record, log=log.info,
 )
 log.info("summary: %s", summary)
 if summary["images_used"] == 0:

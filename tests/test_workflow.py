@@ -105,6 +105,33 @@ def test_second_run_does_nothing_and_lost_output_is_redone_alone(tiny):
     assert (work / "results" / "tiny" / "columns" / "img_1.tif.h5").exists()
 
 
+def test_provenance_reaches_the_raw_images(tiny):
+    import json
+
+    work, _ = tiny
+    exe = str(Path(sys.executable).parent / "latticegenome")
+    manifest = {r["file"]: r for r in read_table(work / "data" / "tiny" / "manifest.tsv")}
+    for target in ("results/tiny/classes.csv", "results/tiny/statistics.h5",
+                   "results/tiny/columns/img_0.tif.h5"):
+        out = subprocess.run([exe, "provenance", target, "--json"], cwd=work, capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        raws = {Path(r["source_path"]).name: r for r in doc["raw_images"]}
+        expected = {"img_0.tif"} if target.endswith("img_0.tif.h5") else {
+            "img_0.tif", "img_1.tif", "img_2.tif", "broken.tif", "blank.tif"}
+        assert set(raws) == expected
+        for name, r in raws.items():
+            assert r["sha256"] == manifest[name]["sha256"] and r["task_id"] == manifest[name]["task_id"]
+        assert raws["img_0.tif"]["instrument"]["pixel_size_pm"] == 20.0
+        assert doc["chain"]["record"]["software"]["latticegenome"]
+    text = subprocess.run([exe, "provenance", "results/tiny/layers.csv"], cwd=work, capture_output=True,
+                          text=True).stdout
+    assert "rule statistics" in text and "raw image:" in text
+    bad = subprocess.run([exe, "provenance", "nope.csv"], cwd=work, capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope.csv" in bad.stderr
+
+
 def test_report_is_written(tiny):
     work, _ = tiny
     out = snakemake(work, "--report", str(work / "report.html"))

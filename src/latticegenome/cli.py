@@ -105,6 +105,31 @@ def _cmd_classify(args) -> int:
     return 0
 
 
+def _cmd_provenance(args) -> int:
+    import json
+
+    from .errors import LatticeGenomeError
+    from .provenance import format_chain, raw_sources, trace
+
+    if not args.file.exists():
+        raise LatticeGenomeError("no such file", str(args.file))
+    chain = trace(args.file)
+    if chain["record"] is None:
+        raise LatticeGenomeError("no provenance record (no attribute, no .prov.json beside it)",
+                                 str(args.file))
+    raws = raw_sources(chain)
+    if args.json:
+        print(json.dumps({"chain": chain, "raw_images": raws}, indent=1, default=str))
+    else:
+        print(format_chain(chain))
+        print(f"\n{len(raws)} raw image(s):")
+        for r in raws:
+            inst = r.get("instrument") or {}
+            print(f"  {r.get('collection')}/{r.get('source_path')}  sha256 {r.get('sha256')}  "
+                  f"task {r.get('task_id')}  " + ", ".join(f"{k}={v}" for k, v in inst.items()))
+    return 0
+
+
 def _cmd_install_profiles(args) -> int:
     from .profiles import install_profiles
 
@@ -159,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nominal-pm", type=float, help="reference lattice parameter for strain")
     g.add_argument("--stacking-axis", choices=("x", "y"), default="y")
     g.set_defaults(func=_cmd_classify)
+
+    v = sub.add_parser("provenance", help="the chain from a result back to the raw images")
+    v.add_argument("file", type=Path)
+    v.add_argument("--json", action="store_true", help="machine-readable output")
+    v.set_defaults(func=_cmd_provenance)
 
     i = sub.add_parser("install-profiles",
                        help="make 'snakemake --profile NAME' find this repository's profiles")

@@ -125,7 +125,6 @@ def _read_tiff(path: Path, dataset: str | None):
                 num, den = tag.value
                 if num > 0:
                     size = den / num * factor
-            meta.update({k: v for k, v in ij.items() if isinstance(v, (str, int, float))})
         if size is None:
             tag = page.tags.get("XResolution")
             runit = page.tags.get("ResolutionUnit")

@@ -89,6 +89,7 @@ def aggregate(
     sample_size: int = 20000,
     max_classes: int = 8,
     seed: int = 0,
+    provenance: dict | None = None,
     log=print,
 ) -> dict:
     """Measure, classify and aggregate the cells of every image of an experiment.
@@ -118,6 +119,9 @@ def aggregate(
     stacking_axis : {"y", "x"}
     materials : list of dict, optional
         The experiment's materials, to name the layers.
+    provenance : dict, optional
+        Provenance record of the run: stored in ``out_h5`` and, with the
+        output's own name, beside each CSV/TSV (``.prov.json``).
     reference_region_px : [x0, y0, x1, y1], optional
         The cells whose centres lie in this box (pixels) of each image are the
         strain reference of that image (e.g. the substrate), instead of the
@@ -274,6 +278,8 @@ def aggregate(
             "layers": per_layer,
         }
         f.attrs["summary"] = json.dumps(summary)
+        if provenance is not None:
+            f.attrs["provenance"] = json.dumps({**provenance, "output": Path(out_h5).name})
         f.attrs["units"] = json.dumps({"positions": "px", "lengths": "pm", "strain": "1",
                                        "angles": "deg"})
     write_table_csv(images_tsv, rows, IMAGE_FIELDS, delimiter="\t")
@@ -282,6 +288,12 @@ def aggregate(
         write_table_csv(classes_csv, ctab if ctab else {"class": []})
     if layers_csv is not None:
         write_table_csv(layers_csv, layer_rows)
+    if provenance is not None:
+        from .provenance import write_sidecar
+
+        for table in (images_tsv, rejected_tsv, classes_csv, layers_csv):
+            if table is not None:
+                write_sidecar(table, {**provenance, "output": Path(table).name})
     return summary
 
 

@@ -73,6 +73,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def write_raw_provenance(dest: Path, entry: ManifestEntry) -> None:
+    """Sidecar ``<raw file>.prov.json``: where the raw copy came from."""
+    from .provenance import make_record, write_sidecar
+
+    raw = asdict(entry)
+    raw.pop("file")
+    write_sidecar(dest, make_record(dest, rule="ingest", raw=raw))
+
+
 def read_manifest(path: str | Path) -> list[ManifestEntry]:
     """Read a manifest written by :func:`write_manifest`."""
     with open(path, newline="") as fh:
@@ -216,12 +225,14 @@ class LocalBackend:
         return entries, refused
 
     def _entry(self, name, size, digest, path, state, dest):
-        return ManifestEntry(
+        entry = ManifestEntry(
             file=name, size=int(size), sha256=digest, facility=self.name,
             collection=self.collection, source_path=f"{path}/{name}",
             task_id=state["task_id"],
             transferred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dest.stat().st_mtime)),
         )
+        write_raw_provenance(dest, entry)
+        return entry
 
     def publish(self, files: list[str | Path], dest: str, *, log=print) -> dict:
         """Copy a results package into ``root/dest`` (checksummed); return the record."""

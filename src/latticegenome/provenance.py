@@ -1,0 +1,209 @@
+"""Provenance: every output can say which inputs, code and parameters made it.
+
+A record is a JSON object:
+
+    {"output": name, "rule": ..., "created_at": ..., "software": {"latticegenome":
+     version, "git_commit": ..., "git_dirty": bool}, "params": {...},
+     "inputs": [{"path": ..., "sha256": ..., "size": ...}, ...],
+     "raw": {facility, collection, source_path, sha256, task_id, transferred_at}  # raw images
+     "instrument": {...}}                                                          # if known
+
+HDF5 outputs carry it in the file attribute ``provenance``; other files (CSV,
+TSV, PNG, CIF) in a sidecar ``<file>.prov.json``. :func:`trace` follows the
+inputs of a record back to the raw images, reading each input's own record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from . import __version__
+from .fsutil import atomic_write, sha256_file
+
+SIDECAR = ".prov.json"
+
+
+@lru_cache(maxsize=8)
+def software(workdir: str | None = None) -> dict:
+    """Package version and the git commit of the workflow checkout (if any)."""
+    out = {"latticegenome": __version__, "git_commit": None, "git_dirty": None}
+    where = workdir or str(Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=where, capture_output=True, text=True, timeout=10)
+            out["git_dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return out
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        if isinstance(value, dict):
+            return {str(k): _jsonable(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_jsonable(v) for v in value]
+        return str(value)
+
+
+def file_entry(path: str | os.PathLike) -> dict:
+    """Path, size and SHA-256 of an input file."""
+    p = Path(path)
+    return {"path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+def make_record(output, *, rule: str, params: dict | None = None, inputs=(), raw: dict | None = None,
+                instrument: dict | None = None, workdir: str | None = None) -> dict:
+    """A provenance record for ``output`` made by ``rule`` from ``inputs``."""
+    rec = {
+        "output": Path(output).name,
+        "rule": rule,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "software": software(workdir),
+        "params": _jsonable(params or {}),
+        "inputs": [file_entry(p) for p in inputs],
+    }
+    if raw:
+        rec["raw"] = _jsonable(raw)
+    if instrument:
+        rec["instrument"] = _jsonable(instrument)
+    return rec
+
+
+def write_sidecar(path: str | os.PathLike, record: dict) -> Path:
+    """Write ``<path>.prov.json`` atomically; return its path."""
+    side = Path(str(path) + SIDECAR)
+    with atomic_write(side, "w") as fh:
+        json.dump(record, fh, indent=1)
+    return side
+
+
+def _from_manifest(p: Path) -> dict | None:
+    """Record of a raw copy from its experiment's manifest (``../manifest.tsv``),
+    for copies made before raw sidecars were written."""
+    manifest = p.parent.parent / "manifest.tsv"
+    if p.parent.name != "raw" or not manifest.exists():
+        return None
+    from .transfer import read_manifest
+
+    for e in read_manifest(manifest):
+        if e.file == p.name:
+            raw = {k: v for k, v in e.__dict__.items() if k != "file"}
+            return {"output": p.name, "rule": "ingest", "raw": raw, "inputs": [],
+                    "software": {}, "params": {}, "from": str(manifest)}
+    return None
+
+
+def read_record(path: str | os.PathLike) -> dict | None:
+    """The provenance record of a file: HDF5 attribute or sidecar (for a raw
+    copy without one, its manifest entry); None if none."""
+    p = Path(path)
+    side = Path(str(p) + SIDECAR)
+    if side.exists():
+        return json.loads(side.read_text())
+    manifest_record = _from_manifest(p)
+    if manifest_record is not None:
+        return manifest_record
+    if p.suffix.lower() in (".h5", ".hdf5") and p.exists():
+        import h5py
+
+        try:
+            with h5py.File(p, "r") as f:
+                rec = f.attrs.get("provenance")
+        except OSError:
+            return None
+        if rec:
+            rec = rec.decode() if isinstance(rec, bytes) else rec
+            return json.loads(rec) or None
+    return None
+
+
+def trace(path: str | os.PathLike, *, _seen=None) -> dict:
+    """The chain from a file back to the raw images, as nested records.
+
+    Each node is ``{"file", "record", "inputs": [nodes], "checksum_ok"}``;
+    ``checksum_ok`` tells whether an input still has the checksum recorded
+    when the output was made (None when the file is gone).
+    """
+    p = Path(path)
+    seen = _seen if _seen is not None else set()
+    node = {"file": str(p), "record": read_record(p), "inputs": []}
+    key = str(p.resolve()) if p.exists() else str(p)
+    if key in seen or node["record"] is None:
+        return node
+    seen.add(key)
+    base = Path.cwd()
+    for entry in node["record"].get("inputs", []):
+        ip = Path(entry["path"])
+        if not ip.is_absolute() and not ip.exists():
+            ip = base / ip
+        child = trace(ip, _seen=seen)
+        child["checksum_ok"] = (sha256_file(ip) == entry["sha256"]) if ip.exists() else None
+        node["inputs"].append(child)
+    return node
+
+
+def raw_sources(chain: dict) -> list[dict]:
+    """Every raw-image entry reached by a chain (facility, path, checksum, task)."""
+    out = []
+
+    def walk(n, instrument=None):
+        rec = n.get("record") or {}
+        instrument = rec.get("instrument") or instrument
+        if "raw" in rec:
+            out.append({**rec["raw"], "file": n["file"], "instrument": instrument or {}})
+        for c in n.get("inputs", []):
+            # the instrument read from an image belongs to that raw image
+            walk(c, instrument if "raw" in (c.get("record") or {}) else None)
+
+    walk(chain)
+    # the same raw image may be reached along several paths
+    unique = {}
+    for r in out:
+        unique[(r.get("collection"), r.get("source_path"), r.get("sha256"))] = r
+    return list(unique.values())
+
+
+def format_chain(chain: dict, indent: int = 0) -> str:
+    """Human-readable chain, one file per line, then its raw images."""
+    lines = []
+
+    def walk(n, depth):
+        rec = n.get("record") or {}
+        ok = n.get("checksum_ok")
+        mark = "" if ok is None and depth == 0 else (" [checksum ok]" if ok else
+                                                       " [CHANGED since]" if ok is False else " [missing]")
+        sw = rec.get("software", {})
+        if not rec:
+            what = "no provenance record"
+        elif rec.get("from"):
+            what = f"rule {rec.get('rule')} (record from {rec['from']})"
+        else:
+            what = (f"rule {rec.get('rule')}, latticegenome {sw.get('latticegenome')}, "
+                    f"commit {str(sw.get('git_commit'))[:12]}{'+dirty' if sw.get('git_dirty') else ''}")
+        lines.append(f"{'  ' * depth}{n['file']}{mark}: {what}")
+        if rec.get("raw"):
+            raw = rec["raw"]
+            lines.append(f"{'  ' * depth}  raw image: {raw.get('collection')}/{raw.get('source_path')} "
+                         f"sha256 {str(raw.get('sha256'))[:16]} task {raw.get('task_id')}")
+        if rec.get("instrument"):
+            inst = ", ".join(f"{k} {v}" for k, v in rec["instrument"].items())
+            lines.append(f"{'  ' * depth}  instrument: {inst}")
+        for c in n.get("inputs", []):
+            if depth < 1 or c.get("record"):
+                walk(c, depth + 1)
+
+    walk(chain, indent)
+    return "\n".join(lines)
