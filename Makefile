@@ -46,11 +46,13 @@ demo/facility/STO_BTO_superlattice/superlattice_011.tif: | $(STAMP)
 
 demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif
 	$(BIN)/snakemake --profile local
-	@if [ ! -f results/report.html ] || [ -n "$$(find results data -newer results/report.html -type f ! -path '*/logs/*' ! -path '*/benchmarks/*' 2>/dev/null | head -n 1)" ]; then \
+	@if [ ! -f results/report.html ] || [ -n "$$(find results data -newer results/report.html -type f ! -path '*/logs/*' ! -path '*/benchmarks/*' ! -path '*/package/*' ! -name published.json 2>/dev/null | head -n 1)" ]; then \
 	  $(BIN)/snakemake --profile local --report results/report.html; \
 	fi
+	$(BIN)/snakemake --profile local publish_all
 	@echo ""
-	@echo "Results: results/<experiment>/ (statistics.h5, images.tsv, rejected.tsv, figures/)"
+	@echo "Results: results/<experiment>/ (statistics.h5, classes.csv, layers.csv, images.tsv, rejected.tsv, figures/)"
+	@echo "Package: results/<experiment>/package/ (with ro-crate-metadata.json), published to demo/publication/"
 	@echo "Report:  $(CURDIR)/results/report.html"
 
 test: install

@@ -20,6 +20,7 @@ include: "rules/common.smk"
 include: "rules/ingest.smk"
 include: "rules/columns.smk"
 include: "rules/statistics.smk"
+include: "rules/publish.smk"
 
 
 rule all:

@@ -75,10 +75,15 @@ def test_missing_folder_and_no_match_are_clear(tmp_path, facility):
         backend.ingest("exp1", "*.dm4", tmp_path / "raw", tmp_path / "m.tsv")
 
 
-def test_publish_copies_with_checksums(tmp_path, facility):
+def test_publish_copies_a_package_with_checksums(tmp_path, facility):
     backend, _ = facility
-    f = tmp_path / "result.h5"
-    f.write_bytes(b"results")
-    rec = backend.publish([f], "pub/exp1")
-    assert rec["files"][0]["sha256"] == sha256_file(f)
-    assert (tmp_path / "facility" / "pub" / "exp1" / "result.h5").read_bytes() == b"results"
+    pkg = tmp_path / "package"
+    (pkg / "figures").mkdir(parents=True)
+    (pkg / "result.h5").write_bytes(b"results")
+    (pkg / "figures" / "a.png").write_bytes(b"png")
+    rec = backend.publish(pkg, "pub/exp1")
+    got = {r["file"]: r["sha256"] for r in rec["files"]}
+    assert got == {"result.h5": sha256_file(pkg / "result.h5"), "figures/a.png": sha256_file(pkg / "figures" / "a.png")}
+    assert (tmp_path / "facility" / "pub" / "exp1" / "figures" / "a.png").read_bytes() == b"png"
+    again = backend.publish(pkg, "pub/exp1")  # republishing replaces our own copies
+    assert again["files"] == rec["files"] and again["task_id"] != rec["task_id"]

@@ -33,6 +33,9 @@ from pathlib import Path
 from .errors import TransferError
 from .fsutil import CHUNK, atomic_path, atomic_write, sha256_file
 
+#: Files a workflow engine leaves in output folders: never published.
+BOOKKEEPING = {".snakemake_timestamp"}
+
 MANIFEST_FIELDS = ("file", "size", "sha256", "facility", "collection", "source_path",
                    "task_id", "transferred_at")
 
@@ -234,17 +237,30 @@ class LocalBackend:
         write_raw_provenance(dest, entry)
         return entry
 
-    def publish(self, files: list[str | Path], dest: str, *, log=print) -> dict:
-        """Copy a results package into ``root/dest`` (checksummed); return the record."""
+    def publish(self, source: str | Path, dest: str, *, log=print) -> dict:
+        """Copy a package folder (or one file) to ``root/dest``, checksummed.
+
+        Relative paths are kept; every path component must be a safe name.
+        Returns the record of where it went (facility, collection, path,
+        task id, files with size and SHA-256).
+        """
+        source = Path(source)
         target = self.root / dest
         target.mkdir(parents=True, exist_ok=True)
         task_id = f"local-{uuid.uuid4()}"
+        files = [source] if source.is_file() else sorted(
+            p for p in source.rglob("*") if p.is_file() and p.name not in BOOKKEEPING)
         out = []
         for f in files:
-            f = Path(f)
-            size, digest = _copy_verified(f, target / check_name(f.name))
-            out.append({"file": f.name, "size": size, "sha256": digest})
-            log(f"published {f.name}")
+            rel = Path(f.name) if source.is_file() else f.relative_to(source)
+            for part in rel.parts:
+                check_name(part)
+            dest_file = target / rel
+            if dest_file.exists():
+                os.chmod(dest_file, 0o644)  # a previous publication of ours
+            size, digest = _copy_verified(f, dest_file)
+            out.append({"file": rel.as_posix(), "size": size, "sha256": digest})
+            log(f"published {rel.as_posix()}")
         return {"facility": self.name, "collection": self.collection, "path": dest,
                 "task_id": task_id, "files": out, "published_at": _now()}
 

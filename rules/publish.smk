@@ -1,0 +1,59 @@
+# Stage 5: the publication package (results, report, RO-Crate) of each
+# experiment, sent to the publication facility. Run after the report:
+#   snakemake --profile local --report results/report.html
+#   snakemake --profile local publish_all
+
+
+rule package:
+    input:
+        cells=f"{RESULTS}/{{experiment}}/statistics.h5",
+        tables=expand(
+            f"{RESULTS}/{{{{experiment}}}}/{{table}}",
+            table=["images.tsv", "rejected.tsv", "classes.csv", "layers.csv"],
+        ),
+        figures=[
+            f"{RESULTS}/{{experiment}}/figures/histograms.png",
+            f"{RESULTS}/{{experiment}}/figures/layers.png",
+            f"{RESULTS}/{{experiment}}/figures/images",
+        ],
+        report=f"{RESULTS}/report.html",
+    output:
+        package=directory(f"{RESULTS}/{{experiment}}/package"),
+    params:
+        experiment=lambda wc: experiment(wc),
+        people=config.get("people", []),
+        license=config.get("publication", {}).get(
+            "license", "https://creativecommons.org/licenses/by/4.0/"
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/package.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/package.tsv"
+    conda:
+        "../envs/publish.yaml"
+    script:
+        "../scripts/package.py"
+
+
+rule publish:
+    input:
+        package=f"{RESULTS}/{{experiment}}/package",
+    output:
+        record=f"{RESULTS}/{{experiment}}/published.json",
+    params:
+        facility_name=config.get("publication", {}).get("facility"),
+        facility=lambda wc: config["facilities"][config["publication"]["facility"]],
+        path=lambda wc: f"{config['publication'].get('path', 'latticegenome')}/{wc.experiment}",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/publish.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/publish.tsv"
+    conda:
+        "../envs/transfer.yaml"
+    script:
+        "../scripts/publish.py"
+
+
+rule publish_all:
+    input:
+        expand(f"{RESULTS}/{{experiment}}/published.json", experiment=EXPERIMENTS),

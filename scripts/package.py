@@ -1,0 +1,19 @@
+"""Rule package: results + report + RO-Crate of one experiment."""
+
+from _setup import setup
+
+log = setup(snakemake)  # noqa: F821
+
+from latticegenome.provenance import raw_sources, trace  # noqa: E402
+from latticegenome.publish import build_package  # noqa: E402
+
+sm = snakemake  # noqa: F821
+exp = sm.params.experiment
+files = [sm.input.cells, *sm.input.tables, *sm.input.figures, sm.input.report]
+package = build_package(
+    files, sm.output.package, experiment=sm.wildcards.experiment,
+    description=exp.get("description", ""), people=sm.params.people,
+    instrument=exp.get("instrument"), license=sm.params.license,
+    raw_images=raw_sources(trace(sm.input.cells)), workdir=str(sm.scriptdir),
+)
+log.info("package %s written", package)

@@ -1,0 +1,157 @@
+"""Publication package of an experiment: results, report and an RO-Crate.
+
+:func:`build_package` copies the experiment's results (HDF5, CSV, figures,
+their provenance sidecars) and the report into one folder and describes it
+with an RO-Crate (``ro-crate-metadata.json``, written by ro-crate-py): every
+file with its size and SHA-256, the workflow and its version (package version
+and git commit), the run that made the results (a ``CreateAction`` whose
+instruments are the workflow and the microscope), the people and the facility
+from the configuration. The package is then sent through the configured
+transfer backend (:func:`latticegenome.transfer.backend_for`).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import shutil
+import time
+from pathlib import Path
+
+from .fsutil import sha256_file
+from .provenance import software
+from .transfer import BOOKKEEPING
+
+WORKFLOW_URL = "https://github.com/latticegenome/latticegenome"
+
+
+#: What each kind of result file is, for the crate's descriptions.
+DESCRIPTIONS = {
+    "statistics.h5": "per-cell table (lattice parameters, strain, B displacement, intensities, class), "
+                     "class table, layer profiles and interfaces (HDF5)",
+    "classes.csv": "class table: population, mean and spread of each measure per configuration class",
+    "layers.csv": "per-plane profile along the stacking axis of every image",
+    "images.tsv": "per-image summary",
+    "rejected.tsv": "images set aside, with the reason",
+    "report.html": "Snakemake report of the run (figures, tables, software, runtimes)",
+}
+
+
+def describe(path: Path) -> str:
+    """A description of a result file for the RO-Crate."""
+    name = path.name
+    if name.endswith(".prov.json"):
+        return f"provenance record of {name[: -len('.prov.json')]}"
+    if name in DESCRIPTIONS:
+        return DESCRIPTIONS[name]
+    if path.suffix == ".png":
+        return f"figure {path.stem}"
+    return "latticegenome result file"
+
+
+def _one(items: list):
+    """A single value for a one-element list (RO-Crate 1.3 JSON-LD recommendation)."""
+    return items[0] if len(items) == 1 else items
+
+
+def build_package(
+    files: list[str | Path],
+    package_dir: str | Path,
+    *,
+    experiment: str,
+    description: str = "",
+    people: list[dict] | None = None,
+    instrument: dict | None = None,
+    license: str = "https://creativecommons.org/licenses/by/4.0/",
+    raw_images: list[dict] | None = None,
+    workdir: str | None = None,
+) -> Path:
+    """Copy ``files`` into ``package_dir`` and write its RO-Crate.
+
+    Folders among ``files`` are copied whole; a file's provenance sidecar
+    (``.prov.json``) goes with it. Returns the package folder.
+    """
+    from rocrate.model.contextentity import ContextEntity
+    from rocrate.model.person import Person
+    from rocrate.rocrate import ROCrate
+
+    package = Path(package_dir)
+    if package.exists():
+        shutil.rmtree(package)
+    package.mkdir(parents=True)
+    copied: list[Path] = []
+    for f in files:
+        f = Path(f)
+        if f.is_dir():
+            for sub in sorted(p for p in f.rglob("*") if p.is_file() and p.name not in BOOKKEEPING):
+                dest = package / f.name / sub.relative_to(f)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(sub, dest)
+                copied.append(dest)
+        else:
+            for src in (f, Path(str(f) + ".prov.json")):
+                if src.exists():
+                    shutil.copy2(src, package / src.name)
+                    copied.append(package / src.name)
+
+    sw = software(workdir)
+    crate = ROCrate()
+    crate.name = f"latticegenome results: {experiment}"
+    crate.description = description or f"Local lattice configurations of experiment {experiment}."
+    crate.license = license
+    crate.datePublished = time.strftime("%Y-%m-%d", time.gmtime())
+    authors = []
+    for k, person in enumerate(people or []):
+        pid = f"https://orcid.org/{person['orcid'].rsplit('/', 1)[-1]}" if person.get("orcid") else f"#person-{k}"
+        props = {"name": person["name"]}
+        if person.get("affiliation"):
+            props["affiliation"] = person["affiliation"]
+        authors.append(crate.add(Person(crate, pid, properties=props)))
+    if authors:
+        crate.root_dataset["author"] = _one(authors)
+    workflow = crate.add(ContextEntity(crate, WORKFLOW_URL, properties={
+        "@type": "SoftwareApplication",
+        "name": "latticegenome Snakemake workflow",
+        "url": WORKFLOW_URL,
+        "version": sw.get("latticegenome"),
+        "identifier": sw.get("git_commit") or "unknown",
+        "programmingLanguage": "Snakemake",
+    }))
+    instruments = [workflow]
+    if instrument:
+        micro = crate.add(ContextEntity(crate, "#instrument", properties={
+            "@type": "IndividualProduct", "name": str(instrument.get("microscope", "microscope")),
+            "description": ", ".join(f"{k}: {v}" for k, v in instrument.items()),
+        }))
+        instruments.append(micro)
+        if instrument.get("facility"):
+            crate.root_dataset["publisher"] = crate.add(ContextEntity(crate, "#facility", properties={
+                "@type": "Organization", "name": str(instrument["facility"])}))
+    parts = []
+    for path in copied:
+        rel = path.relative_to(package).as_posix()
+        mime = mimetypes.guess_type(path.name)[0] or (
+            "application/x-hdf5" if path.suffix == ".h5" else "text/tab-separated-values"
+            if path.suffix == ".tsv" else "application/octet-stream")
+        parts.append(crate.add_file(path, dest_path=rel, properties={
+            "name": path.name, "description": describe(path), "contentSize": str(path.stat().st_size),
+            "encodingFormat": mime, "sha256": sha256_file(path),
+        }))
+    objects = []
+    for k, raw in enumerate(raw_images or []):
+        objects.append(crate.add(ContextEntity(crate, f"#raw-{k}", properties={
+            "@type": "CreativeWork", "name": str(raw.get("source_path")),
+            "identifier": f"{raw.get('collection')}/{raw.get('source_path')}",
+            "sha256": raw.get("sha256"), "description": f"raw image, transfer task {raw.get('task_id')}",
+        })))
+    action_props = {"@type": "CreateAction", "name": f"latticegenome run on {experiment}",
+                    "endTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    action = crate.add(ContextEntity(crate, "#run", properties=action_props))
+    action["instrument"] = _one(instruments)
+    action["result"] = _one(parts)
+    if objects:
+        action["object"] = _one(objects)
+    if authors:
+        action["agent"] = authors[0]
+    crate.root_dataset["mentions"] = action
+    crate.metadata.write(package)  # ro-crate-metadata.json; the files are in place already
+    return package
