@@ -7,8 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the demo and the tests need (installed when run as root).
+# Debian packages the demo needs, and those the tests add (installed when run as root).
 APT_PACKAGES :=
+TEST_APT_PACKAGES := chromium
 
 .PHONY: demo test install system profiles report clean help
 
@@ -56,6 +57,7 @@ demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif
 	@echo "Report:  $(CURDIR)/results/report.html"
 
 test: install
+	@$(MAKE) --no-print-directory system APT_PACKAGES="$(TEST_APT_PACKAGES)"
 	$(BIN)/python -m pytest
 
 clean:

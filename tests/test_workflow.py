@@ -144,6 +144,39 @@ def test_report_is_written(tiny):
     assert "rejected" in html and "histograms.png" in html and "img_1.png" in html
 
 
+def test_report_renders_in_headless_chromium(tiny, tmp_path):
+    """The report as a reader sees it: loaded by Chromium, scripts run."""
+    import re
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (make test installs it when run as root)")
+    work, _ = tiny
+    report = work / "results" / "report.html"
+    if not report.exists():
+        snakemake(work, "--report", str(report))
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+         "--enable-logging=stderr", "--v=0", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom, log = out.stdout, out.stderr
+    # rendered by the page's scripts (not only present in its embedded data)
+    for category in ("2. Column finding", "3. Lattice statistics"):
+        assert f">{category}<" in dom, category
+    # the figures and tables are in the page
+    for name in ("histograms.png", "layers.png", "img_0.png", "classes.csv", "rejected.tsv"):
+        assert name in dom, name
+    # no broken links: every src/href is inline data or an in-page anchor
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', dom):
+        assert attr.startswith(("data:", "#", "https://", "http://")), attr
+    console = [ln for ln in log.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not [ln for ln in console if re.search(r"Uncaught|Failed to load|ERR_", ln)], console
+
+
 def test_package_with_valid_ro_crate_is_published(tiny):
     import json
 
