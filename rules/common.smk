@@ -50,5 +50,22 @@ def raw_images(wildcards):
     )
 
 
+def software_versions():
+    """Versions of the packages that make the results; as parameters, an upgrade reruns the job."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("latticegenome", "numpy", "scipy", "scikit-image", "scikit-learn", "h5py",
+                 "tifffile", "rosettasciio", "numba", "matplotlib", "rocrate", "snakemake"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def all_outputs():
-    return expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS)
+    return [
+        *expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
+        f"{RESULTS}/software.tsv",
+    ]

@@ -74,3 +74,24 @@ rule statistics:
         "../envs/analysis.yaml"
     script:
         "../scripts/statistics.py"
+
+
+rule software:
+    output:
+        report(
+            f"{RESULTS}/software.tsv",
+            caption="../report/software.rst",
+            category="1. Software",
+            labels={"table": "versions"},
+        ),
+    params:
+        versions=software_versions(),
+    log:
+        f"{RESULTS}/logs/software.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/software.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    localrule: True
+    script:
+        "../scripts/software.py"

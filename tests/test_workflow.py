@@ -168,7 +168,8 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     for category in ("2. Column finding", "3. Lattice statistics"):
         assert f">{category}<" in dom, category
     # the figures and tables are in the page
-    for name in ("histograms.png", "layers.png", "img_0.png", "classes.csv", "rejected.tsv"):
+    assert ">1. Software<" in dom
+    for name in ("histograms.png", "layers.png", "img_0.png", "classes.csv", "rejected.tsv", "software.tsv"):
         assert name in dom, name
     # no broken links: every src/href is inline data or an in-page anchor
     for attr in re.findall(r'(?:src|href)="([^"]*)"', dom):
