@@ -222,8 +222,25 @@ def test_lint_is_clean():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
+CONDA_STANDIN = """#!/bin/sh
+# Stand-in for conda's version queries, for dry runs only: conda cannot run on
+# this machine, and a dry run builds no environment. Not a conda.
+case "$*" in
+  "info --json") printf '{"conda_prefix": "%s", "platform": "linux-64", "conda_version": "24.11.0"}\\n' "$HOME" ;;
+  "--version") echo "conda 24.11.0" ;;
+  "config --get channel_priority --json") echo '{"get": {"channel_priority": "strict"}, "success": true}' ;;
+  *) echo "conda stand-in: '$*' not supported (dry runs only)" >&2; exit 1 ;;
+esac
+"""
+
+
 def test_profiles_work_as_typed_from_the_repository_root(tmp_path):
-    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    standin = tmp_path / "bin" / "conda"
+    standin.parent.mkdir()
+    standin.write_text(CONDA_STANDIN)
+    standin.chmod(0o755)
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+               PATH=f"{standin.parent}{os.pathsep}{os.environ['PATH']}")
     inst = subprocess.run([str(Path(sys.executable).parent / "latticegenome"), "install-profiles"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert inst.returncode == 0, inst.stderr
