@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import numpy as np
 from _setup import setup
 
 log = setup(snakemake)  # noqa: F821

@@ -34,7 +34,6 @@ def render_columns(
     background: float | np.ndarray = 0.0,
     *,
     radius: int | None = None,
-    max_patch_elements: int = 2_000_000,
 ) -> np.ndarray:
     """Render Gaussian columns into an image.
 
@@ -53,9 +52,6 @@ def render_columns(
     radius : int, optional
         Half-size in pixels of the square each column is rendered into;
         default ``ceil(5 * max(sigma))``.
-    max_patch_elements : int
-        Memory bound: columns are rendered in chunks of at most this many
-        pixel evaluations.
 
     Returns
     -------
@@ -83,53 +79,6 @@ def render_columns(
     if np.ndim(background) == 0 and background == 0:
         return out  # a view of the canvas: no copy
     return out + background
-
-
-def accumulate_columns(
-    canvas: np.ndarray,
-    shape: tuple[int, int],
-    pad: int,
-    x: np.ndarray,
-    y: np.ndarray,
-    amplitude: np.ndarray,
-    sigma: np.ndarray,
-    radius: int,
-    *,
-    max_patch_elements: int = 2_000_000,
-) -> None:
-    """Add Gaussian columns into a flat canvas padded by ``pad`` pixels.
-
-    ``canvas`` has ``(rows + 2 pad) * (cols + 2 pad)`` elements and is changed
-    in place; ``radius <= pad``. Columns whose centre lies farther than ``pad``
-    outside the image are skipped. Small updates (a few columns) scatter-add
-    in place; large ones go through one ``bincount`` per chunk.
-    """
-    rows, cols = shape
-    pcol = cols + 2 * pad
-    cx = np.rint(x).astype(np.int64)
-    cy = np.rint(y).astype(np.int64)
-    near = (cx >= -pad + radius) & (cx < cols + pad - radius) & (cy >= -pad + radius) & (
-        cy < rows + pad - radius
-    )
-    idx = np.flatnonzero(near)
-    if idx.size == 0:
-        return
-    off = np.arange(-radius, radius + 1)
-    width = off.size
-    block = (off[:, None] * pcol + off[None, :]).ravel()
-    per_chunk = max(1, max_patch_elements // block.size)
-    for start in range(0, idx.size, per_chunk):
-        k = idx[start : start + per_chunk]
-        inv2s2 = 0.5 / sigma[k] ** 2
-        # Separable Gaussian: exp(-dx^2/2s^2) exp(-dy^2/2s^2).
-        ex = np.exp(-((cx[k, None] + off[None, :] - x[k, None]) ** 2) * inv2s2[:, None])
-        ey = np.exp(-((cy[k, None] + off[None, :] - y[k, None]) ** 2) * inv2s2[:, None])
-        val = ((amplitude[k, None] * ey)[:, :, None] * ex[:, None, :]).ravel()
-        flat = ((cy[k] + pad) * pcol + (cx[k] + pad))[:, None] + block[None, :]
-        if val.size * 8 < canvas.size:
-            np.add.at(canvas, flat.ravel(), val)
-        else:
-            canvas += np.bincount(flat.ravel(), weights=val, minlength=canvas.size)
 
 
 def column_counts(amplitude, sigma):

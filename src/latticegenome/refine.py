@@ -5,8 +5,14 @@ Every column is fitted in a square window with five free parameters
 that reach into the window are taken from a rendered model image, so
 overlapping neighbours are modelled. The fits of all columns are batched:
 one damped Fisher-scoring (Levenberg-Marquardt) step per column and outer
-iteration, vectorised over columns with NumPy, in chunks that bound memory.
-No step compares columns pairwise: cost is linear in the number of columns.
+iteration; the per-window sums (log-likelihood, gradient, Fisher information)
+and the model rendering are compiled loops (:mod:`latticegenome._kernels`,
+checked against the NumPy reference functions of :mod:`latticegenome.model`),
+the steps themselves batched NumPy. Interpenetrating sublattices (A and B)
+are updated alternately (Gauss-Seidel). Columns just outside the image are
+fitted too (they shine into it); those with too little of their window in
+the image hold width and background at their sublattice's medians. Nothing
+compares columns pairwise: cost is linear in the number of columns.
 
 The uncertainty of each parameter is the square root of the diagonal of the
 inverse Fisher information at the solution (the Cramér-Rao bound reached by
