@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
@@ -9,7 +10,6 @@ log = setup(snakemake)  # noqa: F821
 from latticegenome.io import read_image  # noqa: E402
 from latticegenome.stats import (  # noqa: E402
     aggregate,
-    measure_image_cells,
     plot_experiment,
     plot_image_overview,
     plot_layers,
@@ -40,11 +40,15 @@ import h5py  # noqa: E402
 
 out_dir = Path(sm.output.overview)
 out_dir.mkdir(parents=True, exist_ok=True)
+sample_cells = {}
 with h5py.File(sm.output.cells, "r") as f:
     names = [n.decode() for n in f["images"][()]]
     image_index = f["cells/image"][()]
-    classes = f["cells/class"][()]
-sample = sorted({0, len(names) - 1, len(names) // 3, (2 * len(names)) // 3})
+    sample = sorted({0, len(names) - 1, len(names) // 3, (2 * len(names)) // 3})
+    for k in sample:  # the cells as measured and classified, read back (no recomputation);
+        # they are stored image after image, so each image is one slice
+        start, stop = np.searchsorted(image_index, [k, k + 1])
+        sample_cells[k] = {name: f[f"cells/{name}"][start:stop] for name in f["cells"]}
 for k in sample:
     name = names[k]
     raw = next(r for r in sm.input.raw if Path(r).name == name)
@@ -54,9 +58,9 @@ for k in sample:
     img = read_image(raw, pixel_size_pm=sm.params.settings.get("pixel_size_pm"),
                      hdf5_dataset=sm.params.settings.get("hdf5_dataset"),
                      stack=sm.params.settings.get("stack", "sum"))[0]
-    cells = measure_image_cells(cols, px, sm.params.nominal_pm, sm.params.reference_region)
+    cells = sample_cells[k]
     plot_image_overview(img.data, cols, cells, px, out_dir / f"{Path(name).stem}.png", title=name,
-                        classes=classes[image_index == k])
+                        classes=cells["class"])
     if k == 0:
         plot_layers(sm.output.cells, sm.output.layer_figure, image=name, pixel_size_pm=px,
                     title=sm.wildcards.experiment)
