@@ -13,10 +13,15 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+include: "rules/common.smk"
+
+
+check_references(config)
+
+
 report: "report/workflow.rst"
 
 
-include: "rules/common.smk"
 include: "rules/ingest.smk"
 include: "rules/columns.smk"
 include: "rules/statistics.smk"

@@ -8,7 +8,7 @@ from pathlib import Path
 # The library of this checkout (also installed in .venv; this keeps the two in step).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from latticegenome.config import experiment_settings
+from latticegenome.config import check_references, experiment_settings
 
 SCRATCH = config["scratch"]
 RESULTS = config["results"]

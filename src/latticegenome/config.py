@@ -48,14 +48,27 @@ def validate_config(config: dict, schema_path: str | Path, *, source: str = "con
         e = errors[0]
         key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
         raise ConfigError(f"{key}: {e.message}", source)
-    for name, exp in config.get("experiments", {}).items():
-        if exp["facility"] not in config.get("facilities", {}):
-            raise ConfigError(
-                f"experiments.{name}.facility: '{exp['facility']}' is not a facility "
-                f"(known: {', '.join(config.get('facilities', {})) or 'none'})",
-                source,
-            )
+    check_references(config, source=source)
     return config
+
+
+def check_references(config: dict, *, source: str = "config") -> None:
+    """Every facility named by an experiment or the publication exists.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the facilities that do exist.
+    """
+    known = config.get("facilities", {})
+    refs = [(f"experiments.{name}.facility", exp.get("facility"))
+            for name, exp in config.get("experiments", {}).items()]
+    if config.get("publication"):
+        refs.append(("publication.facility", config["publication"].get("facility")))
+    for key, name in refs:
+        if name not in known:
+            raise ConfigError(f"{key}: '{name}' is not a facility (known: {', '.join(known) or 'none'})",
+                              source)
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict:

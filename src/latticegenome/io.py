@@ -386,10 +386,3 @@ def align_frames(frames: list[np.ndarray]) -> list[np.ndarray]:
         shift, _, _ = phase_cross_correlation(ref, f, upsample_factor=20)
         out.append(np.real(np.fft.ifftn(fourier_shift(np.fft.fftn(f), shift))))
     return out
-
-
-def image_files(folder: str | Path, pattern: str = "*") -> list[Path]:
-    """Image files of known formats in ``folder`` matching ``pattern``, sorted."""
-    folder = Path(folder)
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in SUFFIXES)
-

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Parameter order of one column in the refinement: x, y (px), amplitude h
-#: (counts/px), width s (px), local background b (counts/px).
-PARAMETERS = ("x", "y", "amplitude", "sigma", "background")
-
 #: Columns are rendered out to this many widths; exp(-12.5) ~ 4e-6 of the peak.
 RENDER_WIDTHS = 5.0
 

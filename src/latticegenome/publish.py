@@ -67,8 +67,31 @@ def build_package(
 ) -> Path:
     """Copy ``files`` into ``package_dir`` and write its RO-Crate.
 
-    Folders among ``files`` are copied whole; a file's provenance sidecar
-    (``.prov.json``) goes with it. Returns the package folder.
+    Parameters
+    ----------
+    files : list of path
+        Result files and folders; folders are copied whole, a file's
+        provenance sidecar (``.prov.json``) goes with it.
+    package_dir : path
+        The package folder (replaced if it exists).
+    experiment, description : str
+        Name and description of the crate.
+    people : list of dict, optional
+        ``name``, ``affiliation``, ``orcid``: the authors.
+    instrument : dict, optional
+        ``microscope``, ``facility`` and any other properties.
+    license : str
+        License URL of the data.
+    raw_images : list of dict, optional
+        Raw-image records (collection, source path, checksum, task id), e.g.
+        from :func:`latticegenome.provenance.raw_sources`.
+    workdir : str, optional
+        Where to read the workflow's git commit.
+
+    Returns
+    -------
+    Path
+        The package folder.
     """
     from rocrate.model.contextentity import ContextEntity
     from rocrate.model.person import Person

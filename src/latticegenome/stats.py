@@ -119,9 +119,17 @@ def aggregate(
     stacking_axis : {"y", "x"}
     materials : list of dict, optional
         The experiment's materials, to name the layers.
+    sample_size : int
+        Cells drawn uniformly across all images to fit the class model.
+    max_classes : int
+        Largest number of classes compared by BIC.
+    seed : int
+        Seed of the sample and of the mixture fit (reproducible classes).
     provenance : dict, optional
         Provenance record of the run: stored in ``out_h5`` and, with the
         output's own name, beside each CSV/TSV (``.prov.json``).
+    log : callable
+        Receives progress messages.
     reference_region_px : [x0, y0, x1, y1], optional
         The cells whose centres lie in this box (pixels) of each image are the
         strain reference of that image (e.g. the substrate), instead of the
