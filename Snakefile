@@ -19,6 +19,10 @@ include: "rules/common.smk"
 check_references(config)
 
 
+onstart:
+    globus_preflight()
+
+
 report: "report/workflow.rst"
 
 

@@ -8,11 +8,21 @@ from pathlib import Path
 # The library of this checkout (also installed in .venv; this keeps the two in step).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from latticegenome.config import check_references, experiment_settings
+from latticegenome.config import check_references, experiment_settings, globus_facilities
 
 SCRATCH = config["scratch"]
 RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])
+GLOBUS = globus_facilities(config)
+
+# Unattended Globus runs authenticate as a confidential client; its id and
+# secret come from the environment (never from the configuration) and are
+# passed on to cluster jobs.
+if GLOBUS and config.get("globus", {}).get("auth", "user") == "client":
+
+    envvars:
+        "LATTICEGENOME_GLOBUS_CLIENT_ID",
+        "LATTICEGENOME_GLOBUS_CLIENT_SECRET",
 
 
 wildcard_constraints:
@@ -69,3 +79,29 @@ def all_outputs():
         *expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
         f"{RESULTS}/software.tsv",
     ]
+
+
+def globus_preflight():
+    """Before any job runs: can every Globus collection this run needs be used?
+
+    Sources of experiments not yet ingested, and the publication collection
+    when a publish target is requested. Stops the run with one line naming
+    the collection and the command that fixes it.
+    """
+    if not GLOBUS:
+        return
+    from latticegenome.errors import TransferError
+    from latticegenome.globus import preflight
+
+    needed = [
+        config["experiments"][name]["facility"]
+        for name in EXPERIMENTS
+        if not Path(f"{SCRATCH}/{name}/manifest.tsv").exists()
+    ]
+    targets = " ".join(str(t) for t in (workflow.dag_settings.targets or []))
+    if "publish" in targets:
+        needed.append(config["publication"]["facility"])
+    try:
+        preflight(config, facilities=needed, log=lambda m: None)
+    except TransferError as exc:
+        sys.exit(f"latticegenome: {exc}")

@@ -4,16 +4,23 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
+from latticegenome.errors import TransferError  # noqa: E402
 from latticegenome.transfer import backend_for  # noqa: E402
 
-backend = backend_for(snakemake.params.facility_name, snakemake.params.facility)  # noqa: F821
-entries, refused = backend.ingest(
-    snakemake.params.path,  # noqa: F821
-    snakemake.params.pattern,  # noqa: F821
-    snakemake.params.raw_dir,  # noqa: F821
-    snakemake.output.manifest,  # noqa: F821
-    log=log.info,
-)
+sm = snakemake  # noqa: F821
+try:
+    backend = backend_for(sm.params.facility_name, sm.params.facility, config=sm.config)
+    entries, refused = backend.ingest(
+        sm.params.path,
+        sm.params.pattern,
+        sm.params.raw_dir,
+        sm.output.manifest,
+        label=f"latticegenome ingest {sm.wildcards.experiment}",
+        log=log.info,
+    )
+except TransferError as exc:
+    log.error("%s", exc)
+    raise SystemExit(f"ingest {sm.wildcards.experiment}: {exc}") from None
 for name, reason in refused:
     log.warning("refused %r: %s", name, reason)
-log.info("%d files in the manifest, %d refused", len(entries), len(refused))
+log.info("%d files in the manifest, %d refused or skipped", len(entries), len(refused))

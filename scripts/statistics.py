@@ -8,6 +8,7 @@ from _setup import setup
 log = setup(snakemake)  # noqa: F821
 
 from latticegenome.io import read_image  # noqa: E402
+from latticegenome.provenance import make_record  # noqa: E402
 from latticegenome.stats import (  # noqa: E402
     aggregate,
     plot_experiment,
@@ -15,8 +16,6 @@ from latticegenome.stats import (  # noqa: E402
     plot_layers,
 )
 from latticegenome.store import read_columns  # noqa: E402
-
-from latticegenome.provenance import make_record  # noqa: E402
 
 sm = snakemake  # noqa: F821
 record = make_record(sm.output.cells, rule=sm.rule, inputs=sm.input.columns, workdir=str(sm.scriptdir),

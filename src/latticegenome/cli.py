@@ -146,6 +146,22 @@ def _cmd_check_config(args) -> int:
     return 0
 
 
+def _cmd_login(args) -> int:
+    from .config import load_config
+    from .globus import login
+
+    login(load_config(args.config, args.schema), force=args.force)
+    return 0
+
+
+def _cmd_logout(args) -> int:
+    from .config import load_config
+    from .globus import logout
+
+    logout(load_config(args.config, args.schema))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="latticegenome", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"latticegenome {__version__}")
@@ -201,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("config", type=Path, nargs="?", default=Path("config/config.yaml"))
     k.add_argument("--schema", type=Path, default=Path("config/schema.yaml"))
     k.set_defaults(func=_cmd_check_config)
+
+    for name, func, text in (
+        ("login", _cmd_login, "log in to Globus (consent for every collection in the config)"),
+        ("logout", _cmd_logout, "revoke and remove the stored Globus tokens"),
+    ):
+        a = sub.add_parser(name, help=text)
+        a.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+        a.add_argument("--schema", type=Path, default=Path("config/schema.yaml"))
+        if name == "login":
+            a.add_argument("--force", action="store_true", help="log in again even if not needed")
+        a.set_defaults(func=func)
     return p
 
 

@@ -69,6 +69,51 @@ def check_references(config: dict, *, source: str = "config") -> None:
         if name not in known:
             raise ConfigError(f"{key}: '{name}' is not a facility (known: {', '.join(known) or 'none'})",
                               source)
+    check_globus(config, source=source)
+
+
+def globus_facilities(config: dict) -> list[str]:
+    """Names of the facilities with ``backend: globus`` that the workflow uses."""
+    fac = config.get("facilities", {})
+    used = [exp.get("facility") for exp in config.get("experiments", {}).values()]
+    if config.get("publication"):
+        used.append(config["publication"].get("facility"))
+    names = [n for n in dict.fromkeys(used) if fac.get(n, {}).get("backend") == "globus"]
+    host = (config.get("globus") or {}).get("host")
+    if names and host:
+        names.append(host)
+    return list(dict.fromkeys(names))
+
+
+def check_globus(config: dict, *, base: str | Path = ".", source: str = "config") -> None:
+    """A workflow using Globus names a host facility that holds scratch and results.
+
+    Raises
+    ------
+    ConfigError
+        If ``globus.host`` is missing, is not a Globus facility with
+        ``local_path``, or scratch/results are not below that folder (Globus
+        could not deliver files where the workflow looks for them).
+    """
+    if not globus_facilities(config):
+        return
+    fac = config.get("facilities", {})
+    host = (config.get("globus") or {}).get("host")
+    if not host or host not in fac:
+        raise ConfigError(f"globus.host: '{host}' is not a facility; name the Globus "
+                          "collection (with local_path) this workflow runs on", source)
+    block = fac[host]
+    if block.get("backend") != "globus" or not block.get("local_path"):
+        raise ConfigError(f"facilities.{host}: the Globus host needs backend: globus and "
+                          "local_path", source)
+    root = Path(block["local_path"])
+    root = (root if root.is_absolute() else Path(base) / root).resolve()
+    for key in ("scratch", "results"):
+        p = Path(config.get(key, key))
+        p = (p if p.is_absolute() else Path(base) / p).resolve()
+        if p != root and root not in p.parents:
+            raise ConfigError(f"{key}: {p} is not below facilities.{host}.local_path {root}, "
+                              "so Globus cannot deliver there", source)
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict:

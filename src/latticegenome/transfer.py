@@ -172,9 +172,12 @@ class LocalBackend:
         dest_dir: str | Path,
         manifest: str | Path,
         *,
+        label: str | None = None,
         log=print,
     ) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
         """Copy matching files into ``dest_dir`` and write the manifest.
+
+        ``label`` names the task in its state file (as a Globus task label).
 
         Returns
         -------
@@ -196,7 +199,7 @@ class LocalBackend:
             log(f"resuming transfer task {state['task_id']}")
         else:
             state = {"task_id": f"local-{uuid.uuid4()}", "source": f"{self.collection}/{path}",
-                     "pattern": pattern, "submitted_at": _now()}
+                     "pattern": pattern, "label": label, "submitted_at": _now()}
             with atomic_write(state_path, "w") as fh:
                 json.dump(state, fh)
         files = self.list(path, pattern)
@@ -237,7 +240,8 @@ class LocalBackend:
         write_raw_provenance(dest, entry)
         return entry
 
-    def publish(self, source: str | Path, dest: str, *, log=print) -> dict:
+    def publish(self, source: str | Path, dest: str, *, label: str | None = None,
+                log=print) -> dict:
         """Copy a package folder (or one file) to ``root/dest``, checksummed.
 
         Relative paths are kept; every path component must be a safe name.
@@ -265,13 +269,30 @@ class LocalBackend:
                 "task_id": task_id, "files": out, "published_at": _now()}
 
 
-def backend_for(name: str, facility: dict, *, base: str | Path = ".") -> LocalBackend:
+def backend_for(name: str, facility: dict, *, base: str | Path = ".", config: dict | None = None,
+                client=None):
     """The transfer backend of a facility block of the configuration.
+
+    Parameters
+    ----------
+    name : str
+        The facility's name.
+    facility : dict
+        Its block: ``{backend: local, path}`` or ``{backend: globus,
+        collection_id, path}``.
+    base : str or Path
+        Folder that relative local paths are relative to.
+    config : dict, optional
+        The whole configuration; needed for Globus (its ``globus:`` block
+        names the host facility this workflow runs on).
+    client : globus_sdk.TransferClient, optional
+        For Globus, a client to use instead of one authenticated from the
+        environment or the user's tokens.
 
     Raises
     ------
     TransferError
-        For a backend not available in this installation.
+        For an unknown backend or an incomplete Globus configuration.
     """
     kind = facility.get("backend", "local")
     if kind == "local":
@@ -279,8 +300,30 @@ def backend_for(name: str, facility: dict, *, base: str | Path = ".") -> LocalBa
         if not root.is_absolute():
             root = Path(base) / root
         return LocalBackend(name, root)
-    raise TransferError(f"facility '{name}': transfer backend '{kind}' is not available yet "
-                        f"(use backend: local)")
+    if kind == "globus":
+        from .globus import (
+            GlobusBackend,
+            GlobusSettings,
+            collection_from_config,
+            make_app,
+            transfer_client,
+        )
+
+        config = config or {}
+        gblock = config.get("globus") or {}
+        host_name = gblock.get("host")
+        facilities = config.get("facilities", {})
+        if not host_name or host_name not in facilities:
+            raise TransferError(f"facility '{name}' uses Globus: set globus.host to the facility "
+                                "(a Globus collection with local_path) this workflow runs on")
+        host = collection_from_config(host_name, facilities[host_name], base=base)
+        coll = collection_from_config(name, facility, base=base)
+        settings = GlobusSettings.from_config(gblock)
+        if client is None:
+            consent = [c.collection_id for c in (coll, host) if c.data_access]
+            client = transfer_client(make_app(settings), consent)
+        return GlobusBackend(coll, host, client, settings)
+    raise TransferError(f"facility '{name}': unknown transfer backend '{kind}'")
 
 
 __all__ = ["LocalBackend", "ManifestEntry", "backend_for", "check_name", "read_manifest",
