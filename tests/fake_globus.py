@@ -40,7 +40,8 @@ TRANSFER_RS = "transfer.api.globus.org"
 class FakeGlobus:
     """Fake Transfer + Auth service over folders (see module docstring)."""
 
-    def __init__(self, collections: dict[str, Path], *, client_id: str = "0e5b2c9a-1111-4222-8333-444455556666",
+    def __init__(self, collections: dict[str, Path], *,
+                 client_id: str = "0e5b2c9a-1111-4222-8333-444455556666",
                  client_secret: str = "fake-secret"):
         self.collections = {k: Path(v) for k, v in collections.items()}
         self.client_id, self.client_secret = client_id, client_secret

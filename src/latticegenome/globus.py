@@ -392,9 +392,10 @@ class GlobusBackend:
                                     f"{self._last_error(task_id)}); see {url}; fix the cause and "
                                     "rerun: a new task is submitted")
             if status == "INACTIVE":
-                raise TransferError(f"{what} is INACTIVE ({task.get('nice_status') or 'credentials'}"
-                                    f"): it needs new credentials or consent; run `{LOGIN}`, then "
-                                    f"rerun to resume the same task ({url})")
+                why = task.get("nice_status") or "credentials"
+                raise TransferError(f"{what} is INACTIVE ({why}): it needs new credentials or "
+                                    f"consent; run `{LOGIN}`, then rerun to resume the same task "
+                                    f"({url})")
             if task.get("is_paused"):
                 info = self._call(what, self.client.task_pause_info, task_id)
                 rules = [r.get("message") or "" for r in info.get("pause_rules", [])]
@@ -528,6 +529,17 @@ class GlobusBackend:
             f"place, {len(skipped)} skipped, {len(refused)} refused")
         return entries, refused + skipped
 
+    def _mkdir(self, folder: str) -> None:
+        import globus_sdk
+
+        try:
+            self.client.operation_mkdir(self.collection.collection_id, folder)
+        except globus_sdk.GlobusError as exc:
+            if "Exists" in str(getattr(exc, "code", "") or ""):
+                return
+            raise explain(exc, f"{self.collection.describe()} folder '{folder}'",
+                          client_mode=unattended(self.settings)) from None
+
     def publish(self, source: str | Path, dest: str, *, state_dir: str | Path | None = None,
                 label: str | None = None, log=print) -> dict:
         """Send a package folder (or one file) to ``dest`` on the collection: one task.
@@ -536,8 +548,6 @@ class GlobusBackend:
         each file is transferred with its SHA-256 as an external checksum, so
         Globus verifies the copy against the digest computed here.
         """
-        import globus_sdk
-
         source = Path(source)
         files = [source] if source.is_file() else sorted(
             p for p in source.rglob("*") if p.is_file() and p.name not in BOOKKEEPING)
@@ -545,33 +555,20 @@ class GlobusBackend:
         for rel in rels:
             for part in rel.parts:
                 check_name(part)
-        digests = {rel.as_posix(): (f.stat().st_size, sha256_file(f)) for f, rel in zip(files, rels)}
-        state_path = Path(state_dir or (source.parent if source.is_dir() else source.parent)) / \
-            f".publish-{source.name}.json"
+        digests = {rel.as_posix(): (f.stat().st_size, sha256_file(f))
+                   for f, rel in zip(files, rels)}
+        state_path = Path(state_dir or source.parent) / f".publish-{source.name}.json"
         state = _read_state(state_path)
         if state and (state.get("complete") or state.get("digests") != digests):
             state = None
         if state is None:
             remote_target = self.collection.remote(dest)
             parts = PurePosixPath(remote_target).parts
-            for i in range(2, len(parts) + 1):  # mkdir -p, one level at a time
-                folder = str(PurePosixPath(*parts[:i]))
-                try:
-                    self.client.operation_mkdir(self.collection.collection_id, folder)
-                except globus_sdk.TransferAPIError as exc:
-                    if "Exists" in str(exc.code or ""):
-                        continue
-                    raise explain(exc, client_mode=unattended(self.settings), what=f"{self.collection.describe()} folder '{folder}'") from None
-                except globus_sdk.GlobusError as exc:
-                    raise explain(exc, client_mode=unattended(self.settings), what=f"{self.collection.describe()} folder '{folder}'") from None
-            for rel in rels:  # sub-folders of the package
-                for i in range(1, len(rel.parts)):
-                    sub = f"{remote_target}/{PurePosixPath(*rel.parts[:i])}"
-                    try:
-                        self.client.operation_mkdir(self.collection.collection_id, sub)
-                    except globus_sdk.TransferAPIError as exc:
-                        if "Exists" not in str(exc.code or ""):
-                            raise explain(exc, client_mode=unattended(self.settings), what=f"{self.collection.describe()} '{sub}'") from None
+            folders = [str(PurePosixPath(*parts[:i])) for i in range(2, len(parts) + 1)]
+            folders += sorted({f"{remote_target}/{PurePosixPath(*rel.parts[:i])}"
+                               for rel in rels for i in range(1, len(rel.parts))})
+            for folder in folders:  # mkdir -p, parents first; existing folders are fine
+                self._mkdir(folder)
             state = self._new_state(label or f"latticegenome publish {dest}",
                                     self.host.collection_id, self.collection.collection_id)
             state.update({"source": self.host.remote_of_local(source.parent if source.is_file()
@@ -681,5 +678,6 @@ def _write_state(path: Path, state: dict) -> None:
 
 
 __all__ = ["Collection", "ENV_CLIENT_ID", "ENV_CLIENT_SECRET", "ENV_NATIVE_CLIENT_ID",
-           "GlobusBackend", "GlobusSettings", "collection_from_config", "explain", "login", "logout", "make_app", "preflight",
-           "transfer_client", "unattended"]
+           "GlobusBackend", "GlobusSettings", "collection_from_config", "explain", "login",
+           "logout", "make_app",
+           "preflight", "token_file", "transfer_client", "unattended"]
