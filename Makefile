@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the demo needs, and those the tests add (installed when run as root).
-APT_PACKAGES :=
+APT_PACKAGES := cp2k
 TEST_APT_PACKAGES := chromium
 
 .PHONY: demo test install system profiles report clean help

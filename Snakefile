@@ -29,6 +29,7 @@ report: "report/workflow.rst"
 include: "rules/ingest.smk"
 include: "rules/columns.smk"
 include: "rules/statistics.smk"
+include: "rules/dft.smk"
 include: "rules/publish.smk"
 
 

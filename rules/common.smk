@@ -2,6 +2,7 @@
 # image list that the ingest checkpoint's manifest drives.
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ SCRATCH = config["scratch"]
 RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])
 GLOBUS = globus_facilities(config)
+DFT = config.get("dft", {})
 
 # Unattended Globus runs authenticate as a confidential client; its id and
 # secret come from the environment (never from the configuration) and are
@@ -75,9 +77,23 @@ def software_versions():
 
 
 def all_outputs():
-    return [
+    out = [
         *expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
         f"{RESULTS}/software.tsv",
+    ]
+    if DFT.get("enabled", True):
+        out += expand(f"{RESULTS}/{{experiment}}/dft.csv", experiment=EXPERIMENTS)
+    return out
+
+
+def dft_results(wildcards):
+    """One DFT result per model listed by the models checkpoint (run: true)."""
+    folder = checkpoints.models.get(experiment=wildcards.experiment).output.models
+    index = json.loads((Path(folder) / "index.json").read_text())
+    return [
+        f"{RESULTS}/{wildcards.experiment}/dft/{m['name']}.json"
+        for m in index["models"]
+        if m["run"]
     ]
 
 

@@ -1,0 +1,284 @@
+"""Reference structures (Materials Project with an offline cache) and measured models.
+
+Reference structures
+    With ``MP_API_KEY`` set, the reference of each material is the Materials
+    Project ground state on the hull (summary search by formula, lowest
+    ``energy_above_hull``), stored in a JSON cache with its material id and
+    the database version; later runs use the cache. Without a key or network
+    the cache or the material's ``structure_file`` is used; with neither,
+    :func:`reference_structures` raises before any work. The MP heartbeat has
+    no timeout upstream, so reachability is checked first with one.
+
+Models (pymatgen)
+    For each measured class: the reference cell strained to the measured
+    in-plane and out-of-plane lattice parameters and the B site displaced by
+    the measured B displacement (pm -> Angstrom). Image axes map onto crystal
+    axes through the experiment's stacking axis: the in-plane image axis is
+    crystal ``a`` and the stacking axis is crystal ``c`` (increasing image
+    row or column = +c). For a superlattice, a stack of the measured layer
+    sequence along ``c``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+from .fsutil import atomic_write
+
+MP_ENDPOINT = "https://api.materialsproject.org/"
+PM_PER_ANGSTROM = 100.0
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _mp_reachable(endpoint: str, timeout: float) -> bool:
+    import requests
+
+    try:
+        requests.get(endpoint + "heartbeat", timeout=timeout)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def fetch_mp_reference(formula: str, api_key: str, *, endpoint: str = MP_ENDPOINT,
+                       timeout: float = 20.0) -> dict:
+    """The Materials Project ground state of ``formula`` (lowest energy above hull).
+
+    Returns
+    -------
+    dict
+        ``material_id``, ``database_version``, ``energy_above_hull`` (eV/atom),
+        ``structure`` (pymatgen dict), ``retrieved_at``, ``source``.
+    """
+    from mp_api.client import MPRester
+
+    with MPRester(api_key, endpoint=endpoint, use_document_model=False,
+                  mute_progress_bars=True) as mpr:
+        docs = mpr.materials.summary.search(
+            formula=formula, fields=["material_id", "structure", "energy_above_hull"])
+        if not docs:
+            raise ConfigError(f"the Materials Project has no entry for {formula}")
+        best = min(docs, key=lambda d: (d.get("energy_above_hull") or 0.0, str(d["material_id"])))
+        version = mpr.get_database_version()
+    structure = best["structure"]
+    if hasattr(structure, "as_dict"):
+        structure = structure.as_dict()
+    return {"formula": formula, "material_id": str(best["material_id"]),
+            "database_version": version, "energy_above_hull": best.get("energy_above_hull"),
+            "structure": structure, "source": "Materials Project",
+            "retrieved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def reference_structures(materials: list[dict], *, cache_path: str | Path,
+                         api_key: str | None = None, base: str | Path = ".",
+                         endpoint: str = MP_ENDPOINT, timeout: float = 20.0, log=print) -> dict:
+    """The reference structure of each material: Materials Project, cache, or a file.
+
+    Parameters
+    ----------
+    materials : list of dict
+        The experiment's materials (``formula``, optional ``structure_file``).
+    cache_path : path
+        JSON cache of Materials Project references (written atomically).
+    api_key : str, optional
+        ``MP_API_KEY``; without it, no request is made.
+
+    Returns
+    -------
+    dict
+        formula -> {"structure": pymatgen Structure, "source": {...}}.
+
+    Raises
+    ------
+    ConfigError
+        A material with no key/network, no cache entry and no structure file.
+    """
+    from pymatgen.core import Structure
+
+    cache_path = Path(cache_path)
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    online = bool(api_key) and _mp_reachable(endpoint, timeout)
+    if api_key and not online:
+        log(f"Materials Project not reachable at {endpoint}: using the cache or structure files")
+    out = {}
+    for mat in materials:
+        formula = mat["formula"]
+        entry = cache.get(formula)
+        if online and entry is None:
+            entry = fetch_mp_reference(formula, api_key, endpoint=endpoint, timeout=timeout)
+            cache[formula] = entry
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(cache_path, "w") as fh:
+                json.dump(cache, fh, indent=1)
+            log(f"{formula}: {entry['material_id']} (Materials Project {entry['database_version']})")
+        if entry is not None:
+            out[formula] = {"structure": Structure.from_dict(entry["structure"]),
+                            "source": {k: entry.get(k) for k in (
+                                "source", "material_id", "database_version", "retrieved_at")}}
+            continue
+        if mat.get("structure_file"):
+            path = Path(mat["structure_file"])
+            path = path if path.is_absolute() else Path(base) / path
+            try:
+                s = Structure.from_file(path)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot read the structure of {formula}: {exc}", str(path)) from None
+            out[formula] = {"structure": s, "source": {"source": "file", "path": str(path)}}
+            continue
+        raise ConfigError(
+            f"no reference structure for {formula}: set MP_API_KEY (Materials Project), or add "
+            f"structure_file to the material, or provide the cache {cache_path}")
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _site_index(structure, element: str) -> int:
+    idx = [i for i, site in enumerate(structure) if site.specie.symbol == element]
+    if not idx:
+        raise ConfigError(f"the reference structure has no {element} site")
+    return idx[0]
+
+
+def pseudocubic_cell(reference, a_site: str, b_site: str):
+    """A 5-atom ABO3 cell with the reference's volume per formula unit.
+
+    MP ground states of perovskites are often tetragonal, orthorhombic or
+    rhombohedral supercells; the models start from the ideal cubic cell of the
+    same volume per formula unit, so every class model has the same 5-atom
+    basis and energies compare directly.
+    """
+    from pymatgen.core import Lattice, Structure
+
+    nfu = reference.composition.get_reduced_composition_and_factor()[1]
+    a = (reference.volume / nfu) ** (1 / 3)
+    o = [el.symbol for el in reference.composition.elements if el.symbol not in (a_site, b_site)]
+    anion = o[0] if o else "O"
+    return Structure(Lattice.cubic(a), [a_site, b_site, anion, anion, anion],
+                     [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+
+
+def class_model(reference, *, a_site: str, b_site: str, inplane_pm: float, outofplane_pm: float,
+                displacement_pm: tuple[float, float]):
+    """The reference cell strained to the measured parameters, B displaced.
+
+    Parameters
+    ----------
+    reference : pymatgen.core.Structure
+        The material's reference (reduced to its pseudocubic 5-atom cell).
+    inplane_pm, outofplane_pm : float
+        Measured lattice parameters (pm) along crystal ``a`` (= ``b``) and ``c``.
+    displacement_pm : (float, float)
+        Measured B displacement (pm) along crystal ``a`` and ``c``.
+
+    Returns
+    -------
+    pymatgen.core.Structure
+    """
+    from pymatgen.core import Lattice, Structure
+
+    cell = pseudocubic_cell(reference, a_site, b_site)
+    a, c = inplane_pm / PM_PER_ANGSTROM, outofplane_pm / PM_PER_ANGSTROM
+    s = Structure(Lattice.tetragonal(a, c), cell.species, cell.frac_coords)
+    ib = _site_index(s, b_site)
+    dx, dz = (d / PM_PER_ANGSTROM for d in displacement_pm)
+    s.translate_sites([ib], [dx, 0.0, dz], frac_coords=False, to_unit_cell=True)
+    return s
+
+
+def superlattice_model(cells: list, *, inplane_pm: float):
+    """Stack 5-atom cells (bottom to top) along ``c`` into one superlattice cell.
+
+    ``cells`` are :func:`class_model` structures in layer order.
+    """
+    from pymatgen.core import Lattice, Structure
+
+    a = inplane_pm / PM_PER_ANGSTROM
+    cs = [float(s.lattice.c) for s in cells]
+    total = float(np.sum(cs))
+    species, coords, z0 = [], [], 0.0
+    for s, c in zip(cells, cs):
+        for site in s:
+            species.append(site.specie)
+            fx, fy, fz = site.frac_coords
+            coords.append([fx, fy, (z0 + fz * c) / total])
+        z0 += c
+    return Structure(Lattice.tetragonal(a, total), species, coords)
+
+
+def image_to_crystal(row: dict, stacking_axis: str) -> dict:
+    """Measured class means in crystal terms: in-plane ``a``, out-of-plane ``c`` (pm)."""
+    if stacking_axis == "y":
+        return {"inplane_pm": row["a_pm_mean"], "outofplane_pm": row["b_pm_mean"],
+                "displacement_pm": (row["dx_pm_mean"], row["dy_pm_mean"])}
+    return {"inplane_pm": row["b_pm_mean"], "outofplane_pm": row["a_pm_mean"],
+            "displacement_pm": (row["dy_pm_mean"], row["dx_pm_mean"])}
+
+
+def class_materials(classes: list[dict], layers: list[dict], materials: list[dict],
+                    stacking_axis: str) -> dict:
+    """Which material each class belongs to.
+
+    The material of the layers whose majority class it is (from the layer
+    table); a class that is no layer's majority gets the material whose
+    nominal lattice parameter is closest to the class's out-of-plane one.
+    """
+    from collections import Counter
+
+    votes: dict[str, Counter] = {}
+    for r in layers:
+        if r.get("material"):
+            votes.setdefault(str(r["majority_class"]), Counter())[r["material"]] += 1
+    by_name = {m.get("name", m["formula"]): m for m in materials}
+    out = {}
+    for row in classes:
+        k = str(row["class"])
+        if k in votes:
+            name = votes[k].most_common(1)[0][0]
+            out[k] = by_name.get(name) or next(m for m in materials if m["formula"] == name)
+        else:
+            c = image_to_crystal(row, stacking_axis)["outofplane_pm"]
+            out[k] = min(materials, key=lambda m: abs(m["a_pm"] - c))
+    return out
+
+
+def write_model(structure, directory: str | Path, name: str, metadata: dict) -> dict:
+    """Write ``name.cif`` and ``name.json`` (structure + what made it); return the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cif, js = directory / f"{name}.cif", directory / f"{name}.json"
+    from pymatgen.io.cif import CifWriter
+
+    with atomic_write(cif, "w") as fh:
+        fh.write(str(CifWriter(structure)))
+    with atomic_write(js, "w") as fh:
+        json.dump({"name": name, "structure": structure.as_dict(), "latticegenome": metadata},
+                  fh, indent=1, default=float)
+    return {"cif": str(cif), "json": str(js)}
+
+
+def read_model(path: str | Path):
+    """(structure, metadata) of a model JSON written by :func:`write_model`."""
+    from pymatgen.core import Structure
+
+    doc = json.loads(Path(path).read_text())
+    return Structure.from_dict(doc["structure"]), doc["latticegenome"]
+
+
+def mp_api_key() -> str | None:
+    """``MP_API_KEY`` from the environment (never from files in the repository)."""
+    return os.environ.get("MP_API_KEY") or None
+
+
+__all__ = ["class_materials", "class_model", "fetch_mp_reference", "image_to_crystal",
+           "mp_api_key", "pseudocubic_cell", "read_model", "reference_structures",
+           "superlattice_model", "write_model"]

@@ -1,0 +1,236 @@
+"""Structure models, Materials Project references, CP2K under custodian, VASP inputs."""
+
+import json
+import re
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import responses
+from pymatgen.core import Lattice, Structure
+
+from latticegenome.dft import (
+    _custodian_classes,
+    band_gap_from_dos,
+    cp2k_command,
+    cp2k_input,
+    run_cp2k,
+    vasp_command,
+    write_vasp_inputs,
+)
+from latticegenome.errors import ConfigError
+from latticegenome.structures import (
+    class_materials,
+    class_model,
+    pseudocubic_cell,
+    reference_structures,
+    superlattice_model,
+)
+
+STO = Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
+                [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+needs_cp2k = pytest.mark.skipif(shutil.which("cp2k.psmp") is None,
+                                reason="cp2k not installed (make test installs it as root)")
+
+
+def test_class_model_strain_and_displacement():
+    s = class_model(STO, a_site="Sr", b_site="Ti", inplane_pm=390.5, outofplane_pm=412.0,
+                    displacement_pm=(0.0, 12.0))
+    assert s.lattice.a == pytest.approx(3.905) and s.lattice.c == pytest.approx(4.12)
+    ti = [site for site in s if site.specie.symbol == "Ti"][0]
+    # B displaced by 12 pm = 0.12 A along +c from the cell centre
+    assert ti.coords == pytest.approx([1.9525, 1.9525, 2.06 + 0.12])
+    assert s.composition.reduced_formula == "SrTiO3"
+
+
+def test_pseudocubic_cell_keeps_volume_per_formula_unit():
+    big = STO * (1, 1, 2)
+    big.apply_strain([0.01, 0.01, -0.005])
+    cell = pseudocubic_cell(big, "Sr", "Ti")
+    assert len(cell) == 5 and cell.volume == pytest.approx(big.volume / 2)
+
+
+def test_superlattice_stacks_cells_in_order():
+    sto = class_model(STO, a_site="Sr", b_site="Ti", inplane_pm=390.5, outofplane_pm=390.5,
+                      displacement_pm=(0, 0))
+    bto = class_model(STO.copy().replace_species({"Sr": "Ba"}), a_site="Ba", b_site="Ti",
+                      inplane_pm=390.5, outofplane_pm=412.0, displacement_pm=(0, 12))
+    s = superlattice_model([sto, sto, bto], inplane_pm=390.5)
+    assert len(s) == 15 and s.lattice.c == pytest.approx(3.905 * 2 + 4.12)
+    a_sites = sorted((site.frac_coords[2], site.specie.symbol) for site in s
+                     if site.specie.symbol in ("Sr", "Ba"))
+    assert [e for _, e in a_sites] == ["Sr", "Sr", "Ba"]
+
+
+def test_class_materials_from_layers_and_nearest_parameter():
+    mats = [{"name": "SrTiO3", "formula": "SrTiO3", "a_pm": 390.5},
+            {"name": "BaTiO3", "formula": "BaTiO3", "a_pm": 399.2}]
+    classes = [{"class": "0", "a_pm_mean": 390, "b_pm_mean": 412, "dx_pm_mean": 0,
+                "dy_pm_mean": 12},
+               {"class": "1", "a_pm_mean": 390, "b_pm_mean": 390, "dx_pm_mean": 0,
+                "dy_pm_mean": 0},
+               {"class": "2", "a_pm_mean": 390, "b_pm_mean": 411, "dx_pm_mean": 0,
+                "dy_pm_mean": 0}]
+    layers = [{"majority_class": "0", "material": "BaTiO3"},
+              {"majority_class": "1", "material": "SrTiO3"}]
+    owner = class_materials(classes, layers, mats, "y")
+    assert {k: v["formula"] for k, v in owner.items()} == {"0": "BaTiO3", "1": "SrTiO3",
+                                                          "2": "BaTiO3"}
+
+
+# ---------------------------------------------------------------- Materials Project
+
+MP = "https://api.materialsproject.org/"
+KEY = "a" * 32
+
+
+def _mp_responses(rsps):
+    rsps.get(MP + "heartbeat", json={"db_version": "2025.09.25", "version": "0.86.1",
+                                     "access_controlled_batch_ids": []})
+    doc = lambda mid, ehull, a: {"material_id": mid, "energy_above_hull": ehull,  # noqa: E731
+                                 "structure": Structure(Lattice.cubic(a), STO.species,
+                                                        STO.frac_coords).as_dict()}
+    rsps.get(re.compile(re.escape(MP) + r"materials/summary/\?.*formula=SrTiO3.*"),
+             json={"data": [doc("mp-4651", 0.03, 3.95), doc("mp-5229", 0.0, 3.94)],
+                   "meta": {"total_doc": 2, "max_limit": 1000}})
+
+
+@pytest.fixture
+def mp_clean():
+    from mp_api.client.core.client import BaseRester
+
+    for f in (getattr(BaseRester, "_get_heartbeat_info", None),):
+        if hasattr(f, "cache_clear"):
+            f.cache_clear()
+    yield
+
+
+@responses.activate
+def test_mp_reference_ground_state_cached_then_offline(tmp_path, mp_clean):
+    _mp_responses(responses.mock)
+    cache = tmp_path / "mp.json"
+    mats = [{"formula": "SrTiO3"}]
+    refs = reference_structures(mats, cache_path=cache, api_key=KEY, log=lambda m: None)
+    assert refs["SrTiO3"]["source"]["material_id"] == "mp-5229"  # on the hull
+    assert refs["SrTiO3"]["source"]["database_version"] == "2025.09.25"
+    assert refs["SrTiO3"]["structure"].lattice.a == pytest.approx(3.94)
+    entry = json.loads(cache.read_text())["SrTiO3"]
+    assert entry["material_id"] == "mp-5229" and KEY not in cache.read_text()
+    responses.reset()  # the network is gone: the cache answers, no request made
+    refs = reference_structures(mats, cache_path=cache, api_key=None, log=lambda m: None)
+    assert refs["SrTiO3"]["source"]["material_id"] == "mp-5229"
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_dead_network_with_key_falls_back_without_hanging(tmp_path, mp_clean):
+    (tmp_path / "s.cif").write_text(str(__import__("pymatgen.io.cif", fromlist=["x"])
+                                        .CifWriter(STO)))
+    logs = []
+    t = time.time()
+    refs = reference_structures([{"formula": "SrTiO3", "structure_file": "s.cif"}],
+                                cache_path=tmp_path / "mp.json", api_key=KEY, base=tmp_path,
+                                log=logs.append)
+    assert time.time() - t < 10
+    assert refs["SrTiO3"]["source"]["source"] == "file" and "not reachable" in logs[0]
+
+
+def test_no_reference_at_all_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(ConfigError, match="no reference structure for PbTiO3: set MP_API_KEY"):
+        reference_structures([{"formula": "PbTiO3"}], cache_path=tmp_path / "none.json")
+
+
+# ---------------------------------------------------------------- VASP (inputs only here)
+
+
+def test_vasp_static_inputs_without_potcars(tmp_path, monkeypatch):
+    monkeypatch.delenv("PMG_VASP_PSP_DIR", raising=False)
+    write_vasp_inputs(STO, tmp_path)
+    incar = dict(line.split(" = ") for line in (tmp_path / "INCAR").read_text().splitlines()
+                 if " = " in line)
+    assert float(incar["ENCUT"]) == 520 and incar["ISPIN"] == "2" and incar["NSW"] == "0"
+    assert incar["ISMEAR"] == "-5" and "LORBIT" in incar
+    kp = (tmp_path / "KPOINTS").read_text().splitlines()
+    assert kp[2].lower().startswith(("gamma", "monkhorst")) or "pymatgen" in kp[0].lower()
+    assert (tmp_path / "POTCAR.spec").read_text().split() == ["Sr_sv", "Ti_pv", "O"]
+    assert not (tmp_path / "POTCAR").exists()
+    assert vasp_command("srun", 64) == ["srun", "-n", "64", "vasp_std"]
+    assert vasp_command("aprun", 16) == ["aprun", "-n", "16", "vasp_std"]
+
+
+def test_vasp_relax_inputs(tmp_path, monkeypatch):
+    monkeypatch.delenv("PMG_VASP_PSP_DIR", raising=False)
+    write_vasp_inputs(STO, tmp_path, relax=True)
+    text = (tmp_path / "INCAR").read_text()
+    assert re.search(r"IBRION = 2", text) and re.search(r"NSW = 99", text)
+
+
+# ---------------------------------------------------------------- CP2K
+
+
+def test_cp2k_input_settings():
+    inp = cp2k_input(STO)
+    text = inp.get_str()
+    assert "SCHEME MONKHORST-PACK 4 4 4" in text and "UKS False" in text
+    assert "ADDED_MOS 8" in text and "POTENTIAL_FILE_NAME GTH_POTENTIALS" in text
+    assert "&DIAGONALIZATION" in text and "CUTOFF 400" in text and "&OT" not in text
+    assert cp2k_command("mpirun", 2) == ["mpirun", "-np", "2", "--bind-to", "none", "cp2k.psmp"]
+    assert cp2k_command("srun", 8) == ["srun", "-n", "8", "cp2k.psmp"]
+
+
+def test_band_gap_from_dos_histogram(tmp_path):
+    e = np.arange(-0.5, 0.5, 0.001)
+    den = np.zeros_like(e)
+    occ = np.zeros_like(e)
+    den[100], occ[100] = 0.5, 1.0   # occupied (2 e per state x 0.5)
+    den[400], occ[400] = 0.25, 0.5  # valence band maximum
+    den[480], occ[480] = 0.25, 0.0  # conduction band minimum
+    np.savetxt(tmp_path / "x.dos", np.c_[e, den, occ], header="Energy Density Occupation")
+    assert band_gap_from_dos(tmp_path / "x.dos") == pytest.approx(0.080 * 27.211386, rel=1e-3)
+
+
+def test_own_job_terminate_stops_only_its_own_process(tmp_path):
+    OwnCp2kJob, _ = _custodian_classes()
+    other = subprocess.Popen(["sleep", "60"])  # another job's process on the same node
+    try:
+        job = OwnCp2kJob(["sleep", "60", "#"], input_file="cp2k.inp")
+        p = job.run(str(tmp_path))
+        time.sleep(0.3)
+        job.terminate(str(tmp_path))
+        assert p.poll() is not None
+        assert other.poll() is None
+    finally:
+        other.kill()
+
+
+@needs_cp2k
+@pytest.mark.slow
+def test_cp2k_srtio3_real_calculation(tmp_path):
+    cp2k_input(STO).write_file("cp2k.inp", str(tmp_path))
+    r = run_cp2k(tmp_path, cp2k_command("mpirun", 2))
+    assert r["status"] == "ok" and r["converged"], r
+    assert -3745 < r["energy_eV"] < -3730  # SrTiO3, GTH-PBE DZVP, 5 atoms
+    assert 1.0 < r["band_gap_eV"] < 3.5
+    assert r["max_force_eV_per_A"] < 0.05  # cubic: forces vanish by symmetry
+
+
+@needs_cp2k
+@pytest.mark.slow
+def test_cp2k_forced_scf_failure_is_corrected_by_custodian(tmp_path):
+    cp2k_input(STO, max_scf=4).write_file("cp2k.inp", str(tmp_path))
+    r = run_cp2k(tmp_path, cp2k_command("mpirun", 2))
+    assert r["status"] == "ok" and r["converged"], r
+    actions = [c["actions"] for c in r["corrections"] if "SCF not converged" in c["errors"]]
+    assert actions and actions[0] == [{"MAX_SCF": [4, 16]}]
+    assert "MAX_SCF 4" not in (tmp_path / "cp2k.inp").read_text()
+
+
+@needs_cp2k
+@pytest.mark.slow
+def test_unrecoverable_calculation_is_marked_failed(tmp_path):
+    inp = cp2k_input(STO, max_scf=1)
+    inp.write_file("cp2k.inp", str(tmp_path))
+    r = run_cp2k(tmp_path, cp2k_command("mpirun", 1), max_errors=1)
+    assert r["status"] == "failed" and r["reason"]
