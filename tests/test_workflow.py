@@ -1,6 +1,8 @@
 """Real Snakemake runs of this repository's workflow on a tiny experiment."""
 
+import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -47,9 +49,12 @@ def tiny(tmp_path_factory):
         "experiments": {"tiny": {
             "facility": "scope", "path": "tiny_exp", "pattern": "*.tif", "pixel_size_pm": 20.0,
             "instrument": {"microscope": "test STEM", "facility": "test facility"},
-            "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5},
-                          {"formula": "BaTiO3", "A": "Ba", "B": "Ti", "a_pm": 399.2}],
+            "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5,
+                           "structure_file": str(ROOT / "resources/structures/SrTiO3.cif")},
+                          {"formula": "BaTiO3", "A": "Ba", "B": "Ti", "a_pm": 399.2,
+                           "structure_file": str(ROOT / "resources/structures/BaTiO3.cif")}],
         }},
+        "dft": {"min_fraction": 0.05, "mp_cache": str(work / "mp_cache.json")},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(work)
@@ -165,7 +170,7 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     dom, log = out.stdout, out.stderr
     # rendered by the page's scripts (not only present in its embedded data)
-    for category in ("2. Column finding", "3. Lattice statistics"):
+    for category in ("2. Column finding", "3. Lattice statistics", "4. Structure models and DFT"):
         assert f">{category}<" in dom, category
     # the figures and tables are in the page
     assert ">1. Software<" in dom
@@ -250,3 +255,26 @@ def test_profiles_work_as_typed_from_the_repository_root(tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, (name, out.stderr[-2000:])
         assert f"Using profile {name}" in out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("cp2k.psmp") is None, reason="cp2k not installed")
+def test_dft_table_joins_classes_with_cp2k_results(tiny):
+    work, run = tiny
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = work / "results" / "tiny"
+    classes = read_table(res / "classes.csv")
+    table = read_table(res / "dft.csv")
+    assert [r["class"] for r in table] == [r["class"] for r in classes]
+    ran = [r for r in table if float(r["fraction"]) >= 0.05]
+    assert ran and all(r["status"] == "ok" for r in ran), table
+    for r in ran:
+        assert 1.0 < float(r["band_gap_eV"]) < 3.5
+        assert -4000 < float(r["energy_per_fu_eV"]) < -3000
+        assert abs(float(r["dE_meV_per_fu"])) < 2000
+    skipped = [r for r in table if float(r["fraction"]) < 0.05]
+    assert all(r["status"].startswith("not run") for r in skipped)
+    models = sorted(p.name for p in (res / "models").glob("*.cif"))
+    assert "reference_SrTiO3.cif" in models and "superlattice.cif" in models
+    meta = json.loads((res / "models" / f"class_{ran[0]['class']}.json").read_text())
+    assert meta["latticegenome"]["measured"]["inplane_pm"] == pytest.approx(
+        float(ran[0]["a_pm_mean"]))

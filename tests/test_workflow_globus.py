@@ -53,6 +53,7 @@ def _setup(work, *, auth="client"):
                    "native_client_id": CLIENT},
         "publication": {"facility": "community", "path": "latticegenome"},
         "people": [{"name": "Test Person"}],
+        "dft": {"enabled": False},
         "experiments": {"sl": {
             "facility": "cnms", "path": "stem_2026", "pattern": "*.tif",
             "instrument": {"microscope": "test STEM"},
