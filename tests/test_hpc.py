@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAME = {"numpy": "numpy", "scipy": "scipy", "skimage": "scikit-image", "sklearn": "scikit-learn",
               "h5py": "h5py", "tifffile": "tifffile", "rsciio": "rosettasciio",
               "matplotlib": "matplotlib-base", "yaml": "pyyaml", "numba": "numba", "rocrate": "rocrate",
-              "jsonschema": "jsonschema"}
+              "jsonschema": "jsonschema", "globus_sdk": "globus-sdk", "pymatgen": "pymatgen",
+              "custodian": "custodian", "mp_api": "mp-api", "requests": "requests"}
 
 
 def rules_and_envs():
