@@ -1,6 +1,7 @@
 """Rule models: a pymatgen model per measured class (+ references, + the superlattice)."""
 
 import json
+import shutil
 from pathlib import Path
 
 from _setup import setup
@@ -23,9 +24,9 @@ from latticegenome.tables import read_table  # noqa: E402
 sm = snakemake  # noqa: F821
 dft = sm.params.dft
 materials = sm.params.materials
-refs = reference_structures(materials, cache_path=dft.get("mp_cache", "resources/materials_project.json"),
-                            api_key=mp_api_key(), log=log.info)
-classes = [{k: (float(v) if k not in ("class",) else v) for k, v in r.items()}
+refs = reference_structures(materials, cache_path=dft["mp_cache"], api_key=mp_api_key(),
+                            log=log.info)
+classes = [{k: (v if k == "class" else float(v)) for k, v in r.items()}
            for r in read_table(sm.input.classes)]
 layers = read_table(sm.input.layers)
 owner = class_materials(classes, layers, materials, sm.params.stacking_axis)
@@ -58,16 +59,16 @@ for row in classes:
 first = layers[0]["image"] if layers else None
 seq = [r for r in layers if r["image"] == first and str(r["majority_class"]) in by_class]
 if seq:
-    inplane = sum(float(r["a_pm"] if sm.params.stacking_axis == "y" else r["b_pm"]) for r in seq) / len(seq)
-    stack = superlattice_model([by_class[str(r["majority_class"])] for r in seq], inplane_pm=inplane)
+    key = "a_pm" if sm.params.stacking_axis == "y" else "b_pm"  # the in-plane image axis
+    inplane = sum(float(r[key]) for r in seq) / len(seq)
+    stack = superlattice_model([by_class[str(r["majority_class"])] for r in seq],
+                               inplane_pm=inplane)
     write_model(stack, tmp, "superlattice", {"kind": "superlattice", "image": first,
                                              "layers": [str(r["majority_class"]) for r in seq]})
     index.append({"name": "superlattice", "kind": "superlattice", "run": False})
 with atomic_write(tmp / "index.json", "w") as fh:
     json.dump({"models": index}, fh, indent=1)
 if out.exists():
-    import shutil
-
     shutil.rmtree(out)
 tmp.rename(out)
 log.info("%d models, %d to run", len(index), sum(m["run"] for m in index))

@@ -346,5 +346,5 @@ def dft_table(result_paths, classes: list[dict]) -> dict:
     return table
 
 
-__all__ = ["band_gap_from_dos", "dft_table", "cp2k_command", "cp2k_input", "kpoint_grid", "parse_cp2k",
-           "run_cp2k", "vasp_command", "vasp_custodian", "write_vasp_inputs"]
+__all__ = ["band_gap_from_dos", "cp2k_command", "cp2k_input", "dft_table", "kpoint_grid",
+           "parse_cp2k", "run_cp2k", "vasp_command", "vasp_custodian", "write_vasp_inputs"]

@@ -540,8 +540,8 @@ class GlobusBackend:
             raise explain(exc, f"{self.collection.describe()} folder '{folder}'",
                           client_mode=unattended(self.settings)) from None
 
-    def publish(self, source: str | Path, dest: str, *, state_dir: str | Path | None = None,
-                label: str | None = None, log=print) -> dict:
+    def publish(self, source: str | Path, dest: str, *, label: str | None = None,
+                log=print) -> dict:
         """Send a package folder (or one file) to ``dest`` on the collection: one task.
 
         Folders are made first (``operation_mkdir``, existing ones are fine);
@@ -557,7 +557,7 @@ class GlobusBackend:
                 check_name(part)
         digests = {rel.as_posix(): (f.stat().st_size, sha256_file(f))
                    for f, rel in zip(files, rels)}
-        state_path = Path(state_dir or source.parent) / f".publish-{source.name}.json"
+        state_path = source.parent / f".publish-{source.name}.json"
         state = _read_state(state_path)
         if state and (state.get("complete") or state.get("digests") != digests):
             state = None

@@ -118,7 +118,8 @@ def reference_structures(materials: list[dict], *, cache_path: str | Path,
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(cache_path, "w") as fh:
                 json.dump(cache, fh, indent=1)
-            log(f"{formula}: {entry['material_id']} (Materials Project {entry['database_version']})")
+            log(f"{formula}: {entry['material_id']} "
+                f"(Materials Project {entry['database_version']})")
         if entry is not None:
             out[formula] = {"structure": Structure.from_dict(entry["structure"]),
                             "source": {k: entry.get(k) for k in (
@@ -130,7 +131,8 @@ def reference_structures(materials: list[dict], *, cache_path: str | Path,
             try:
                 s = Structure.from_file(path)
             except (OSError, ValueError) as exc:
-                raise ConfigError(f"cannot read the structure of {formula}: {exc}", str(path)) from None
+                raise ConfigError(f"cannot read the structure of {formula}: {exc}",
+                                  str(path)) from None
             out[formula] = {"structure": s, "source": {"source": "file", "path": str(path)}}
             continue
         raise ConfigError(
