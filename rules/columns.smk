@@ -1,22 +1,26 @@
-# Stage 2: per image, find the A and B columns and refine them (Poisson ML).
-# A broken image is written as 'rejected' with its reason, never fails the run.
+# Stage 2: find the A and B columns of every image and refine them (Poisson ML).
+# Images are analysed in fixed batches (config batch_size, default 100): one
+# job per batch pays the start-up once, and 10,000 images make 100 jobs.
+# A broken image is written as 'rejected' with its reason, never fails the batch.
 
 
 rule find_columns:
     input:
-        image=f"{SCRATCH}/{{experiment}}/raw/{{image}}",
+        images=batch_images,
     output:
-        columns=f"{RESULTS}/{{experiment}}/columns/{{image}}.h5",
+        columns=directory(f"{RESULTS}/{{experiment}}/columns/batch-{{batch}}"),
     params:
         settings=analysis_settings,
     log:
-        f"{RESULTS}/{{experiment}}/logs/columns/{{image}}.log",
+        f"{RESULTS}/{{experiment}}/logs/columns/batch-{{batch}}.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/columns/{{image}}.tsv"
-    threads: 1
+        f"{RESULTS}/{{experiment}}/benchmarks/columns/batch-{{batch}}.tsv"
+    # images of a batch analysed side by side (capped by --cores; a profile may set it)
+    threads: 4
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=lambda wildcards, threads: 500 + 400 * threads,
+        # minutes: ~12 s per 2048² image per worker, with margin
+        runtime=lambda wildcards, input, threads: max(10, 5 + len(input.images) // (5 * threads)),
     conda:
         "../envs/analysis.yaml"
     script:

@@ -9,6 +9,7 @@ from pathlib import Path
 # The library of this checkout (also installed in .venv; this keeps the two in step).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from latticegenome.batch import batches, output_name
 from latticegenome.config import check_references, experiment_settings, globus_facilities
 
 SCRATCH = config["scratch"]
@@ -16,6 +17,7 @@ RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])
 GLOBUS = globus_facilities(config)
 DFT = config.get("dft", {})
+BATCH_SIZE = int(config.get("batch_size", 100))
 
 # Unattended Globus runs authenticate as a confidential client; its id and
 # secret come from the environment (never from the configuration) and are
@@ -30,6 +32,7 @@ if GLOBUS and config.get("globus", {}).get("auth", "user") == "client":
 wildcard_constraints:
     experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
     image="[^/]+",
+    batch="[0-9]{5}",
 
 
 def experiment(wildcards):
@@ -48,11 +51,23 @@ def manifest_images(wildcards):
         return [row["file"] for row in csv.DictReader(fh, delimiter="\t")]
 
 
-def column_results(wildcards):
-    return expand(
-        f"{RESULTS}/{wildcards.experiment}/columns/{{image}}.h5",
-        image=manifest_images(wildcards),
-    )
+def image_batches(wildcards):
+    """The experiment's images in batches of BATCH_SIZE, in manifest order."""
+    return batches(manifest_images(wildcards), BATCH_SIZE)
+
+
+def batch_images(wildcards):
+    """Raw image files of one batch of find_columns."""
+    names = image_batches(wildcards)[int(wildcards.batch)]
+    return [f"{SCRATCH}/{wildcards.experiment}/raw/{name}" for name in names]
+
+
+def column_batches(wildcards):
+    """The find_columns output folders of an experiment, one per batch."""
+    return [
+        f"{RESULTS}/{wildcards.experiment}/columns/batch-{k:05d}"
+        for k in range(len(image_batches(wildcards)))
+    ]
 
 
 def raw_images(wildcards):

@@ -3,7 +3,7 @@
 
 rule statistics:
     input:
-        columns=column_results,
+        columns=column_batches,
         raw=raw_images,
     output:
         cells=f"{RESULTS}/{{experiment}}/statistics.h5",

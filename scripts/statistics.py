@@ -7,6 +7,7 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
+from latticegenome.batch import output_name  # noqa: E402
 from latticegenome.io import read_image  # noqa: E402
 from latticegenome.provenance import make_record  # noqa: E402
 from latticegenome.stats import (  # noqa: E402
@@ -18,12 +19,20 @@ from latticegenome.stats import (  # noqa: E402
 from latticegenome.store import read_columns  # noqa: E402
 
 sm = snakemake  # noqa: F821
-record = make_record(sm.output.cells, rule=sm.rule, inputs=sm.input.columns, workdir=str(sm.scriptdir),
+
+# One columns file per raw image, in manifest order, from the batch folders.
+found = {p.name: str(p) for folder in sm.input.columns for p in Path(folder).glob("*.h5")}
+missing = [r for r in sm.input.raw if output_name(r) not in found]
+if missing:
+    raise SystemExit(f"no columns file for {len(missing)} image(s), e.g. {missing[0]}; "
+                     f"rerun find_columns for {sm.wildcards.experiment}")
+columns = [found[output_name(r)] for r in sm.input.raw]
+record = make_record(sm.output.cells, rule=sm.rule, inputs=columns, workdir=str(sm.scriptdir),
                      params={"nominal_pm": sm.params.nominal_pm, "stacking_axis": sm.params.stacking_axis,
                              "materials": sm.params.materials,
                              "reference_region_px": sm.params.reference_region})
 summary = aggregate(
-    sm.input.columns, sm.output.cells, sm.output.images, sm.output.rejected,
+    columns, sm.output.cells, sm.output.images, sm.output.rejected,
     classes_csv=sm.output.classes, layers_csv=sm.output.layers,
     nominal_pm=sm.params.nominal_pm, stacking_axis=sm.params.stacking_axis,
     materials=sm.params.materials, reference_region_px=sm.params.reference_region,
@@ -51,7 +60,7 @@ with h5py.File(sm.output.cells, "r") as f:
 for k in sample:
     name = names[k]
     raw = next(r for r in sm.input.raw if Path(r).name == name)
-    columns_file = next(c for c in sm.input.columns if Path(c).name == f"{name}.h5")
+    columns_file = found[output_name(name)]
     cols, attrs = read_columns(columns_file)
     px = float(attrs["pixel_size_pm"])
     img = read_image(raw, pixel_size_pm=sm.params.settings.get("pixel_size_pm"),

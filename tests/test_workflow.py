@@ -55,6 +55,7 @@ def tiny(tmp_path_factory):
                            "structure_file": str(ROOT / "resources/structures/BaTiO3.cif")}],
         }},
         "dft": {"min_fraction": 0.05, "mp_cache": str(work / "mp_cache.json")},
+        "batch_size": 2,  # 5 images -> 3 find_columns jobs (blank+broken, img_0+img_1, img_2)
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(work)
@@ -82,7 +83,12 @@ def test_run_finishes_and_sets_aside_bad_images(tiny):
     assert len(classes) >= 1 and sum(int(r["population"]) for r in classes) > 100
     layers = read_table(res / "layers.csv")
     assert {r["image"] for r in layers} == {"img_0.tif", "img_1.tif", "img_2.tif"}
-    assert "Traceback" not in (res / "logs" / "columns" / "broken.tif.log").read_text()
+    log = (res / "logs" / "columns" / "batch-00000.log").read_text()
+    assert "broken.tif: rejected" in log and "Traceback" not in log
+    batches = sorted(p.name for p in (res / "columns").iterdir())
+    assert batches == ["batch-00000", "batch-00001", "batch-00002"]
+    assert sorted(p.name for p in (res / "columns" / "batch-00001").glob("*.h5")) == [
+        "img_0.tif.h5", "img_1.tif.h5"]
 
 
 def test_raw_copies_are_verified_read_only_and_listed(tiny):
@@ -101,8 +107,8 @@ def test_second_run_does_nothing_and_lost_output_is_redone_alone(tiny):
     again = snakemake(work)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stderr + again.stdout
-    # A run interrupted after some images: only what is missing is planned.
-    (work / "results" / "tiny" / "columns" / "img_1.tif.h5").unlink()
+    # A run interrupted after some batches: only what is missing is planned.
+    shutil.rmtree(work / "results" / "tiny" / "columns" / "batch-00001")
     (work / "results" / "tiny" / "statistics.h5").unlink()
     plan = snakemake(work, "-n", "--quiet", "rules")
     counts = {ln.split()[0]: ln.split()[1] for ln in (plan.stdout + plan.stderr).splitlines()
@@ -111,7 +117,7 @@ def test_second_run_does_nothing_and_lost_output_is_redone_alone(tiny):
     assert "ingest" not in counts
     done = snakemake(work)
     assert done.returncode == 0
-    assert (work / "results" / "tiny" / "columns" / "img_1.tif.h5").exists()
+    assert (work / "results" / "tiny" / "columns" / "batch-00001" / "img_1.tif.h5").exists()
 
 
 def test_provenance_reaches_the_raw_images(tiny):
@@ -121,7 +127,7 @@ def test_provenance_reaches_the_raw_images(tiny):
     exe = str(Path(sys.executable).parent / "latticegenome")
     manifest = {r["file"]: r for r in read_table(work / "data" / "tiny" / "manifest.tsv")}
     for target in ("results/tiny/classes.csv", "results/tiny/statistics.h5",
-                   "results/tiny/columns/img_0.tif.h5"):
+                   "results/tiny/columns/batch-00001/img_0.tif.h5"):
         out = subprocess.run([exe, "provenance", target, "--json"], cwd=work, capture_output=True,
                              text=True)
         assert out.returncode == 0, out.stderr
