@@ -32,10 +32,16 @@ rule dft:
         dft=DFT,
         launcher=config.get("mpi_launcher", "mpirun"),
         workdir=lambda wc: f"{RESULTS}/{wc.experiment}/dft/{wc.model}",
+        # MPI tasks: the profile's resources.tasks on a cluster, else dft.ntasks
+        ntasks=lambda wildcards, resources, threads: int(resources.get("tasks") or threads),
+    # locally one core per MPI task; cluster profiles set 1 thread per task and resources.tasks
     threads: DFT["ntasks"]
     resources:
         runtime=120,
         mem_mb=4000,
+        # an MPI job: on SLURM the job step is not wrapped in 'srun -n1', and the
+        # launcher (mpi_launcher) starts resources.tasks ranks itself
+        mpi=config.get("mpi_launcher", "mpirun"),
     log:
         f"{RESULTS}/{{experiment}}/logs/dft/{{model}}.log",
     benchmark:

@@ -25,7 +25,7 @@ structure, meta = read_model(sm.input.model)
 work = Path(sm.params.workdir)
 work.mkdir(parents=True, exist_ok=True)
 engine = dft.get("engine", "cp2k")
-ntasks = int(sm.threads)
+ntasks = int(sm.params.ntasks)
 grid = kpoint_grid(structure, dft.get("kpoint_density_A", 16))
 if engine == "cp2k":
     cp2k_input(structure, cutoff_ry=dft.get("cutoff_ry", 400), max_scf=dft.get("max_scf", 100),

@@ -78,6 +78,13 @@ def test_class_materials_from_layers_and_nearest_parameter():
     owner = class_materials(classes, layers, mats, "y")
     assert {k: v["formula"] for k, v in owner.items()} == {"0": "BaTiO3", "1": "SrTiO3",
                                                           "2": "BaTiO3"}
+    # layers named 'layer N' (fewer materials configured than the image has layers):
+    # no vote, the nearest nominal parameter decides (was a StopIteration)
+    unnamed = [{"majority_class": "0", "material": "layer 0"},
+               {"majority_class": "1", "material": "layer 1"}]
+    owner = class_materials(classes, unnamed, mats[:1], "y")
+    assert {k: v["formula"] for k, v in owner.items()} == {"0": "SrTiO3", "1": "SrTiO3",
+                                                          "2": "SrTiO3"}
 
 
 # ---------------------------------------------------------------- Materials Project

@@ -138,6 +138,15 @@ def _cmd_install_profiles(args) -> int:
     return 0
 
 
+def _cmd_render_profiles(args) -> int:
+    from .profiles import render_profiles
+
+    lines = render_profiles(args.profiles_dir, check=args.check)
+    for line in lines:
+        print(line)
+    return 1 if args.check and lines else 0
+
+
 def _cmd_check_config(args) -> int:
     from .config import load_config
 
@@ -212,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--target", type=Path, default=None,
                    help="default: $XDG_CONFIG_HOME/snakemake or ~/.config/snakemake")
     i.set_defaults(func=_cmd_install_profiles)
+
+    r = sub.add_parser("render-profiles",
+                       help="write the SLURM machines' profiles from profiles/slurm-template.yaml "
+                            "and profiles/machines.yaml")
+    r.add_argument("--profiles-dir", type=Path, default=Path("profiles"))
+    r.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if a profile differs from what would be written")
+    r.set_defaults(func=_cmd_render_profiles)
 
     k = sub.add_parser("check-config", help="validate a workflow configuration")
     k.add_argument("config", type=Path, nargs="?", default=Path("config/config.yaml"))

@@ -231,22 +231,25 @@ def class_materials(classes: list[dict], layers: list[dict], materials: list[dic
     """Which material each class belongs to.
 
     The material of the layers whose majority class it is (from the layer
-    table); a class that is no layer's majority gets the material whose
-    nominal lattice parameter is closest to the class's out-of-plane one.
+    table, where layers are named after configured materials); a class that
+    is no such layer's majority (or whose layers carry no configured
+    material's name, e.g. ``layer 0`` when the experiment names fewer
+    materials than the image has layers) gets the material whose nominal
+    lattice parameter is closest to the class's out-of-plane one.
     """
     from collections import Counter
 
+    by_name = {m.get("name", m["formula"]): m for m in materials}
+    by_name.update({m["formula"]: m for m in materials if m["formula"] not in by_name})
     votes: dict[str, Counter] = {}
     for r in layers:
-        if r.get("material"):
+        if r.get("material") in by_name:
             votes.setdefault(str(r["majority_class"]), Counter())[r["material"]] += 1
-    by_name = {m.get("name", m["formula"]): m for m in materials}
     out = {}
     for row in classes:
         k = str(row["class"])
         if k in votes:
-            name = votes[k].most_common(1)[0][0]
-            out[k] = by_name.get(name) or next(m for m in materials if m["formula"] == name)
+            out[k] = by_name[votes[k].most_common(1)[0][0]]
         else:
             c = image_to_crystal(row, stacking_axis)["outofplane_pm"]
             out[k] = min(materials, key=lambda m: abs(m["a_pm"] - c))
