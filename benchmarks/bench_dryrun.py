@@ -3,11 +3,12 @@
 number of batch jobs a cluster profile makes of them.
 
 A synthetic experiment of N images: its manifest and N empty raw files exist,
-so the ingest checkpoint counts as done and the DAG holds N per-image jobs
-plus the statistics (no images are needed to plan). Measured with the local
-profile; the batch-job count with the perlmutter profile (jobs grouped 100
-images per batch job), through a stand-in for conda's version queries (dry
-runs build no environment; conda cannot run here).
+so the ingest checkpoint counts as done and the DAG holds the find_columns
+batches (config batch_size, 100 per job) plus the statistics (no images are
+needed to plan). Measured with the local profile and with the perlmutter
+profile (SLURM, conda; through a stand-in for conda's version queries: dry
+runs build no environment, and conda cannot run here). Batch jobs = the jobs
+the perlmutter plan would submit (every job in it: none is a local rule).
 
 Usage: python benchmarks/bench_dryrun.py [--counts 10000 50000]
 Writes benchmarks/results/dryrun.json and dryrun.md.
@@ -74,8 +75,6 @@ def dry_run(folder: Path, cfg: Path, profile: str, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--counts", type=int, nargs="+", default=[10000, 50000])
-    ap.add_argument("--grouped-counts", type=int, nargs="+", default=[1000, 2000],
-                    help="sizes also planned with the perlmutter profile (grouped jobs; slower)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     rows = []
@@ -86,34 +85,23 @@ def main():
             seconds, text = dry_run(tmp, cfg, "local")
             jobs = re.search(r"find_columns\s+(\d+)", text)
             row = {"images": n, "dry_run_seconds_local": round(seconds, 1),
-                   "per_image_jobs": int(jobs.group(1)) if jobs else None}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    for n in args.grouped_counts:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            cfg = experiment(tmp, n)
-            row = {"images": n}
+                   "find_columns_jobs_local": int(jobs.group(1)) if jobs else None}
             standin = tmp / "bin" / "conda"
             standin.parent.mkdir()
             standin.write_text(CONDA_STANDIN)
             standin.chmod(0o755)
             env = dict(os.environ, PATH=f"{standin.parent}{os.pathsep}{os.environ['PATH']}")
             seconds_c, text_c = dry_run(tmp, cfg, "perlmutter", env)
-            group_jobs = len(re.findall(r"Group job images", text_c))
-            total = int(re.search(r"total\s+(\d+)", text_c).group(1))
-            grouped = int(re.search(r"find_columns\s+(\d+)", text_c).group(1))
             row["dry_run_seconds_perlmutter"] = round(seconds_c, 1)
-            # one batch job per group, plus one per job outside any group
-            row["batch_jobs_perlmutter"] = group_jobs + (total - grouped)
+            row["batch_jobs_perlmutter"] = int(re.search(r"total\s+(\d+)", text_c).group(1))
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dryrun.json").write_text(json.dumps(rows, indent=1))
-    md = ["| images | per-image jobs | dry run, local (s) | dry run, perlmutter (s) | batch jobs (perlmutter) |",
-          "|---|---|---|---|---|"]
-    md += [f"| {r['images']} | {r.get('per_image_jobs', '')} | {r.get('dry_run_seconds_local', '')} | "
-           f"{r.get('dry_run_seconds_perlmutter', '')} | {r.get('batch_jobs_perlmutter', '')} |" for r in rows]
+    md = ["| images | find_columns jobs | dry run, local (s) | dry run, perlmutter (s) "
+          "| batch jobs (perlmutter) |", "|---|---|---|---|---|"]
+    md += [f"| {r['images']:,} | {r['find_columns_jobs_local']} | {r['dry_run_seconds_local']} | "
+           f"{r['dry_run_seconds_perlmutter']} | {r['batch_jobs_perlmutter']} |" for r in rows]
     (args.out / "dryrun.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

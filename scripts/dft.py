@@ -12,8 +12,8 @@ from latticegenome.dft import (  # noqa: E402
     cp2k_input,
     kpoint_grid,
     run_cp2k,
+    run_vasp,
     vasp_command,
-    vasp_custodian,
     write_vasp_inputs,
 )
 from latticegenome.fsutil import atomic_write  # noqa: E402
@@ -33,17 +33,7 @@ if engine == "cp2k":
     result = run_cp2k(work, cp2k_command(sm.params.launcher, ntasks))
 else:
     write_vasp_inputs(structure, work, relax=dft.get("relax", False))
-    try:
-        vasp_custodian(work, vasp_command(sm.params.launcher, ntasks)).run()
-        from pymatgen.io.vasp.outputs import Vasprun
-
-        vr = Vasprun(str(work / "vasprun.xml"), parse_potcar_file=False)
-        gap = vr.get_band_structure().get_band_gap()["energy"]
-        result = {"energy_eV": float(vr.final_energy), "band_gap_eV": float(gap),
-                  "converged": bool(vr.converged), "status": "ok", "reason": ""}
-    except Exception as exc:  # custodian could not recover: recorded, others finish
-        result = {"energy_eV": None, "band_gap_eV": None, "converged": False,
-                  "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    result = run_vasp(work, vasp_command(sm.params.launcher, ntasks, dft.get("vasp_binary", "vasp_std")))
 nfu = structure.composition.get_reduced_composition_and_factor()[1]
 result.update(model=meta, engine=engine, kpoints=list(grid), n_atoms=len(structure),
               formula_units=nfu,

@@ -17,6 +17,7 @@ from latticegenome.dft import (
     cp2k_command,
     cp2k_input,
     run_cp2k,
+    run_vasp,
     vasp_command,
     write_vasp_inputs,
 )
@@ -165,6 +166,23 @@ def test_vasp_static_inputs_without_potcars(tmp_path, monkeypatch):
     assert not (tmp_path / "POTCAR").exists()
     assert vasp_command("srun", 64) == ["srun", "-n", "64", "vasp_std"]
     assert vasp_command("aprun", 16) == ["aprun", "-n", "16", "vasp_std"]
+
+
+def test_a_vasp_run_that_writes_no_result_is_marked_failed(tmp_path, monkeypatch):
+    """The VASP path through custodian with a stand-in executable (no VASP here):
+    it is started in the job directory with the inputs, and a run that leaves no
+    valid vasprun.xml is recorded as failed with custodian's reason, not raised."""
+    monkeypatch.delenv("PMG_VASP_PSP_DIR", raising=False)
+    work = tmp_path / "calc"
+    write_vasp_inputs(STO, work)
+    fake = tmp_path / "vasp_std"
+    fake.write_text("#!/bin/sh\nls > ran_here.txt\necho ' running on 1 total cores'\n")
+    fake.chmod(0o755)
+    res = run_vasp(work, [str(fake)], max_errors=1)
+    assert res["status"] == "failed" and "Validat" in res["reason"], res
+    assert res["energy_eV"] is None and res["converged"] is False
+    ran = (work / "ran_here.txt").read_text().split()
+    assert {"INCAR", "KPOINTS", "POSCAR"} <= set(ran)
 
 
 def test_vasp_relax_inputs(tmp_path, monkeypatch):

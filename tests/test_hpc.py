@@ -3,6 +3,7 @@
 import ast
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,14 +87,48 @@ def test_profiles_are_complete_and_take_user_settings_from_the_environment():
     launch = {name: p.get("config", {}).get("mpi_launcher") for name, p in profiles.items()}
     assert launch == {"local": "mpirun", "titan": "aprun", "edison": "srun", "perlmutter": "srun",
                       "frontier": "srun"}
+    for name in ("edison", "perlmutter", "frontier", "titan"):
+        p = profiles[name]
+        assert p["software-deployment-method"] == "conda"
+        # images in batches of 100 (10,000 images -> 100 jobs); VASP, one CPU per MPI task
+        assert p["config"]["batch_size"] == 100 and p["config"]["dft"]["engine"] == "vasp"
+        assert p["set-threads"]["dft"] == 1 and p["set-resources"]["dft"]["tasks"] > 1
+        assert p["set-resources"]["dft"]["nodes"] == 1 and p["set-resources"]["dft"]["runtime"] >= 60
+        assert "groups" not in p  # batches replace Snakemake groups (slow to plan at scale)
     for name in ("edison", "perlmutter", "frontier"):
         p = profiles[name]
         assert p["executor"] == "slurm" and p["slurm-no-account"] is True  # SBATCH_ACCOUNT decides
-        assert p["software-deployment-method"] == "conda"
-        assert p["group-components"]["images"] == 100 and p["groups"]["find_columns"] == "images"
+        assert p["set-resources"]["dft"]["mem_mb"] >= 16000
         text = (ROOT / "profiles" / name / "config.yaml").read_text()
         assert not re.search(r"slurm_account|\b[a-z]\d{3,4}\b", text)  # no account written in
     assert "${LATTICEGENOME_ACCOUNT" in profiles["titan"]["cluster-generic-submit-cmd"]
+
+
+def test_slurm_profiles_are_rendered_from_the_one_template(tmp_path):
+    from latticegenome.profiles import merge_settings, render_profiles
+
+    assert render_profiles(ROOT / "profiles", check=True) == []  # committed == rendered
+    template = yaml.safe_load((ROOT / "profiles" / "slurm-template.yaml").read_text())
+    machines = yaml.safe_load((ROOT / "profiles" / "machines.yaml").read_text())
+    for name, machine in machines.items():
+        rendered = yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())
+        assert rendered == merge_settings(template, machine.get("settings") or {})
+    # a hand edit is caught, and rendering puts it right
+    copy = tmp_path / "profiles"
+    shutil.copytree(ROOT / "profiles", copy, symlinks=True)
+    (copy / "edison" / "config.yaml").write_text("executor: slurm\n")
+    assert any("edison" in ln for ln in render_profiles(copy, check=True))
+    render_profiles(copy)
+    assert render_profiles(copy, check=True) == []
+
+
+def test_merge_settings_merges_mappings_replaces_lists_and_removes_none():
+    from latticegenome.profiles import merge_settings
+
+    base = {"a": {"x": 1, "y": 2}, "l": [1, 2], "gone": True}
+    assert merge_settings(base, {"a": {"y": 3}, "l": [9], "gone": None}) == {
+        "a": {"x": 1, "y": 3}, "l": [9]}
+    assert base == {"a": {"x": 1, "y": 2}, "l": [1, 2], "gone": True}  # not changed in place
 
 
 def load_status():
@@ -103,20 +138,66 @@ def load_status():
     return mod
 
 
+def qstat_f(state: str, extra: str = "") -> str:
+    """``qstat -f`` of one job as Torque 6 (Titan's Moab/Torque) prints it."""
+    return f"""Job Id: 3176853.titan-batch.ccs.ornl.gov
+    Job_Name = lg-find_columns
+    Job_Owner = user@titan-ext3.ccs.ornl.gov
+    resources_used.cput = 00:03:12
+    resources_used.mem = 412316kb
+    resources_used.vmem = 801232kb
+    resources_used.walltime = 00:04:51
+    job_state = {state}
+    queue = batch
+    server = titan-batch.ccs.ornl.gov
+    Account_Name = MAT123
+    Checkpoint = u
+    ctime = Mon Jun 10 09:12:44 2019
+    Error_Path = titan-ext3.ccs.ornl.gov:/lustre/atlas/scratch/user/logs/pbs/
+    exec_host = aprun1/0-15
+    Hold_Types = n
+    Join_Path = oe
+    Keep_Files = n
+    Mail_Points = a
+    mtime = Mon Jun 10 09:17:40 2019
+    Output_Path = titan-ext3.ccs.ornl.gov:/lustre/atlas/scratch/user/logs/pbs/
+    Priority = 0
+    qtime = Mon Jun 10 09:12:44 2019
+    Rerunable = True
+    Resource_List.nodes = 1
+    Resource_List.walltime = 00:30:00
+    session_id = 22918
+    euser = user
+    egroup = user
+{extra}    queue_type = E
+    etime = Mon Jun 10 09:12:44 2019
+    submit_args = -V -A MAT123 -q batch -l nodes=1,walltime=00:30:00 -N lg-find_columns
+    start_time = Mon Jun 10 09:12:49 2019
+    start_count = 1
+    fault_tolerant = False
+    job_radix = 0
+    submit_host = titan-ext3.ccs.ornl.gov
+"""
+
+
 QSTAT = {
-    "queued": "Job Id: 123.titan-batch\n    job_state = Q\n    queue = batch\n",
-    "running": "Job Id: 123.titan-batch\n    job_state = R\n    exec_host = nid00012/0\n",
-    "held": "Job Id: 123.titan-batch\n    job_state = H\n",
-    "exiting": "Job Id: 123.titan-batch\n    job_state = E\n",
-    "done": "Job Id: 123.titan-batch\n    job_state = C\n    exit_status = 0\n",
-    "failed": "Job Id: 123.titan-batch\n    job_state = C\n    exit_status = 271\n",
-    "killed": "Job Id: 123.titan-batch\n    job_state = C\n    exit_status = -11\n",
+    "queued": qstat_f("Q"),
+    "running": qstat_f("R"),
+    "held": qstat_f("H"),
+    "exiting": qstat_f("E"),
+    "done": qstat_f("C", "    exit_status = 0\n    comp_time = Mon Jun 10 09:17:40 2019\n"),
+    "failed": qstat_f("C", "    exit_status = 271\n    comp_time = Mon Jun 10 09:17:40 2019\n"),
+    "killed": qstat_f("C", "    exit_status = -11\n    comp_time = Mon Jun 10 09:17:40 2019\n"),
+    # PBS Pro spelling (qstat -fx of a finished job): state F, Exit_status
+    "pbspro_done": qstat_f("F", "    Exit_status = 0\n"),
+    "pbspro_failed": qstat_f("F", "    Exit_status = 1\n"),
 }
 
 
 @pytest.mark.parametrize("state,expected", [
     ("queued", "running"), ("running", "running"), ("held", "running"), ("exiting", "running"),
     ("done", "success"), ("failed", "failed"), ("killed", "failed"),
+    ("pbspro_done", "success"), ("pbspro_failed", "failed"),
 ])
 def test_titan_status_from_qstat(state, expected):
     assert load_status().parse_qstat(QSTAT[state]) == expected

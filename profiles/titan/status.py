@@ -19,9 +19,9 @@ def parse_qstat(text: str) -> str:
         return "failed"
     s = state.group(1)
     if s in "QRHWTES":
-        if s != "E" or "exit_status" not in text:
+        if s != "E" or "exit_status" not in text.lower():
             return "running"
-    code = re.search(r"^\s*exit_status\s*=\s*(-?\d+)", text, re.M)
+    code = re.search(r"^\s*exit_status\s*=\s*(-?\d+)", text, re.M | re.I)  # PBS Pro: Exit_status
     if s in ("C", "F", "E") and code:
         return "success" if int(code.group(1)) == 0 else "failed"
     return "running" if s not in ("C", "F") else "failed"

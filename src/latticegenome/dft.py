@@ -307,6 +307,51 @@ def vasp_custodian(directory: str | Path, command: list[str], *, max_errors: int
                      max_errors=max_errors, directory=str(directory))
 
 
+def run_vasp(directory: str | Path, command: list[str], *, max_errors: int = 5,
+             omp_threads: int = 1) -> dict:
+    """Run VASP in ``directory`` (inputs written by :func:`write_vasp_inputs`) under custodian.
+
+    Never raises for a failed calculation: returns ``status: failed`` with the
+    reason (custodian's last error, or the vasprun.xml validator's) instead.
+
+    Returns
+    -------
+    dict
+        ``energy_eV`` (final, whole cell), ``band_gap_eV``, ``max_force_eV_per_A``,
+        ``converged``, ``status``, ``reason``, ``runtime_s``, ``corrections``.
+    """
+    directory = Path(directory).resolve()
+    os.environ["OMP_NUM_THREADS"] = str(omp_threads)
+    t0 = time.time()
+    c = vasp_custodian(directory, command, max_errors=max_errors)
+    result = {"energy_eV": None, "band_gap_eV": None, "max_force_eV_per_A": None,
+              "converged": False}
+    try:
+        runs = c.run()
+        status, reason = "ok", ""
+    except Exception as exc:  # custodian: max errors, validator, unrecoverable
+        runs = getattr(c, "run_log", [])
+        status, reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    if status == "ok":
+        try:
+            from pymatgen.io.vasp.outputs import Vasprun
+
+            vr = Vasprun(str(directory / "vasprun.xml"), parse_potcar_file=False)
+            forces = np.asarray(vr.ionic_steps[-1].get("forces") or [[0, 0, 0]], float)
+            result.update(energy_eV=float(vr.final_energy),
+                          band_gap_eV=float(vr.get_band_structure().get_band_gap()["energy"]),
+                          max_force_eV_per_A=float(np.linalg.norm(forces, axis=1).max()),
+                          converged=bool(vr.converged))
+            if not vr.converged:
+                status, reason = "failed", "not converged (electronic or ionic)"
+        except Exception as exc:
+            status, reason = "failed", f"unreadable vasprun.xml: {type(exc).__name__}: {exc}"[:300]
+    corrections = [a for r in runs for a in r.get("corrections", [])]
+    result.update(status=status, reason=reason, runtime_s=round(time.time() - t0, 1),
+                  corrections=json.loads(json.dumps(corrections, default=str)))
+    return result
+
+
 def dft_table(result_paths, classes: list[dict]) -> dict:
     """One row per class: measured numbers, population, and its DFT result.
 
