@@ -69,7 +69,8 @@ def snakemake(folder: Path, cfg: Path, *args) -> float:
 
 
 def analysis_seconds(folder: Path, count: int) -> float:
-    """Mean analysis time per image in one warm process (read, find, refine, write)."""
+    """Mean analysis time per image in one warm process (read, find, refine, write the
+    HDF5 with its provenance), over ``count`` images after a first (warm-up) one."""
     raw = sorted((folder / "data" / "exp" / "raw").glob("*.tif"))[:count + 1]
     out = folder / "warm"
     out.mkdir()
@@ -87,9 +88,9 @@ def measure(n: int, batch_size: int) -> dict:
         tmp = Path(tmp)
         cfg = make_experiment(tmp, n, batch_size)
         snakemake(tmp, cfg, "--until", "ingest")
-        per_image = analysis_seconds(tmp, min(n - 1, 20))
         targets = [f"results/exp/columns/batch-{k:05d}" for k in range(-(-n // batch_size))]
         wall = snakemake(tmp, cfg, *targets)
+        per_image = analysis_seconds(tmp, n - 1)  # the same images, after the workflow
         jobs = len(list((tmp / "results" / "exp" / "columns").iterdir()))
     overhead = wall / n - per_image
     return {"images": n, "batch_size": batch_size, "jobs": jobs, "wall_seconds": round(wall, 2),

@@ -3,7 +3,9 @@
 
 import csv
 import json
+import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 # The library of this checkout (also installed in .venv; this keeps the two in step).
@@ -47,13 +49,23 @@ def analysis_settings(wildcards):
 def manifest_images(wildcards):
     """Image names of an experiment, from the ingest checkpoint's manifest."""
     manifest = checkpoints.ingest.get(experiment=wildcards.experiment).output.manifest
+    everything = _manifest_batches(manifest, os.stat(manifest).st_mtime_ns, 1 << 62)
+    return list(everything[0]) if everything else []
+
+
+@lru_cache(maxsize=32)
+def _manifest_batches(manifest, mtime_ns, size):
+    """The manifest's image names in batches of ``size`` (read once per version of the
+    file: every batch job's input function asks, and 50,000 images made that quadratic)."""
     with open(manifest, newline="") as fh:
-        return [row["file"] for row in csv.DictReader(fh, delimiter="\t")]
+        names = [row["file"] for row in csv.DictReader(fh, delimiter="\t")]
+    return tuple(tuple(b) for b in batches(names, size))
 
 
 def image_batches(wildcards):
     """The experiment's images in batches of BATCH_SIZE, in manifest order."""
-    return batches(manifest_images(wildcards), BATCH_SIZE)
+    manifest = checkpoints.ingest.get(experiment=wildcards.experiment).output.manifest
+    return _manifest_batches(manifest, os.stat(manifest).st_mtime_ns, BATCH_SIZE)
 
 
 def batch_images(wildcards):
