@@ -334,7 +334,7 @@ def find_columns(
     # columns up to a window radius outside the image, whose tails reach in.
     # Those outside are fitted (so their light is not taken for background)
     # but never reported.
-    margin = float(radius)
+    margin = float(max(radius, np.ceil(4.0 * sigma0)))  # as far as the model renders a column
     for _ in range(2):
         miss_ij, miss_pos = _missing_sites(a_pos, a_ij, a_local, img.shape, margin=margin)
         if len(miss_ij) == 0:
@@ -349,8 +349,22 @@ def find_columns(
     keep_a = (fit_a.amplitude >= significance * fit_a.amplitude_err) & np.isfinite(fit_a.x_err)
     # Outside the image, keep every lattice site that stayed put (little data
     # constrains them; they only carry their tails into the image).
-    outside_a = (fit_a.x < -0.5) | (fit_a.x > cols - 0.5) | (fit_a.y < -0.5) | (fit_a.y > rows - 0.5)
-    keep_a = (keep_a | (outside_a & (fit_a.amplitude > 0))) & inside_a
+    # Sites the lattice puts outside the image are kept whatever their fit did:
+    # their light in the image must be modelled, or the columns next to the
+    # border take it for background and shift. One that slid (little data
+    # holds it) goes back to its lattice site with the typical height.
+    outside_a = (a_pos[:, 0] < -0.5) | (a_pos[:, 0] > cols - 0.5) | (a_pos[:, 1] < -0.5) | (
+        a_pos[:, 1] > rows - 0.5)
+    slid = outside_a & ~(np.hypot(fit_a.x - a_pos[:, 0], fit_a.y - a_pos[:, 1]) <= 0.25 * d)
+    typical_h = float(np.median(fit_a.amplitude[keep_a & ~outside_a])) if (keep_a & ~outside_a).any() else 1.0
+    fit_a.x[slid], fit_a.y[slid] = a_pos[slid, 0], a_pos[slid, 1]
+    fit_a.amplitude[slid] = typical_h
+    fit_a.sigma[slid] = sigma0
+    fit_a.background[slid] = float(np.median(fit_a.background[keep_a & ~outside_a])) if (
+        keep_a & ~outside_a).any() else 0.0
+    inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
+        fit_a.y <= rows - 1 + margin)
+    keep_a = (keep_a | outside_a) & inside_a
     ax, ay = fit_a.x[keep_a], fit_a.y[keep_a]
     lattice_x, lattice_y = a_pos[keep_a, 0], a_pos[keep_a, 1]  # where the lattice put them
     a_ij = a_ij[keep_a]
@@ -420,8 +434,13 @@ def find_columns(
         col_ij = np.vstack([a_ij, cell_ij])
         seed_x = np.r_[lattice_x, seeds[ok, 0]]
         seed_y = np.r_[lattice_y, seeds[ok, 1]]
+        # Columns outside the image are held near where they start: the few
+        # pixels of their tails do not pin them, and one that slides leaves
+        # its light unmodelled next to the border.
+        out_xy = (x < -0.5) | (x > cols - 0.5) | (y < -0.5) | (y > rows - 0.5)
         fit = refine_columns(img, x, y, sigma=s, amplitude=h, background=b, radius=radius,
-                             groups=site)
+                             groups=site, max_shift=np.where(out_xy, 2.0, float(radius)),
+                             )
     else:
         fit = _subset(fit_a, keep_a)
         seed_x, seed_y = lattice_x, lattice_y

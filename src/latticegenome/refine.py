@@ -94,7 +94,7 @@ def refine_columns(
     sigma_bounds: tuple[float, float] = (0.5, 2.0),
     chunk: int = 1024,
     max_step: float = 1.0,
-    max_shift: float | None = None,
+    max_shift: float | np.ndarray | None = None,
     tol_decrement: float = 1e-4,
     groups: np.ndarray | None = None,
     max_column_iter: int = 15,
@@ -140,9 +140,9 @@ def refine_columns(
         Columns processed at once (memory bound).
     max_step : float
         Largest position change of a column in one iteration, in pixels.
-    max_shift : float, optional
-        Largest distance a column may move from its starting position, in
-        pixels; default the window half-size.
+    max_shift : float or ndarray, optional
+        Largest distance a column (each column, for an array) may move from
+        its starting position, in pixels; default the window half-size.
 
     Returns
     -------
@@ -199,7 +199,8 @@ def refine_columns(
     wy = np.rint(y).astype(np.int64)
     x_start = x.copy()
     y_start = y.copy()
-    max_shift = float(max_shift) if max_shift is not None else float(radius)
+    max_shift = np.array(np.broadcast_to(np.asarray(
+        max_shift if max_shift is not None else radius, float), x.shape), copy=True)
     groups = np.zeros(n_col, dtype=int) if groups is None else np.asarray(groups).ravel()
     group_ids = np.unique(groups)
     render_radius = int(np.ceil(4.0 * float(np.max(s0)))) if n_col else 1
@@ -237,6 +238,9 @@ def refine_columns(
                 if (sel & partial).any() and (sel & ~partial).any():
                     s[sel & partial] = np.median(s[sel & ~partial])
                     b[sel & partial] = np.median(b[sel & ~partial])
+                    # Columns with no data to fit (outside the image) still shine
+                    # into it: they carry their group's typical height.
+                    h[sel & frozen] = np.median(h[sel & ~partial])
         for group in group_ids:
             idx_active = np.flatnonzero(active & (groups == group))
             if idx_active.size == 0:
@@ -290,7 +294,7 @@ def refine_columns(
                 )
                 ok = ll_t >= ll - 1e-10 * np.abs(ll)
                 ok &= np.isfinite(delta).all(axis=1)
-                ok &= np.hypot(xt - x_start[k], yt - y_start[k]) <= max_shift
+                ok &= np.hypot(xt - x_start[k], yt - y_start[k]) <= max_shift[k]
                 ok &= ~small
                 kk = k[ok]
                 moved.append((kk, x[kk], y[kk], h[kk], s[kk]))
