@@ -74,6 +74,22 @@ def batch_images(wildcards):
     return [f"{SCRATCH}/{wildcards.experiment}/raw/{name}" for name in names]
 
 
+def image_batch(wildcards):
+    """The find_columns batch folder that holds one image's columns, ``<image>.h5``:
+    the input of a per-image rule that reads them (see docs/adding.md)."""
+    manifest = checkpoints.ingest.get(experiment=wildcards.experiment).output.manifest
+    where = _batch_of_image(manifest, os.stat(manifest).st_mtime_ns, BATCH_SIZE)
+    if wildcards.image not in where:
+        raise ValueError(f"{wildcards.image} is not in the manifest of {wildcards.experiment}")
+    return f"{RESULTS}/{wildcards.experiment}/columns/batch-{where[wildcards.image]:05d}"
+
+
+@lru_cache(maxsize=32)
+def _batch_of_image(manifest, mtime_ns, size):
+    batched = _manifest_batches(manifest, mtime_ns, size)
+    return {name: k for k, names in enumerate(batched) for name in names}
+
+
 def column_batches(wildcards):
     """The find_columns output folders of an experiment, one per batch."""
     return [
