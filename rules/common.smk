@@ -11,7 +11,7 @@ from pathlib import Path
 # The library of this checkout (also installed in .venv; this keeps the two in step).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from latticegenome.batch import batches, output_name
+from latticegenome.batch import batches
 from latticegenome.config import check_references, experiment_settings, globus_facilities
 
 SCRATCH = config["scratch"]
@@ -46,26 +46,38 @@ def analysis_settings(wildcards):
     return experiment_settings(config, wildcards.experiment)
 
 
-def manifest_images(wildcards):
-    """Image names of an experiment, from the ingest checkpoint's manifest."""
-    manifest = checkpoints.ingest.get(experiment=wildcards.experiment).output.manifest
-    everything = _manifest_batches(manifest, os.stat(manifest).st_mtime_ns, 1 << 62)
-    return list(everything[0]) if everything else []
+def _manifest(wildcards):
+    """(path, mtime) of the experiment's manifest, from the ingest checkpoint: the key of
+    the cached readers below (every batch job's input function asks; reading the file
+    each time made planning 50,000 images quadratic)."""
+    path = checkpoints.ingest.get(experiment=wildcards.experiment).output.manifest
+    return path, os.stat(path).st_mtime_ns
 
 
 @lru_cache(maxsize=32)
-def _manifest_batches(manifest, mtime_ns, size):
-    """The manifest's image names in batches of ``size`` (read once per version of the
-    file: every batch job's input function asks, and 50,000 images made that quadratic)."""
-    with open(manifest, newline="") as fh:
-        names = [row["file"] for row in csv.DictReader(fh, delimiter="\t")]
-    return tuple(tuple(b) for b in batches(names, size))
+def _manifest_names(path, mtime_ns):
+    with open(path, newline="") as fh:
+        return tuple(row["file"] for row in csv.DictReader(fh, delimiter="\t"))
+
+
+@lru_cache(maxsize=32)
+def _manifest_batches(path, mtime_ns, size):
+    return tuple(tuple(b) for b in batches(_manifest_names(path, mtime_ns), size))
+
+
+@lru_cache(maxsize=32)
+def _batch_of_image(path, mtime_ns, size):
+    return {n: k for k, names in enumerate(_manifest_batches(path, mtime_ns, size)) for n in names}
+
+
+def manifest_images(wildcards):
+    """Image names of an experiment, from the ingest checkpoint's manifest."""
+    return list(_manifest_names(*_manifest(wildcards)))
 
 
 def image_batches(wildcards):
     """The experiment's images in batches of BATCH_SIZE, in manifest order."""
-    manifest = checkpoints.ingest.get(experiment=wildcards.experiment).output.manifest
-    return _manifest_batches(manifest, os.stat(manifest).st_mtime_ns, BATCH_SIZE)
+    return _manifest_batches(*_manifest(wildcards), BATCH_SIZE)
 
 
 def batch_images(wildcards):
@@ -77,17 +89,10 @@ def batch_images(wildcards):
 def image_batch(wildcards):
     """The find_columns batch folder that holds one image's columns, ``<image>.h5``:
     the input of a per-image rule that reads them (see docs/adding.md)."""
-    manifest = checkpoints.ingest.get(experiment=wildcards.experiment).output.manifest
-    where = _batch_of_image(manifest, os.stat(manifest).st_mtime_ns, BATCH_SIZE)
+    where = _batch_of_image(*_manifest(wildcards), BATCH_SIZE)
     if wildcards.image not in where:
         raise ValueError(f"{wildcards.image} is not in the manifest of {wildcards.experiment}")
     return f"{RESULTS}/{wildcards.experiment}/columns/batch-{where[wildcards.image]:05d}"
-
-
-@lru_cache(maxsize=32)
-def _batch_of_image(manifest, mtime_ns, size):
-    batched = _manifest_batches(manifest, mtime_ns, size)
-    return {name: k for k, names in enumerate(batched) for name in names}
 
 
 def column_batches(wildcards):

@@ -356,12 +356,11 @@ def find_columns(
     outside_a = (a_pos[:, 0] < -0.5) | (a_pos[:, 0] > cols - 0.5) | (a_pos[:, 1] < -0.5) | (
         a_pos[:, 1] > rows - 0.5)
     slid = outside_a & ~(np.hypot(fit_a.x - a_pos[:, 0], fit_a.y - a_pos[:, 1]) <= 0.25 * d)
-    typical_h = float(np.median(fit_a.amplitude[keep_a & ~outside_a])) if (keep_a & ~outside_a).any() else 1.0
+    seen = keep_a & ~outside_a  # significant columns inside: the typical height and background
     fit_a.x[slid], fit_a.y[slid] = a_pos[slid, 0], a_pos[slid, 1]
-    fit_a.amplitude[slid] = typical_h
+    fit_a.amplitude[slid] = float(np.median(fit_a.amplitude[seen])) if seen.any() else 1.0
     fit_a.sigma[slid] = sigma0
-    fit_a.background[slid] = float(np.median(fit_a.background[keep_a & ~outside_a])) if (
-        keep_a & ~outside_a).any() else 0.0
+    fit_a.background[slid] = float(np.median(fit_a.background[seen])) if seen.any() else 0.0
     inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
         fit_a.y <= rows - 1 + margin)
     keep_a = (keep_a | outside_a) & inside_a

@@ -171,6 +171,19 @@ def cp2k_command(launcher: str = "mpirun", ntasks: int = 1, binary: str = "cp2k.
     return [launcher, "-n", str(ntasks), binary]
 
 
+def _custodian_run(c) -> tuple[str, str, list]:
+    """Run a Custodian: ``(status, reason, corrections)``; never raises for a failed run."""
+    try:
+        runs = c.run()
+        status, reason = "ok", ""
+    except Exception as exc:  # custodian: max errors, validator, unrecoverable
+        runs = getattr(c, "run_log", [])
+        first = (str(exc).splitlines() or [""])[0]
+        status, reason = "failed", f"{type(exc).__name__}: {first[:300]}"
+    corrections = [a for r in runs for a in r.get("corrections", [])]
+    return status, reason, json.loads(json.dumps(corrections, default=str))
+
+
 def run_cp2k(directory: str | Path, command: list[str], *, max_errors: int = 5,
              omp_threads: int = 1) -> dict:
     """Run CP2K in ``directory`` (input ``cp2k.inp``) under custodian; parse the result.
@@ -201,20 +214,14 @@ def run_cp2k(directory: str | Path, command: list[str], *, max_errors: int = 5,
     try:
         c = Custodian(handlers, [job], [Cp2kOutputValidator()], max_errors=max_errors,
                       directory=str(directory), polling_time_step=2, monitor_freq=5)
-        try:
-            runs = c.run()
-            status, reason = "ok", ""
-        except Exception as exc:  # custodian: max errors, validator, unrecoverable
-            runs = getattr(c, "run_log", [])
-            status, reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        status, reason, corrections = _custodian_run(c)
     finally:
         os.chdir(cwd)
-    corrections = [a for r in runs for a in r.get("corrections", [])]
     result = parse_cp2k(directory)
     if status == "ok" and not result["converged"]:
         status, reason = "failed", "SCF not converged"
     result.update(status=status, reason=reason, runtime_s=round(time.time() - t0, 1),
-                  corrections=json.loads(json.dumps(corrections, default=str)))
+                  corrections=corrections)
     return result
 
 
@@ -326,12 +333,7 @@ def run_vasp(directory: str | Path, command: list[str], *, max_errors: int = 5,
     c = vasp_custodian(directory, command, max_errors=max_errors)
     result = {"energy_eV": None, "band_gap_eV": None, "max_force_eV_per_A": None,
               "converged": False}
-    try:
-        runs = c.run()
-        status, reason = "ok", ""
-    except Exception as exc:  # custodian: max errors, validator, unrecoverable
-        runs = getattr(c, "run_log", [])
-        status, reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    status, reason, corrections = _custodian_run(c)
     if status == "ok":
         try:
             from pymatgen.io.vasp.outputs import Vasprun
@@ -346,9 +348,8 @@ def run_vasp(directory: str | Path, command: list[str], *, max_errors: int = 5,
                 status, reason = "failed", "not converged (electronic or ionic)"
         except Exception as exc:
             status, reason = "failed", f"unreadable vasprun.xml: {type(exc).__name__}: {exc}"[:300]
-    corrections = [a for r in runs for a in r.get("corrections", [])]
     result.update(status=status, reason=reason, runtime_s=round(time.time() - t0, 1),
-                  corrections=json.loads(json.dumps(corrections, default=str)))
+                  corrections=corrections)
     return result
 
 
