@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import recall_precision
+from conftest import match, recall_precision
 from latticegenome.columns import find_columns
 from latticegenome.errors import NoLatticeError
 from latticegenome.simulate import simulate_lattice, simulate_superlattice
@@ -61,3 +61,29 @@ def test_image_too_small_for_two_cells(rng):
     img, _ = simulate_lattice((60, 60), spacing_px=40.0, sigma_px=5.0, rng=rng)
     with pytest.raises(NoLatticeError):
         find_columns(img, spacing_px=40.0, min_cells=2)
+
+
+@pytest.mark.parametrize("counts,background,b_ratio", [(1696, 6, 0.4), (56549, 200, 0.2)])
+def test_noise_free_positions_unbiased_up_to_the_border(counts, background, b_ratio):
+    # The expected image (no noise) of a rotated lattice with every B column
+    # off its cell centre: every column at least one column width inside the
+    # image comes out within 2 millipixels of the truth, border ones included
+    # (their neighbours outside the image are modelled and fitted on their tails).
+    rng = np.random.default_rng(counts)
+    clean, truth = simulate_lattice((320, 300), angle_deg=float(rng.uniform(0, 90)), counts_a=counts,
+                                    background=background, b_ratio=b_ratio, b_jitter_px=1.0,
+                                    rng=rng, noise=False)
+    cols = find_columns(clean)
+    width = 2.355 * truth.sigma
+    rows, ncols = clean.shape
+    inner = (truth.x >= width) & (truth.x <= ncols - 1 - width) & (truth.y >= width) & (
+        truth.y <= rows - 1 - width)
+    edge = np.minimum.reduce([truth.x, ncols - 1 - truth.x, truth.y, rows - 1 - truth.y])
+    assert (inner & (edge < 15)).sum() >= 20  # border columns are part of the test
+    for site in "AB":
+        recall, precision, _ = recall_precision(truth, cols, site, clean.shape, width)
+        assert recall == 1.0 and precision == 1.0, (site, recall, precision)
+        t = inner & (truth.site == site)
+        f = cols.site == site
+        _, d = match(truth.x[t], truth.y[t], cols.x[f], cols.y[f])
+        assert d.max() < 2e-3, (site, d.max())

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from latticegenome._kernels import accumulate, trial_loglik, window_stats
+from latticegenome._kernels import accumulate, move, trial_loglik, window_stats
 from latticegenome.model import fisher_information, render_columns, window_jacobian
 
 
@@ -32,7 +32,7 @@ def test_window_stats_match_reference(rng):
     rows, cols = img.shape
     wx, wy = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
     ll, grad, info, chi2, npix = window_stats(img.ravel(), rows, cols, full, pad, pcol, prow, wx, wy,
-                                              x, y, h, s, b, radius)
+                                              x, y, h, s, b, radius, True)
     off = np.arange(-radius, radius + 1)
     oy, ox = np.meshgrid(off, off, indexing="ij")
     px = wx[:, None] + ox.ravel()[None]
@@ -46,7 +46,35 @@ def test_window_stats_match_reference(rng):
     assert np.allclose(grad, np.einsum("np,npk->nk", mask * (n / lam - 1), jac), rtol=1e-9, atol=1e-9)
     assert np.allclose(ll, np.sum(mask * (n * np.log(lam) - lam), axis=1), rtol=1e-12)
     assert np.array_equal(npix, mask.sum(axis=1))
+    # without the log-likelihood, the rest is the same
+    no_ll = window_stats(img.ravel(), rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, radius,
+                         False)
+    assert not no_ll[0].any()
+    assert np.array_equal(no_ll[2], info) and np.array_equal(no_ll[1], grad)
     # moving nothing leaves the log-likelihood unchanged
-    same = trial_loglik(img.ravel(), rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s,
-                        x, y, h, s, b, radius)
+    before, same = trial_loglik(img.ravel(), rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b,
+                                x, y, h, s, b, radius)
+    assert np.allclose(before, ll, rtol=1e-12)
     assert np.allclose(same, ll, rtol=1e-12)
+    # a step: the likelihood after it is that of the model with the column moved
+    x1, h1, b1 = x + 0.3, h * 1.1, b + 0.5
+    _, after = trial_loglik(img.ravel(), rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b,
+                            x1, y, h1, s, b1, radius)
+    g0, _ = window_jacobian(px - x[:, None], py - y[:, None], h, s)
+    g1, _ = window_jacobian(px - x1[:, None], py - y[:, None], h1, s)
+    lam1 = b1[:, None] + model - g0 + g1
+    assert np.allclose(after, np.sum(mask * (n * np.log(lam1) - lam1), axis=1), rtol=1e-12)
+
+
+def test_move_is_subtract_old_add_new(rng):
+    img, x, y, h, s, b, full, pad, pcol, prow, _ = setup(rng)
+    rows, cols = img.shape
+    # small moves (same centre pixel), large moves, and moves in and out of the canvas
+    x1 = x + np.r_[rng.uniform(-0.3, 0.3, 6), rng.uniform(-4, 4, 5), 60.0]
+    y1 = y + np.r_[rng.uniform(-0.3, 0.3, 6), rng.uniform(-4, 4, 5), 0.0]
+    h1, s1 = h * 1.2, s * 0.9
+    moved = full.copy()
+    move(moved, rows, cols, pad, x, y, h, s, x1, y1, h1, s1, 12)
+    ref = np.zeros_like(full)
+    accumulate(ref, rows, cols, pad, x1, y1, h1, s1, 12)
+    assert np.allclose(moved, ref, atol=1e-9)

@@ -71,3 +71,35 @@ def test_column_starting_at_a_half_pixel_converges(rng):
     r = refine_columns(img, x, y, sigma=3.0)
     assert r.converged.all()
     assert r.iterations < 40
+
+
+def test_columns_outside_the_image_are_fitted_on_their_tails():
+    # A lattice cut by the image border: columns centred up to 12 px outside
+    # the image shine into it. Started 0.7 px off, with their height held,
+    # they are fitted on the image pixels nearest to them, and the columns
+    # inside (scored from one column width in) end free of bias.
+    rng = np.random.default_rng(7)
+    x, y, site = lattice(n=12, offset=(-12.0, -9.5), b_shift=(0.8, -0.6))
+    s = 3.0
+    h = amplitude_for_counts(5655.0, s) * np.where(site == 0, 1.0, 0.4)
+    shape = (200, 190)
+    keep = (x > -12.5) & (x < shape[1] + 11.5) & (y > -12.5) & (y < shape[0] + 11.5)
+    x, y, site, h = x[keep], y[keep], site[keep], h[keep]
+    img = render_columns(shape, x, y, h, s, 20.0)
+    out = (x < -0.5) | (x > shape[1] - 0.5) | (y < -0.5) | (y > shape[0] - 0.5)
+    assert out.sum() > 20
+    x0 = x + np.where(out, rng.uniform(-0.7, 0.7, x.size), rng.uniform(-0.3, 0.3, x.size))
+    y0 = y + np.where(out, rng.uniform(-0.7, 0.7, x.size), rng.uniform(-0.3, 0.3, x.size))
+    h0 = np.where(out, h * 0.8, h)  # held: taken from the neighbours, not from here
+    r = refine_columns(img, x0, y0, sigma=s, amplitude=h0, background=20.0, groups=site,
+                       hold_amplitude=out, max_shift=np.where(out, 2.0, 8.0))
+    assert np.allclose(r.amplitude[out], h[out], rtol=2e-3)  # the neighbours' height
+    inner = (x >= 7.1) & (x <= shape[1] - 8.1) & (y >= 7.1) & (y <= shape[0] - 8.1)
+    assert np.max(np.hypot(r.x - x, r.y - y)[inner]) < 2e-3
+    # those whose tail carries real light into the image (centre within 2
+    # sigma of it) are found; those farther out hardly shine in and may drift
+    gap = np.hypot(np.maximum(np.maximum(-x, x - (shape[1] - 1)), 0),
+                   np.maximum(np.maximum(-y, y - (shape[0] - 1)), 0))
+    near = out & (gap < 2 * s)
+    assert near.sum() > 10
+    assert np.max(np.hypot(r.x - x, r.y - y)[near]) < 0.05

@@ -9,12 +9,16 @@ Pipeline, every step vectorised and linear in the number of columns:
    if the maxima alternate in brightness like a checkerboard, the grown
    lattice was the centred A+B pseudo-lattice and the brighter half is A;
 3. lattice sites next to indexed A columns that have no maximum (edge
-   columns, faint columns) are added as candidates;
+   columns, faint columns) are added as candidates, out to the reach of a
+   column's tail beyond the image border;
 4. all A columns are refined together by Poisson maximum likelihood;
 5. one B candidate per A cell (four corners, or fewer at the image edge),
    moved to the maximum of the residual image within ``b_search`` of the
    cell centre, so displaced B columns are found where they are;
-6. A and B refined together (B tails in A windows and vice versa);
+6. A and B refined together (B tails in A windows and vice versa); sites
+   outside the image stay in the model (their tails shine in), placed by a
+   local affine fit of the inside lattice, with their neighbours' height,
+   and are fitted on their tails only;
 7. a column is kept when its amplitude is ``significance`` standard errors
    above zero (vacancies and empty sites drop out here).
 
@@ -30,12 +34,21 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import NoLatticeError
-from .lattice import estimate_lattice, fit_lattice, index_lattice, reduce_basis
+from .lattice import (
+    estimate_lattice,
+    fit_lattice,
+    index_lattice,
+    predict_sites,
+    reduce_basis,
+)
 from .model import render_columns
 from .refine import refine_columns
 
 #: Tolerances of the preliminary fits (a start for the joint fit, not a result).
 _LOOSE = {"tol_px": 1e-2, "tol_decrement": 1e-2, "max_iter": 20, "max_sweeps": 1}
+
+#: How far (px) a column outside the image may move from its lattice site.
+OUT_SHIFT = 2.0
 
 #: Columns of the output table, in order.
 FIELDS = (
@@ -347,20 +360,23 @@ def find_columns(
     inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
         fit_a.y <= rows - 1 + margin)
     keep_a = (fit_a.amplitude >= significance * fit_a.amplitude_err) & np.isfinite(fit_a.x_err)
-    # Outside the image, keep every lattice site that stayed put (little data
-    # constrains them; they only carry their tails into the image).
-    # Sites the lattice puts outside the image are kept whatever their fit did:
-    # their light in the image must be modelled, or the columns next to the
-    # border take it for background and shift. One that slid (little data
-    # holds it) goes back to its lattice site with the typical height.
+    # Sites the lattice puts outside the image are kept whatever their fit
+    # did: their light in the image must be modelled, or the columns next to
+    # the border take it for background and shift. They sit where the
+    # significant columns inside put them (a local affine fit over a few
+    # cells, which follows drift and slow distortion), not where a loose fit
+    # to a few pixels of tail went, with the typical height and width.
     outside_a = (a_pos[:, 0] < -0.5) | (a_pos[:, 0] > cols - 0.5) | (a_pos[:, 1] < -0.5) | (
         a_pos[:, 1] > rows - 0.5)
-    slid = outside_a & ~(np.hypot(fit_a.x - a_pos[:, 0], fit_a.y - a_pos[:, 1]) <= 0.25 * d)
-    seen = keep_a & ~outside_a  # significant columns inside: the typical height and background
-    fit_a.x[slid], fit_a.y[slid] = a_pos[slid, 0], a_pos[slid, 1]
-    fit_a.amplitude[slid] = float(np.median(fit_a.amplitude[seen])) if seen.any() else 1.0
-    fit_a.sigma[slid] = sigma0
-    fit_a.background[slid] = float(np.median(fit_a.background[seen])) if seen.any() else 0.0
+    seen = keep_a & ~outside_a  # significant columns inside
+    if outside_a.any() and seen.sum() >= 4:
+        pred = predict_sites(np.column_stack([fit_a.x[seen], fit_a.y[seen]]), a_ij[seen],
+                             a_ij[outside_a])
+        a_pos[outside_a] = np.where(np.isfinite(pred), pred, a_pos[outside_a])
+    fit_a.x[outside_a], fit_a.y[outside_a] = a_pos[outside_a, 0], a_pos[outside_a, 1]
+    fit_a.amplitude[outside_a] = float(np.median(fit_a.amplitude[seen])) if seen.any() else 1.0
+    fit_a.sigma[outside_a] = sigma0
+    fit_a.background[outside_a] = float(np.median(fit_a.background[seen])) if seen.any() else 0.0
     inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
         fit_a.y <= rows - 1 + margin)
     keep_a = (keep_a | outside_a) & inside_a
@@ -433,16 +449,19 @@ def find_columns(
         col_ij = np.vstack([a_ij, cell_ij])
         seed_x = np.r_[lattice_x, seeds[ok, 0]]
         seed_y = np.r_[lattice_y, seeds[ok, 1]]
-        # Columns outside the image are held near where they start: the few
-        # pixels of their tails do not pin them, and one that slides leaves
-        # its light unmodelled next to the border.
-        out_xy = (x < -0.5) | (x > cols - 0.5) | (y < -0.5) | (y > rows - 0.5)
-        fit = refine_columns(img, x, y, sigma=s, amplitude=h, background=b, radius=radius,
-                             groups=site, max_shift=np.where(out_xy, 2.0, float(radius)),
-                             )
     else:
-        fit = _subset(fit_a, keep_a)
         seed_x, seed_y = lattice_x, lattice_y
+    # All columns together. Those outside the image start at their lattice
+    # site (A) or cell centre (B), keep their neighbours' height (a few
+    # pixels of tail cannot tell a bright column farther out from a faint one
+    # nearer) and may move at most OUT_SHIFT px: their tails in the image
+    # then fix their positions.
+    out_xy = (seed_x < -0.5) | (seed_x > cols - 0.5) | (seed_y < -0.5) | (seed_y > rows - 0.5)
+    x = np.where(out_xy, seed_x, x)
+    y = np.where(out_xy, seed_y, y)
+    fit = refine_columns(img, x, y, sigma=s, amplitude=h, background=b, radius=radius,
+                         groups=site, max_shift=np.where(out_xy, OUT_SHIFT, float(radius)),
+                         hold_amplitude=out_xy)
     keep = (fit.amplitude >= significance * fit.amplitude_err) & np.isfinite(fit.x_err)
     keep &= (fit.x >= -0.5) & (fit.x <= cols - 0.5) & (fit.y >= -0.5) & (fit.y <= rows - 0.5)
     keep &= _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * d)
@@ -472,14 +491,6 @@ def find_columns(
         origin=origin,
         dispersion=fit.dispersion,
         info={"sigma0_px": sigma0, "window_radius_px": radius, "iterations": fit.iterations},
-    )
-
-
-def _subset(fit, keep):
-    from .refine import Refinement
-
-    return Refinement(
-        **{k: (v[keep] if isinstance(v, np.ndarray) else v) for k, v in fit.__dict__.items()}
     )
 
 

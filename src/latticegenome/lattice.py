@@ -304,3 +304,68 @@ def fit_lattice(points: np.ndarray, ij: np.ndarray) -> tuple[np.ndarray, np.ndar
     design = np.column_stack([np.ones(len(ij)), ij[:, 0], ij[:, 1]])
     coef, *_ = np.linalg.lstsq(design, np.asarray(points, float), rcond=None)
     return coef[1:3], coef[0]
+
+
+def predict_sites(
+    points: np.ndarray,
+    ij: np.ndarray,
+    targets: np.ndarray,
+    *,
+    reach: int = 3,
+    min_points: int = 4,
+) -> np.ndarray:
+    """Positions of lattice sites from a local affine fit of indexed points.
+
+    For each target site, ``p = c + i a1 + j a2`` is fitted by least squares
+    to the indexed points within ``reach`` lattice steps of it (Chebyshev
+    distance in indices), weighted by ``1 / (1 + distance^2)``, and evaluated
+    at the site. A local fit follows drift and slow lattice distortion, and
+    extrapolates beyond the points (e.g. to sites outside the image) far
+    better than one neighbour plus one lattice vector.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 2)
+        Measured positions (x, y) in pixels.
+    ij : ndarray of int, shape (n, 2)
+        Their lattice indices.
+    targets : ndarray of int, shape (m, 2)
+        Indices of the sites to predict.
+    reach : int
+        Half-size, in lattice steps, of the neighbourhood used.
+    min_points : int
+        Fewer points than this in the neighbourhood (or a degenerate set,
+        e.g. all on one line): the prediction is NaN.
+
+    Returns
+    -------
+    ndarray, shape (m, 2)
+        Predicted (x, y) in pixels; NaN where no fit was possible.
+    """
+    points = np.asarray(points, float)
+    ij = np.asarray(ij, np.int64)
+    targets = np.asarray(targets, np.int64).reshape(-1, 2)
+    out = np.full((len(targets), 2), np.nan)
+    if len(points) == 0 or len(targets) == 0:
+        return out
+    lo = np.minimum(ij.min(axis=0), targets.min(axis=0)) - reach
+    hi = np.maximum(ij.max(axis=0), targets.max(axis=0)) + reach
+    grid = np.full((hi[0] - lo[0] + 1, hi[1] - lo[1] + 1), -1, dtype=np.int64)
+    grid[ij[:, 0] - lo[0], ij[:, 1] - lo[1]] = np.arange(len(ij))
+    off = np.arange(-reach, reach + 1)
+    di, dj = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
+    weight = 1.0 / (1.0 + di**2 + dj**2)
+    for start in range(0, len(targets), 4096):  # chunks bound the memory
+        t = targets[start:start + 4096]
+        idx = grid[t[:, 0, None] + di - lo[0], t[:, 1, None] + dj - lo[1]]  # (m, k)
+        w = np.where(idx >= 0, weight, 0.0)
+        design = np.stack([np.ones_like(w), np.broadcast_to(di, w.shape),
+                           np.broadcast_to(dj, w.shape)], axis=-1).astype(float)
+        p = points[np.maximum(idx, 0)]
+        normal = np.einsum("mk,mka,mkb->mab", w, design, design)
+        rhs = np.einsum("mk,mka,mkd->mad", w, design, p)
+        ok = ((idx >= 0).sum(axis=1) >= min_points) & (np.linalg.cond(normal) < 1e8)
+        if ok.any():
+            coef = np.linalg.solve(normal[ok], rhs[ok])  # (m, 3, 2)
+            out[start:start + 4096][ok] = coef[:, 0, :]  # the fit at the site itself
+    return out

@@ -9,10 +9,12 @@ iteration; the per-window sums (log-likelihood, gradient, Fisher information)
 and the model rendering are compiled loops (:mod:`latticegenome._kernels`,
 checked against the NumPy reference functions of :mod:`latticegenome.model`),
 the steps themselves batched NumPy. Interpenetrating sublattices (A and B)
-are updated alternately (Gauss-Seidel). Columns just outside the image are
-fitted too (they shine into it); those with too little of their window in
-the image hold width and background at their sublattice's medians. Nothing
-compares columns pairwise: cost is linear in the number of columns.
+are updated alternately (Gauss-Seidel). Columns outside the image are
+fitted too (they shine into it), on the image pixels nearest to them; those
+with too little of their window in the image hold width and background (and,
+on request, height) at the medians of their nearest well-inside neighbours
+of the same sublattice, followed at every iteration. Nothing compares
+columns pairwise: cost is linear in the number of columns.
 
 The uncertainty of each parameter is the square root of the diagonal of the
 inverse Fisher information at the solution (the Cramér-Rao bound reached by
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._kernels import accumulate, trial_loglik, window_stats
+from ._kernels import accumulate, move, trial_loglik, window_stats
 from .model import fisher_information, render_columns, window_jacobian
 
 
@@ -80,6 +82,58 @@ def _solve(a, b):
         return out
 
 
+#: Damping below which a column's recent steps all succeeded (it starts at
+#: 1e-3, falls 4x with each accepted step and rises 8x with each rejected one).
+_TRUST_MU = 1e-4
+
+
+class _HeldFromNeighbours:
+    """Held parameters of border columns, from their nearest neighbours.
+
+    Columns with too little of their window in the image (``partial``) take
+    the width and background, columns whose height is held (``held``) the
+    height, of the median of the ``k`` nearest well-inside columns of the same
+    group (local, not global: the layers of a superlattice differ in height
+    and width). The neighbours are found once; calling the object updates the
+    arrays in place and returns the columns whose Gaussian changed, with
+    their old ``(sigma, amplitude)``.
+    """
+
+    def __init__(self, x, y, groups, partial, held, k=8, rtol=1e-5):
+        from scipy.spatial import cKDTree
+
+        self.rtol = rtol  # smaller relative changes are not worth a redraw
+        self.sb = []  # (targets, donor indices (t, k)) per group
+        self.h = []
+        for group in np.unique(groups):
+            sel = groups == group
+            donors = np.flatnonzero(sel & ~partial)
+            if donors.size == 0:
+                continue
+            tree = None
+            for store, targets in ((self.sb, sel & partial), (self.h, sel & held)):
+                t_idx = np.flatnonzero(targets)
+                if t_idx.size == 0:
+                    continue
+                if tree is None:
+                    tree = cKDTree(np.column_stack([x[donors], y[donors]]))
+                kk = min(k, donors.size)
+                _, nb = tree.query(np.column_stack([x[t_idx], y[t_idx]]), k=kk)
+                store.append((t_idx, donors[np.asarray(nb).reshape(t_idx.size, kk)]))
+
+    def __call__(self, s, b, h):
+        old_s, old_h = s.copy(), h.copy()
+        for t_idx, nb in self.sb:
+            s[t_idx] = np.median(s[nb], axis=1)
+            b[t_idx] = np.median(b[nb], axis=1)
+        for t_idx, nb in self.h:
+            h[t_idx] = np.median(h[nb], axis=1)
+        changed = (np.abs(s - old_s) > self.rtol * old_s) | (np.abs(h - old_h) > self.rtol * np.abs(old_h))
+        s[~changed], h[~changed] = old_s[~changed], old_h[~changed]  # the model keeps them
+        idx = np.flatnonzero(changed)
+        return idx, (old_s[idx], old_h[idx])
+
+
 def refine_columns(
     image: np.ndarray,
     x: np.ndarray,
@@ -99,6 +153,7 @@ def refine_columns(
     groups: np.ndarray | None = None,
     max_column_iter: int = 15,
     max_sweeps: int = 2,
+    hold_amplitude: np.ndarray | None = None,
 ) -> Refinement:
     """Refine column positions by batched Poisson maximum likelihood.
 
@@ -143,6 +198,12 @@ def refine_columns(
     max_shift : float or ndarray, optional
         Largest distance a column (each column, for an array) may move from
         its starting position, in pixels; default the window half-size.
+    hold_amplitude : ndarray of bool, shape (n,), optional
+        Columns whose amplitude stays at its starting value (only position,
+        and width and background where enough of the window is in the
+        image, are fitted). For columns outside the image, whose few pixels
+        of tail cannot tell a brighter column farther out from a fainter
+        one nearer.
 
     Returns
     -------
@@ -182,21 +243,28 @@ def refine_columns(
     b = np.array(np.broadcast_to(np.asarray(background, float), x.shape), copy=True)
     h = np.maximum(np.array(amplitude, dtype=float, copy=True).ravel(), 1e-3)
     mu = np.full(n_col, 1e-3)
-    # Columns with (almost) no pixels in the image cannot be fitted: frozen.
+    # Pixels of each column's own window (centred on it) inside the image.
     nx = np.clip(np.minimum(np.rint(x) + radius, cols - 1) - np.maximum(np.rint(x) - radius, 0) + 1, 0, None)
     ny = np.clip(np.minimum(np.rint(y) + radius, rows - 1) - np.maximum(np.rint(y) - radius, 0) + 1, 0, None)
-    frozen = nx * ny < 15
-    active = ~frozen
+    # Columns with no pixel of their window in the image keep their height
+    # from their neighbours (their position is fitted on their tail).
+    frozen = nx * ny == 0
+    active = np.ones(n_col, dtype=bool)
     # Columns with less than half their window in the image cannot pin down
     # their width and background: both held at the medians of the columns
     # of their group that are well inside, and only x, y, h are fitted.
     partial = nx * ny < 0.5 * (2 * radius + 1) ** 2
     free = np.ones((n_col, 5))
     free[partial, 3:] = 0.0
+    held_h = np.zeros(n_col, dtype=bool) if hold_amplitude is None else np.asarray(
+        hold_amplitude, dtype=bool).ravel()
+    free[held_h, 2] = 0.0
     age = np.zeros(n_col, dtype=int)  # iterations in the current sweep
     converged = np.zeros(n_col, dtype=bool)
-    wx = np.rint(x).astype(np.int64)
-    wy = np.rint(y).astype(np.int64)
+    # Window centres: the nearest pixel of the image to the column, so that a
+    # column outside the image is fitted on the pixels its tail reaches.
+    wx = np.clip(np.rint(x), 0, cols - 1).astype(np.int64)
+    wy = np.clip(np.rint(y), 0, rows - 1).astype(np.int64)
     x_start = x.copy()
     y_start = y.copy()
     max_shift = np.array(np.broadcast_to(np.asarray(
@@ -211,6 +279,7 @@ def refine_columns(
     prow = rows + 2 * pad
     canvas_size = prow * pcol
     flat_img = np.ascontiguousarray(flat_img, dtype=float)
+    sync_held = _HeldFromNeighbours(x, y, groups, partial, frozen | held_h)
     full = None
     canvas = None  # one model canvas, re-rendered in place at each sweep
     it = 0
@@ -222,25 +291,20 @@ def refine_columns(
             if sweeps >= max_sweeps:
                 break
             sweeps += 1
-            active[:] = ~frozen
+            active[:] = True
             age[:] = 0
             verify = True
             full = None  # fresh render: no accumulated rounding
         else:
             verify = False
-        if full is None and sweeps <= 1:
-            # Held widths and backgrounds follow their group's medians: set at
-            # the start and once more at the first sweep (when the medians are
-            # fitted values), where the model is rendered afresh; resetting
-            # them later would only disturb converged neighbours.
-            for group in group_ids:
-                sel = groups == group
-                if (sel & partial).any() and (sel & ~partial).any():
-                    s[sel & partial] = np.median(s[sel & ~partial])
-                    b[sel & partial] = np.median(b[sel & ~partial])
-                    # Columns with no data to fit (outside the image) still shine
-                    # into it: they carry their group's typical height.
-                    h[sel & frozen] = np.median(h[sel & ~partial])
+        # Held widths, backgrounds and heights follow their neighbours at
+        # every iteration (the neighbours converge, and so do they); a
+        # changed Gaussian is redrawn in the model.
+        changed, old = sync_held(s, b, h)
+        if full is not None and changed.size:
+            move(full, rows, cols, pad, x[changed], y[changed], old[1], old[0],
+                 x[changed], y[changed], h[changed], s[changed], render_radius)
+        active[changed] = True
         for group in group_ids:
             idx_active = np.flatnonzero(active & (groups == group))
             if idx_active.size == 0:
@@ -256,12 +320,14 @@ def refine_columns(
                 # Windows stay put unless a column leaves its central pixel by
                 # more than 1 px: re-centring on every rounding flip makes the
                 # fit jump between pixel sets and cycle.
-                far = (np.abs(x[k] - wx[k]) > 1.0) | (np.abs(y[k] - wy[k]) > 1.0)
-                wx[k[far]] = np.rint(x[k[far]]).astype(np.int64)
-                wy[k[far]] = np.rint(y[k[far]]).astype(np.int64)
-                ll, grad, info, _, _ = window_stats(
+                cx = np.clip(x[k], 0, cols - 1)
+                cy = np.clip(y[k], 0, rows - 1)
+                far = (np.abs(cx - wx[k]) > 1.0) | (np.abs(cy - wy[k]) > 1.0)
+                wx[k[far]] = np.rint(cx[far]).astype(np.int64)
+                wy[k[far]] = np.rint(cy[far]).astype(np.int64)
+                _, grad, info, _, _ = window_stats(
                     flat_img, rows, cols, full, pad, pcol, prow, wx[k], wy[k],
-                    x[k], y[k], h[k], s[k], b[k], radius,
+                    x[k], y[k], h[k], s[k], b[k], radius, False,
                 )
                 fr = free[k]
                 info = info * fr[:, :, None] * fr[:, None, :] + np.eye(5) * (1.0 - fr)[:, :, None]
@@ -283,19 +349,28 @@ def refine_columns(
                 shift = np.hypot(delta[:, 0], delta[:, 1])
                 scale = np.minimum(1.0, max_step / np.maximum(shift, 1e-300))
                 delta = delta * scale[:, None]
+                # A short step (well under one standard error, by the Newton
+                # decrement) of a column whose recent steps all succeeded lies
+                # where the quadratic model of the likelihood holds: it is
+                # taken as it is. Other steps are taken only if the
+                # likelihood of the window grows (Levenberg-Marquardt).
+                trusted = (mu[k] < _TRUST_MU) & (decrement < 1.0) & (shift < 0.1)
                 xt = x[k] + delta[:, 0]
                 yt = y[k] + delta[:, 1]
-                ht = np.maximum(h[k] + delta[:, 2], 1e-6 * np.maximum(h[k], 1e-3))
+                ht = np.where(held_h[k], h[k], np.maximum(h[k] + delta[:, 2], 1e-6 * np.maximum(h[k], 1e-3)))
                 st = np.clip(s[k] + delta[:, 3], sigma_bounds[0] * s0[k], sigma_bounds[1] * s0[k])
                 bt = np.maximum(b[k] + delta[:, 4], 0.0)  # counts: background >= 0
-                ll_t = trial_loglik(
-                    flat_img, rows, cols, full, pad, pcol, prow, wx[k], wy[k],
-                    x[k], y[k], h[k], s[k], xt, yt, ht, st, bt, radius,
-                )
-                ok = ll_t >= ll - 1e-10 * np.abs(ll)
-                ok &= np.isfinite(delta).all(axis=1)
+                ok = np.isfinite(delta).all(axis=1) & ~small
                 ok &= np.hypot(xt - x_start[k], yt - y_start[k]) <= max_shift[k]
-                ok &= ~small
+                trial = np.flatnonzero(ok & ~trusted)
+                if trial.size:
+                    kt = k[trial]
+                    ll0, ll1 = trial_loglik(
+                        flat_img, rows, cols, full, pad, pcol, prow, wx[kt], wy[kt],
+                        x[kt], y[kt], h[kt], s[kt], b[kt],
+                        xt[trial], yt[trial], ht[trial], st[trial], bt[trial], radius,
+                    )
+                    ok[trial] = ll1 >= ll0 - 1e-10 * np.abs(ll0)
                 kk = k[ok]
                 moved.append((kk, x[kk], y[kk], h[kk], s[kk]))
                 x[k] = np.where(ok, xt, x[k])
@@ -316,12 +391,7 @@ def refine_columns(
                 kk = np.concatenate([m[0] for m in moved])
                 if kk.size:
                     old = [np.concatenate([m[i] for m in moved]) for i in range(1, 5)]
-                    accumulate(
-                        full, rows, cols, pad,
-                        np.r_[x[kk], old[0]], np.r_[y[kk], old[1]],
-                        np.r_[h[kk], -old[2]], np.r_[s[kk], old[3]],
-                        render_radius,
-                    )
+                    move(full, rows, cols, pad, *old, x[kk], y[kk], h[kk], s[kk], render_radius)
     # Final pass: uncertainties from the Fisher information at the solution.
     if full is None:
         full = np.zeros(canvas_size)
@@ -334,7 +404,7 @@ def refine_columns(
         k = np.arange(start, min(n_col, start + chunk))
         _, _, info, c2, npx = window_stats(
             flat_img, rows, cols, full, pad, pcol, prow, wx[k], wy[k], x[k], y[k], h[k], s[k], b[k],
-            radius,
+            radius, False,
         )
         fr = free[k]
         info = info * fr[:, :, None] * fr[:, None, :] + np.eye(5) * (1.0 - fr)[:, :, None]
