@@ -40,7 +40,13 @@ system:
 profiles: $(STAMP)
 	@$(BIN)/latticegenome install-profiles
 
-install: system $(STAMP) profiles
+# Numba compiles the refinement kernels once per installation (and again when
+# they change): here, rather than inside the first image analysis.
+$(VENV)/.kernels: src/latticegenome/_kernels.py $(STAMP)
+	@$(BIN)/python -c "from latticegenome._kernels import warm_up; warm_up()"
+	@touch $@
+
+install: system $(STAMP) profiles $(VENV)/.kernels
 
 demo/facility/STO_BTO_superlattice/superlattice_011.tif: | $(STAMP)
 	$(BIN)/latticegenome simulate demo/facility/STO_BTO_superlattice

@@ -45,5 +45,8 @@ t1 = time.perf_counter()
 x = list(sub_a.x_position) + list(sub_b.x_position)
 y = list(sub_a.y_position) + list(sub_b.y_position)
 site = ["A"] * len(sub_a.x_position) + ["B"] * len(sub_b.x_position)
-print(json.dumps({"seconds": t1 - t0, "columns": {"x": [float(v) for v in x],
+peak_rss_mb = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status")
+                   if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": t1 - t0, "peak_rss_mb": peak_rss_mb,
+                  "columns": {"x": [float(v) for v in x],
                                                   "y": [float(v) for v in y], "site": site}}))

@@ -71,6 +71,8 @@ def hwm_mb():
 t0 = time.perf_counter()
 from latticegenome.io import read_image
 from latticegenome.columns import find_columns
+from latticegenome._memory import return_freed_memory
+return_freed_memory()  # as the command line and the batch jobs do
 rss_imports = hwm_mb()
 t1 = time.perf_counter()
 img = read_image(sys.argv[1])[0]
@@ -96,7 +98,7 @@ def write_tiff(path, image):
                      resolution=(50.0, 50.0), metadata={"unit": "nm"})
 
 
-def bench_speed(sizes, tmp):
+def bench_speed(sizes, tmp, atomap_python=None, atomap_sizes=(1024,)):
     import numpy as np
 
     from latticegenome.simulate import simulate_lattice
@@ -116,12 +118,31 @@ def bench_speed(sizes, tmp):
                 best = res
         best["size"] = size
         best["columns_per_s"] = best["columns"] / best["seconds"]
+        if atomap_python and size in atomap_sizes:
+            # Atomap on the same image in the same run (its own process and
+            # environment; timed from the array in memory to refined B)
+            npy = Path(tmp) / f"speed_{size}.npy"
+            np.save(npy, img)
+            r = subprocess.run([atomap_python, str(HERE / "atomap_runner.py"), str(npy)],
+                               capture_output=True, text=True, env=single_thread_env())
+            if r.returncode == 0:
+                res = json.loads(r.stdout.strip().splitlines()[-1])
+                best["atomap_columns"] = len(res["columns"]["x"])
+                best["atomap_seconds"] = res["seconds"]
+                best["atomap_columns_per_s"] = best["atomap_columns"] / res["seconds"]
+                best["atomap_peak_rss_mb"] = res.get("peak_rss_mb")
+            else:
+                print("atomap failed:", r.stderr[-500:], file=sys.stderr)
         best["cold_columns_per_s"] = best["columns"] / best["cold_seconds"]
         out.append(best)
         print(f"speed {size}x{size}: {best['columns']} columns in {best['seconds']:.2f} s = "
               f"{best['columns_per_s']:.0f} columns/s/core warm ({best['cold_columns_per_s']:.0f} cold: "
               f"first image of a process); peak RSS {best['peak_rss_mb']:.0f} MB "
               f"({best['rss_after_imports_mb']:.0f} MB after imports)", flush=True)
+        if "atomap_columns_per_s" in best:
+            print(f"  Atomap 0.4.2, same image: {best['atomap_columns']} columns in "
+                  f"{best['atomap_seconds']:.1f} s = {best['atomap_columns_per_s']:.1f} columns/s "
+                  f"({best['columns_per_s'] / best['atomap_columns_per_s']:.0f}x slower)", flush=True)
     return out
 
 
@@ -261,6 +282,13 @@ def markdown(results) -> str:
         lines.append(f"| {r['size']}² | {r['columns']} | {r['seconds']:.2f} | {r['columns_per_s']:.0f} | "
                      f"{r.get('cold_columns_per_s', float('nan')):.0f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['rss_after_imports_mb']:.0f} |")
+    for r in results["speed"]:
+        if "atomap_columns_per_s" in r:
+            rss = r.get("atomap_peak_rss_mb")
+            lines += ["", f"Atomap 0.4.2 on the same {r['size']}² image: {r['atomap_columns']} columns in "
+                      f"{r['atomap_seconds']:.1f} s = {r['atomap_columns_per_s']:.1f} columns/s"
+                      + (f", peak RSS {rss:.0f} MB" if rss else "")
+                      + f" ({r['columns_per_s'] / r['atomap_columns_per_s']:.0f}x fewer columns/s)."]
     lines += ["", "| N per A column | background | B/A | RMS/CRLB A | RMS/CRLB B | CRLB A (px) | "
               "CRLB B (px) | noise-free error median / p99 / max (px) | recall A/B | precision A/B |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -297,7 +325,8 @@ def main():
     if args.only and (args.out / "columns.json").exists():
         previous = json.loads((args.out / "columns.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        speed = bench_speed(sizes, tmp) if args.only != "precision" else previous.get("speed", [])
+        speed = (bench_speed(sizes, tmp, args.atomap) if args.only != "precision"
+                 else previous.get("speed", []))
         precision = (bench_precision(n_images, tmp, args.atomap) if args.only != "speed"
                      else previous.get("precision", []))
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "

@@ -1,6 +1,7 @@
 """The compiled refinement kernels agree with the NumPy reference functions."""
 
 import numpy as np
+import pytest
 
 from latticegenome._kernels import accumulate, move, trial_loglik, window_stats
 from latticegenome.model import fisher_information, render_columns, window_jacobian
@@ -78,3 +79,23 @@ def test_move_is_subtract_old_add_new(rng):
     ref = np.zeros_like(full)
     accumulate(ref, rows, cols, pad, x1, y1, h1, s1, 12)
     assert np.allclose(moved, ref, atol=1e-9)
+
+
+def test_warm_up_compiles_every_kernel():
+    from latticegenome import _kernels
+
+    _kernels.warm_up()
+    for kernel in (_kernels.window_stats, _kernels.trial_loglik, _kernels.accumulate, _kernels.move):
+        assert kernel.signatures, kernel
+
+
+def test_mmap_threshold_is_fixed_on_glibc():
+    # glibc's mallopt accepts the setting (returns 1); off glibc it is skipped
+    import platform
+
+    from latticegenome._memory import return_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert return_freed_memory() is True
+    assert return_freed_memory() is True  # idempotent

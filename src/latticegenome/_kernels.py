@@ -258,3 +258,25 @@ def move(canvas, rows, cols, pad, x0, y0, h0, s0, x1, y1, h1, s1, radius):
                 base = (py + pad) * pcol + (cx - radius + pad)
                 for i in range(size):
                     canvas[base + i] += hy * ex0[i]
+
+
+def warm_up() -> None:
+    """Compile every kernel (or load it from Numba's cache) on a tiny problem.
+
+    ``make install`` calls this, so that the first image analysed on an
+    installation does not pay the compilation (seconds, and ~35 MB of
+    memory at its peak).
+    """
+    rows = cols = 8
+    pad, radius = 6, 2
+    pcol, prow = cols + 2 * pad, rows + 2 * pad
+    img = np.ones(rows * cols)
+    full = np.zeros(prow * pcol)
+    one = np.array([3.5])
+    w = np.array([3], dtype=np.int64)
+    accumulate(full, rows, cols, pad, one, one, one, one, radius)
+    move(full, rows, cols, pad, one, one, one, one, one + 0.2, one, one, one, radius)
+    for with_ll in (True, False):
+        window_stats(img, rows, cols, full, pad, pcol, prow, w, w, one, one, one, one, one, radius, with_ll)
+    trial_loglik(img, rows, cols, full, pad, pcol, prow, w, w, one, one, one, one, one,
+                 one + 0.1, one, one, one, one, radius)

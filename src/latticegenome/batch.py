@@ -139,6 +139,9 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
     jobs = [(str(s), str(out_dir / n), settings, provenance, log_file) for s, n in zip(sources, names)]
     workers = max(1, min(int(workers), len(jobs)))
     from . import analysis  # noqa: F401  (imported once, before the workers are forked)
+    from ._memory import return_freed_memory
+
+    return_freed_memory()  # image-sized temporaries go back to the system (inherited by forks)
 
     if workers == 1:
         results = [analyse_one(*job) for job in jobs]

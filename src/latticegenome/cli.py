@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._memory import return_freed_memory
+
+    return_freed_memory()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

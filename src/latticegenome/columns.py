@@ -45,7 +45,7 @@ from .model import render_columns
 from .refine import refine_columns
 
 #: Tolerances of the preliminary fits (a start for the joint fit, not a result).
-_LOOSE = {"tol_px": 1e-2, "tol_decrement": 1e-2, "max_iter": 20, "max_sweeps": 1}
+_LOOSE = {"tol_px": 1e-2, "tol_decrement": 1e-2, "max_iter": 6, "max_sweeps": 1}
 
 #: How far (px) a column outside the image may move from its lattice site.
 OUT_SHIFT = 2.0
@@ -199,6 +199,18 @@ def _cell_centres(pos, ij, local):
     return keys, np.column_stack([cx, cy])
 
 
+def _index_grid(ij, reach):
+    """Dense table (i, j) -> row of ``ij`` (-1 where none), padded by ``reach``.
+
+    Returns the table and the index offset to subtract before looking up.
+    """
+    lo = ij.min(axis=0) - reach
+    hi = ij.max(axis=0) + reach
+    grid = np.full((hi[0] - lo[0] + 1, hi[1] - lo[1] + 1), -1, dtype=np.int64)
+    grid[ij[:, 0] - lo[0], ij[:, 1] - lo[1]] = np.arange(len(ij))
+    return grid, lo
+
+
 def _missing_sites(pos, ij, local, shape, margin):
     """Lattice sites next to indexed columns that have no column yet."""
     steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
@@ -206,8 +218,8 @@ def _missing_sites(pos, ij, local, shape, margin):
     nb_pos = (pos[:, None, :] + np.einsum("sk,nkd->nsd", steps, local)).reshape(-1, 2)
     ok = np.isfinite(nb_pos).all(axis=1)
     nb_ij, nb_pos = nb_ij[ok], nb_pos[ok]
-    have = {tuple(v) for v in ij.tolist()}
-    new = np.array([tuple(v) not in have for v in nb_ij.tolist()], dtype=bool)
+    grid, lo = _index_grid(ij, 1)
+    new = grid[nb_ij[:, 0] - lo[0], nb_ij[:, 1] - lo[1]] < 0
     nb_ij, nb_pos = nb_ij[new], nb_pos[new]
     if nb_ij.size == 0:
         return np.zeros((0, 2), int), np.zeros((0, 2))
@@ -226,11 +238,11 @@ def _missing_sites(pos, ij, local, shape, margin):
 def _local_vectors_from_fit(pos, ij, basis):
     """Local lattice vectors at each indexed column from its indexed neighbours."""
     n = len(pos)
-    lookup = {tuple(v): k for k, v in enumerate(ij.tolist())}
     local = np.repeat(basis[None], n, axis=0).astype(float)
+    grid, lo = _index_grid(ij, 1)
     for axis, step in ((0, (1, 0)), (1, (0, 1))):
-        fwd = np.array([lookup.get((a + step[0], b + step[1]), -1) for a, b in ij.tolist()])
-        bwd = np.array([lookup.get((a - step[0], b - step[1]), -1) for a, b in ij.tolist()])
+        fwd = grid[ij[:, 0] + step[0] - lo[0], ij[:, 1] + step[1] - lo[1]]
+        bwd = grid[ij[:, 0] - step[0] - lo[0], ij[:, 1] - step[1] - lo[1]]
         vf = np.where((fwd >= 0)[:, None], pos[np.maximum(fwd, 0)] - pos, np.nan)
         vb = np.where((bwd >= 0)[:, None], pos - pos[np.maximum(bwd, 0)], np.nan)
         stacked = np.stack([vf, vb])
@@ -404,10 +416,9 @@ def find_columns(
         # Residual of the A model, smoothed at the B scale (temporaries freed).
         model_a = render_columns(img.shape, ax, ay, h, s)  # a view into its canvas
         np.subtract(img, model_a, out=model_a)
-        resid = model_a.astype(np.float32)  # single precision: only to seed B
+        # smoothed straight into single precision (only to seed B): no copy
+        resid_s = ndimage.gaussian_filter(model_a, max(0.5, 0.5 * np.median(s)), output=np.float32)
         del model_a
-        resid_s = ndimage.gaussian_filter(resid, max(0.5, 0.5 * np.median(s)))
-        del resid
         rad = max(1, int(np.ceil(b_search * d)))
         off = np.arange(-rad, rad + 1)
         oy, ox = np.meshgrid(off, off, indexing="ij")
