@@ -98,6 +98,22 @@ def write_tiff(path, image):
                      resolution=(50.0, 50.0), metadata={"unit": "nm"})
 
 
+def run_atomap(atomap_python, image, path):
+    """Atomap on ``image`` (saved to ``path``) in its own process and environment.
+
+    Returns the runner's JSON (columns, seconds, peak RSS), or None when it failed.
+    """
+    import numpy as np
+
+    np.save(path, image)
+    r = subprocess.run([atomap_python, str(HERE / "atomap_runner.py"), str(path)],
+                       capture_output=True, text=True, env=single_thread_env())
+    if r.returncode != 0:
+        print("atomap failed:", r.stderr[-500:], file=sys.stderr)
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def bench_speed(sizes, tmp, atomap_python=None, atomap_sizes=(1024,)):
     import numpy as np
 
@@ -121,18 +137,12 @@ def bench_speed(sizes, tmp, atomap_python=None, atomap_sizes=(1024,)):
         if atomap_python and size in atomap_sizes:
             # Atomap on the same image in the same run (its own process and
             # environment; timed from the array in memory to refined B)
-            npy = Path(tmp) / f"speed_{size}.npy"
-            np.save(npy, img)
-            r = subprocess.run([atomap_python, str(HERE / "atomap_runner.py"), str(npy)],
-                               capture_output=True, text=True, env=single_thread_env())
-            if r.returncode == 0:
-                res = json.loads(r.stdout.strip().splitlines()[-1])
+            res = run_atomap(atomap_python, img, Path(tmp) / f"speed_{size}.npy")
+            if res is not None:
                 best["atomap_columns"] = len(res["columns"]["x"])
                 best["atomap_seconds"] = res["seconds"]
                 best["atomap_columns_per_s"] = best["atomap_columns"] / res["seconds"]
                 best["atomap_peak_rss_mb"] = res.get("peak_rss_mb")
-            else:
-                print("atomap failed:", r.stderr[-500:], file=sys.stderr)
         best["cold_columns_per_s"] = best["columns"] / best["cold_seconds"]
         out.append(best)
         print(f"speed {size}x{size}: {best['columns']} columns in {best['seconds']:.2f} s = "
@@ -222,12 +232,8 @@ def bench_precision(n_images, tmp, atomap_python=None):
             s0 = score(c0.as_dict(), truth, clean.shape, c0.info["window_radius_px"])
             bias.extend(np.abs(np.r_[s0["A"]["_err"], s0["B"]["_err"]]).tolist())
             if atomap_python:
-                path = Path(tmp) / f"prec_{int(counts)}_{ratio}_{k}.npy"
-                np.save(path, noisy)
-                r = subprocess.run([atomap_python, str(HERE / "atomap_runner.py"), str(path)],
-                                   capture_output=True, text=True, env=single_thread_env())
-                if r.returncode == 0:
-                    res = json.loads(r.stdout.strip().splitlines()[-1])
+                res = run_atomap(atomap_python, noisy, Path(tmp) / f"prec_{int(counts)}_{ratio}_{k}.npy")
+                if res is not None:
                     found = {k2: np.array(v) for k2, v in res["columns"].items()}
                     sa = score(found, truth, noisy.shape, radius)
                     for site in "AB":
@@ -236,8 +242,6 @@ def bench_precision(n_images, tmp, atomap_python=None):
                             atomap["crlb_" + site] += sa[site]["_crlb"]
                     atomap["seconds"] += res["seconds"]
                     atomap["columns"] += len(found["x"])
-                else:
-                    print("atomap failed:", r.stderr[-500:], file=sys.stderr)
         bias = np.asarray(bias)
         row = {"counts_A": counts, "background": bg, "b_ratio": ratio, "images": n_images,
                "noise_free_median_error_px": float(np.median(bias)),

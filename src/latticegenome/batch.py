@@ -118,7 +118,7 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
         Analysis settings, as for :func:`analyse_one`.
     workers : int
         Processes analysing images at the same time (1: in this process). Each
-        needs about 250-350 MB (512² to 2048² images).
+        needs about 220-280 MB (512² to 2048² images; benchmarks/README.md).
     provenance, log_file
         As for :func:`analyse_one`.
     log : callable, optional

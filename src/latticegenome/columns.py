@@ -37,6 +37,7 @@ from .errors import NoLatticeError
 from .lattice import (
     estimate_lattice,
     fit_lattice,
+    index_grid,
     index_lattice,
     predict_sites,
     reduce_basis,
@@ -199,18 +200,6 @@ def _cell_centres(pos, ij, local):
     return keys, np.column_stack([cx, cy])
 
 
-def _index_grid(ij, reach):
-    """Dense table (i, j) -> row of ``ij`` (-1 where none), padded by ``reach``.
-
-    Returns the table and the index offset to subtract before looking up.
-    """
-    lo = ij.min(axis=0) - reach
-    hi = ij.max(axis=0) + reach
-    grid = np.full((hi[0] - lo[0] + 1, hi[1] - lo[1] + 1), -1, dtype=np.int64)
-    grid[ij[:, 0] - lo[0], ij[:, 1] - lo[1]] = np.arange(len(ij))
-    return grid, lo
-
-
 def _missing_sites(pos, ij, local, shape, margin):
     """Lattice sites next to indexed columns that have no column yet."""
     steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
@@ -218,7 +207,7 @@ def _missing_sites(pos, ij, local, shape, margin):
     nb_pos = (pos[:, None, :] + np.einsum("sk,nkd->nsd", steps, local)).reshape(-1, 2)
     ok = np.isfinite(nb_pos).all(axis=1)
     nb_ij, nb_pos = nb_ij[ok], nb_pos[ok]
-    grid, lo = _index_grid(ij, 1)
+    grid, lo = index_grid(ij, 1)
     new = grid[nb_ij[:, 0] - lo[0], nb_ij[:, 1] - lo[1]] < 0
     nb_ij, nb_pos = nb_ij[new], nb_pos[new]
     if nb_ij.size == 0:
@@ -239,7 +228,7 @@ def _local_vectors_from_fit(pos, ij, basis):
     """Local lattice vectors at each indexed column from its indexed neighbours."""
     n = len(pos)
     local = np.repeat(basis[None], n, axis=0).astype(float)
-    grid, lo = _index_grid(ij, 1)
+    grid, lo = index_grid(ij, 1)
     for axis, step in ((0, (1, 0)), (1, (0, 1))):
         fwd = grid[ij[:, 0] + step[0] - lo[0], ij[:, 1] + step[1] - lo[1]]
         bwd = grid[ij[:, 0] - step[0] - lo[0], ij[:, 1] - step[1] - lo[1]]
@@ -369,8 +358,6 @@ def find_columns(
         a_local = np.vstack([a_local, np.repeat(basis0[None], len(miss_ij), axis=0)])
     # A alone, loosely: a start for the joint fit and a model to find B on.
     fit_a = refine_columns(img, a_pos[:, 0], a_pos[:, 1], sigma=sigma0, radius=radius, **_LOOSE)
-    inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
-        fit_a.y <= rows - 1 + margin)
     keep_a = (fit_a.amplitude >= significance * fit_a.amplitude_err) & np.isfinite(fit_a.x_err)
     # Sites the lattice puts outside the image are kept whatever their fit
     # did: their light in the image must be modelled, or the columns next to
@@ -462,14 +449,12 @@ def find_columns(
         seed_y = np.r_[lattice_y, seeds[ok, 1]]
     else:
         seed_x, seed_y = lattice_x, lattice_y
-    # All columns together. Those outside the image start at their lattice
-    # site (A) or cell centre (B), keep their neighbours' height (a few
-    # pixels of tail cannot tell a bright column farther out from a faint one
-    # nearer) and may move at most OUT_SHIFT px: their tails in the image
+    # All columns together. Those outside the image (which start at their
+    # lattice site, A, or cell centre, B) keep their neighbours' height (a
+    # few pixels of tail cannot tell a bright column farther out from a faint
+    # one nearer) and may move at most OUT_SHIFT px: their tails in the image
     # then fix their positions.
     out_xy = (seed_x < -0.5) | (seed_x > cols - 0.5) | (seed_y < -0.5) | (seed_y > rows - 0.5)
-    x = np.where(out_xy, seed_x, x)
-    y = np.where(out_xy, seed_y, y)
     fit = refine_columns(img, x, y, sigma=s, amplitude=h, background=b, radius=radius,
                          groups=site, max_shift=np.where(out_xy, OUT_SHIFT, float(radius)),
                          hold_amplitude=out_xy)

@@ -52,6 +52,15 @@ def validate_config(config: dict, schema_path: str | Path, *, source: str = "con
     return config
 
 
+def _facility_references(config: dict) -> list[tuple[str, str | None]]:
+    """(configuration key, facility name) of every experiment and of the publication."""
+    refs = [(f"experiments.{name}.facility", exp.get("facility"))
+            for name, exp in config.get("experiments", {}).items()]
+    if config.get("publication"):
+        refs.append(("publication.facility", config["publication"].get("facility")))
+    return refs
+
+
 def check_references(config: dict, *, source: str = "config") -> None:
     """Every facility named by an experiment or the publication exists.
 
@@ -61,11 +70,7 @@ def check_references(config: dict, *, source: str = "config") -> None:
         Naming the key and the facilities that do exist.
     """
     known = config.get("facilities", {})
-    refs = [(f"experiments.{name}.facility", exp.get("facility"))
-            for name, exp in config.get("experiments", {}).items()]
-    if config.get("publication"):
-        refs.append(("publication.facility", config["publication"].get("facility")))
-    for key, name in refs:
+    for key, name in _facility_references(config):
         if name not in known:
             raise ConfigError(f"{key}: '{name}' is not a facility (known: {', '.join(known) or 'none'})",
                               source)
@@ -75,9 +80,7 @@ def check_references(config: dict, *, source: str = "config") -> None:
 def globus_facilities(config: dict) -> list[str]:
     """Names of the facilities with ``backend: globus`` that the workflow uses."""
     fac = config.get("facilities", {})
-    used = [exp.get("facility") for exp in config.get("experiments", {}).values()]
-    if config.get("publication"):
-        used.append(config["publication"].get("facility"))
+    used = [name for _, name in _facility_references(config)]
     names = [n for n in dict.fromkeys(used) if fac.get(n, {}).get("backend") == "globus"]
     host = (config.get("globus") or {}).get("host")
     if names and host:

@@ -306,6 +306,27 @@ def fit_lattice(points: np.ndarray, ij: np.ndarray) -> tuple[np.ndarray, np.ndar
     return coef[1:3], coef[0]
 
 
+def index_grid(ij: np.ndarray, reach: int, also: np.ndarray | None = None):
+    """Dense lookup table of lattice indices: (i, j) -> row of ``ij``, -1 where none.
+
+    Covers the indices of ``ij`` (and of ``also``, if given) plus ``reach`` on
+    every side, so that neighbours up to ``reach`` steps away can be looked up
+    without bounds checks.
+
+    Returns
+    -------
+    grid : ndarray of int, 2-D
+    lo : ndarray of int, shape (2,)
+        Subtract from (i, j) before indexing ``grid``.
+    """
+    span = ij if also is None else np.vstack([ij, also])
+    lo = span.min(axis=0) - reach
+    hi = span.max(axis=0) + reach
+    grid = np.full((hi[0] - lo[0] + 1, hi[1] - lo[1] + 1), -1, dtype=np.int64)
+    grid[ij[:, 0] - lo[0], ij[:, 1] - lo[1]] = np.arange(len(ij))
+    return grid, lo
+
+
 def predict_sites(
     points: np.ndarray,
     ij: np.ndarray,
@@ -348,10 +369,7 @@ def predict_sites(
     out = np.full((len(targets), 2), np.nan)
     if len(points) == 0 or len(targets) == 0:
         return out
-    lo = np.minimum(ij.min(axis=0), targets.min(axis=0)) - reach
-    hi = np.maximum(ij.max(axis=0), targets.max(axis=0)) + reach
-    grid = np.full((hi[0] - lo[0] + 1, hi[1] - lo[1] + 1), -1, dtype=np.int64)
-    grid[ij[:, 0] - lo[0], ij[:, 1] - lo[1]] = np.arange(len(ij))
+    grid, lo = index_grid(ij, reach, also=targets)
     off = np.arange(-reach, reach + 1)
     di, dj = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
     weight = 1.0 / (1.0 + di**2 + dj**2)

@@ -246,9 +246,9 @@ def refine_columns(
     # Pixels of each column's own window (centred on it) inside the image.
     nx = np.clip(np.minimum(np.rint(x) + radius, cols - 1) - np.maximum(np.rint(x) - radius, 0) + 1, 0, None)
     ny = np.clip(np.minimum(np.rint(y) + radius, rows - 1) - np.maximum(np.rint(y) - radius, 0) + 1, 0, None)
-    # Columns with no pixel of their window in the image keep their height
-    # from their neighbours (their position is fitted on their tail).
-    frozen = nx * ny == 0
+    # Columns with no pixel of their own window in the image keep their
+    # height from their neighbours (their position is fitted on their tail).
+    no_window = nx * ny == 0
     active = np.ones(n_col, dtype=bool)
     # Columns with less than half their window in the image cannot pin down
     # their width and background: both held at the medians of the columns
@@ -279,7 +279,7 @@ def refine_columns(
     prow = rows + 2 * pad
     canvas_size = prow * pcol
     flat_img = np.ascontiguousarray(flat_img, dtype=float)
-    sync_held = _HeldFromNeighbours(x, y, groups, partial, frozen | held_h)
+    sync_held = _HeldFromNeighbours(x, y, groups, partial, no_window | held_h)
     full = None
     canvas = None  # one model canvas, re-rendered in place at each sweep
     it = 0
@@ -357,7 +357,7 @@ def refine_columns(
                 trusted = (mu[k] < _TRUST_MU) & (decrement < 1.0) & (shift < 0.1)
                 xt = x[k] + delta[:, 0]
                 yt = y[k] + delta[:, 1]
-                ht = np.where(held_h[k], h[k], np.maximum(h[k] + delta[:, 2], 1e-6 * np.maximum(h[k], 1e-3)))
+                ht = np.maximum(h[k] + delta[:, 2], 1e-6 * np.maximum(h[k], 1e-3))  # held: delta 0
                 st = np.clip(s[k] + delta[:, 3], sigma_bounds[0] * s0[k], sigma_bounds[1] * s0[k])
                 bt = np.maximum(b[k] + delta[:, 4], 0.0)  # counts: background >= 0
                 ok = np.isfinite(delta).all(axis=1) & ~small
