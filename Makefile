@@ -52,6 +52,8 @@ demo/facility/STO_BTO_superlattice/superlattice_011.tif: | $(STAMP)
 	$(BIN)/latticegenome simulate demo/facility/STO_BTO_superlattice
 
 demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif
+	@# a lock left by a killed Snakemake is removed (never one of a run still going)
+	@$(BIN)/python -m latticegenome.resume
 	$(BIN)/snakemake --profile local
 	@if [ ! -f results/report.html ] || [ -n "$$(find results data -newer results/report.html -type f ! -path '*/logs/*' ! -path '*/benchmarks/*' ! -path '*/package/*' ! -name published.json 2>/dev/null | head -n 1)" ]; then \
 	  $(BIN)/snakemake --profile local --report results/report.html; \

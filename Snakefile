@@ -21,6 +21,7 @@ check_references(config)
 
 onstart:
     globus_preflight()
+    report_facility_changes()
 
 
 report: "report/workflow.rst"

@@ -2,6 +2,8 @@
 # Images are analysed in fixed batches (config batch_size, default 100): one
 # job per batch pays the start-up once, and 10,000 images make 100 jobs.
 # A broken image is written as 'rejected' with its reason, never fails the batch.
+# A batch folder appears whole (with its batch.json) or not at all; a killed
+# batch leaves a hidden .part folder whose finished images the rerun takes over.
 
 
 rule find_columns:
@@ -10,7 +12,9 @@ rule find_columns:
     output:
         columns=directory(f"{RESULTS}/{{experiment}}/columns/batch-{{batch}}"),
     params:
-        settings=analysis_settings,
+        settings=column_settings,
+        # checksums recorded at ingest: a modified raw copy is rejected, not analysed
+        expected_sha256=batch_checksums,
     log:
         f"{RESULTS}/{{experiment}}/logs/columns/batch-{{batch}}.log",
     benchmark:
@@ -18,7 +22,8 @@ rule find_columns:
     # images of a batch analysed side by side (capped by --cores; a profile may set it)
     threads: 4
     resources:
-        mem_mb=lambda wildcards, threads: 500 + 400 * threads,
+        # from the largest image of the batch (manifest sizes; latticegenome.batch.memory_mb)
+        mem_mb=batch_memory_mb,
         # minutes: ~12 s per 2048² image per worker, with margin
         runtime=lambda wildcards, input, threads: max(10, 5 + len(input.images) // (5 * threads)),
     conda:

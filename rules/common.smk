@@ -11,7 +11,7 @@ from pathlib import Path
 # The library of this checkout (also installed in .venv; this keeps the two in step).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from latticegenome.batch import batches
+from latticegenome.batch import batches, memory_mb
 from latticegenome.config import check_references, experiment_settings, globus_facilities
 
 SCRATCH = config["scratch"]
@@ -46,6 +46,17 @@ def analysis_settings(wildcards):
     return experiment_settings(config, wildcards.experiment)
 
 
+#: Settings the statistics use, not the column finding (changing them must not
+#: re-run find_columns).
+STATISTICS_ONLY = ("lattice_tolerance",)
+
+
+def column_settings(wildcards):
+    """The analysis settings of find_columns."""
+    settings = analysis_settings(wildcards)
+    return {k: v for k, v in settings.items() if k not in STATISTICS_ONLY}
+
+
 def _manifest(wildcards):
     """(path, mtime) of the experiment's manifest, from the ingest checkpoint: the key of
     the cached readers below (every batch job's input function asks; reading the file
@@ -55,9 +66,15 @@ def _manifest(wildcards):
 
 
 @lru_cache(maxsize=32)
+def _manifest_rows(path, mtime_ns):
+    """{file: (size in bytes, sha256)} of a manifest, in its order."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["file"]: (int(row["size"]), row["sha256"])
+                for row in csv.DictReader(fh, delimiter="\t")}
+
+
 def _manifest_names(path, mtime_ns):
-    with open(path, newline="") as fh:
-        return tuple(row["file"] for row in csv.DictReader(fh, delimiter="\t"))
+    return tuple(_manifest_rows(path, mtime_ns))
 
 
 @lru_cache(maxsize=32)
@@ -84,6 +101,20 @@ def batch_images(wildcards):
     """Raw image files of one batch of find_columns."""
     names = image_batches(wildcards)[int(wildcards.batch)]
     return [f"{SCRATCH}/{wildcards.experiment}/raw/{name}" for name in names]
+
+
+def batch_checksums(wildcards):
+    """{image file name: SHA-256 recorded at ingest} of one batch: a raw copy that
+    no longer has its checksum is rejected by find_columns, never analysed."""
+    rows = _manifest_rows(*_manifest(wildcards))
+    return {name: rows[name][1] for name in image_batches(wildcards)[int(wildcards.batch)]}
+
+
+def batch_memory_mb(wildcards, threads):
+    """Memory of one find_columns job, from the sizes of its images in the manifest."""
+    rows = _manifest_rows(*_manifest(wildcards))
+    names = image_batches(wildcards)[int(wildcards.batch)]
+    return memory_mb([rows[name][0] for name in names], threads)
 
 
 def image_batch(wildcards):
@@ -169,3 +200,30 @@ def globus_preflight():
         preflight(config, facilities=needed, log=lambda m: None)
     except TransferError as exc:
         sys.exit(f"latticegenome: {exc}")
+
+
+def report_facility_changes():
+    """Every run: facility originals that changed since they were ingested.
+
+    The workflow goes on with the copies that arrived (the manifest is the
+    record of them); a change at the source is said, never taken silently.
+    Local facilities only (cheap: files whose size and time are unchanged are
+    not read).
+    """
+    from latticegenome.errors import TransferError
+    from latticegenome.transfer import backend_for, facility_changes, read_manifest
+
+    for name in EXPERIMENTS:
+        exp = config["experiments"][name]
+        facility = config["facilities"][exp["facility"]]
+        manifest = Path(f"{SCRATCH}/{name}/manifest.tsv")
+        if facility.get("backend", "local") != "local" or not manifest.exists():
+            continue
+        try:
+            backend = backend_for(exp["facility"], facility)
+            changes = facility_changes(backend, exp["path"], read_manifest(manifest))
+        except TransferError as exc:
+            changes = [(exp["path"], str(exc))]
+        for file, reason in changes:
+            print(f"latticegenome: warning: {name}: facility file {file} {reason}; the results "
+                  f"use the copy that arrived ({manifest})", file=sys.stderr)

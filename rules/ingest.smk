@@ -5,6 +5,8 @@
 checkpoint ingest:
     output:
         manifest=f"{SCRATCH}/{{experiment}}/manifest.tsv",
+        # files not taken (links, unsafe names, changed at the facility), with the reason
+        refused=f"{SCRATCH}/{{experiment}}/refused.tsv",
     params:
         facility_name=lambda wc: experiment(wc)["facility"],
         facility=lambda wc: config["facilities"][experiment(wc)["facility"]],

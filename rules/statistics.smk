@@ -5,6 +5,7 @@ rule statistics:
     input:
         columns=column_batches,
         raw=raw_images,
+        refused=f"{SCRATCH}/{{experiment}}/refused.tsv",
     output:
         cells=f"{RESULTS}/{{experiment}}/statistics.h5",
         images=report(

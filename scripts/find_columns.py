@@ -6,7 +6,7 @@ reason, so one broken image never stops the batch or the experiment.
 
 from _setup import setup
 
-log = setup(snakemake)  # noqa: F821
+log = setup(snakemake, take_over=True)  # noqa: F821  (analyse_batch reuses a killed run's images)
 
 from latticegenome.batch import analyse_batch  # noqa: E402
 
@@ -17,6 +17,8 @@ results = analyse_batch(
     provenance={"rule": sm.rule, "params": settings,
                 "workdir": str(sm.scriptdir)},  # the workflow checkout, for its git commit
     log_file=sm.log[0], log=log.info,
+    expected_sha256=dict(sm.params.expected_sha256),
+    exclusive=True,  # Snakemake holds this output: any temporary folder of it is a killed run's
 )
 rejected = sum(r["status"] != "ok" for r in results)
 log.info("batch %s: %d images, %d rejected", sm.wildcards.batch, len(results), rejected)

@@ -1,11 +1,12 @@
-"""Rule ingest: copy an experiment's raw images to scratch and write the manifest."""
+"""Rule ingest: copy an experiment's raw images to scratch and write the manifest,
+and the list of files refused (links, unsafe names, changed at the facility)."""
 
 from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
 from latticegenome.errors import TransferError  # noqa: E402
-from latticegenome.transfer import backend_for  # noqa: E402
+from latticegenome.transfer import backend_for, display_name, write_refused  # noqa: E402
 
 sm = snakemake  # noqa: F821
 try:
@@ -21,6 +22,7 @@ try:
 except TransferError as exc:
     log.error("%s", exc)
     raise SystemExit(f"ingest {sm.wildcards.experiment}: {exc}") from None
+write_refused(sm.output.refused, refused)
 for name, reason in refused:
-    log.warning("refused %r: %s", name, reason)
+    log.warning("refused %s: %s", display_name(name), reason)
 log.info("%d files in the manifest, %d refused or skipped", len(entries), len(refused))

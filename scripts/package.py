@@ -4,11 +4,17 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
+from latticegenome.errors import LatticeGenomeError  # noqa: E402
 from latticegenome.provenance import raw_sources, trace  # noqa: E402
-from latticegenome.publish import build_package  # noqa: E402
+from latticegenome.publish import build_package, check_report  # noqa: E402
 
 sm = snakemake  # noqa: F821
 exp = sm.params.experiment
+try:  # the report must show this experiment's tables as they are now
+    check_report(sm.input.report, sm.input.tables, experiment=sm.wildcards.experiment)
+except LatticeGenomeError as exc:
+    log.error("%s", exc)
+    raise SystemExit(f"package {sm.wildcards.experiment}: {exc}") from None
 files = [sm.input.cells, *sm.input.tables, *sm.input.figures, sm.input.report]
 package = build_package(
     files, sm.output.package, experiment=sm.wildcards.experiment,

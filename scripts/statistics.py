@@ -7,7 +7,7 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.batch import output_name  # noqa: E402
+from latticegenome.batch import batch_is_whole, output_name  # noqa: E402
 from latticegenome.io import read_image  # noqa: E402
 from latticegenome.provenance import make_record  # noqa: E402
 from latticegenome.stats import (  # noqa: E402
@@ -17,10 +17,14 @@ from latticegenome.stats import (  # noqa: E402
     plot_layers,
 )
 from latticegenome.store import read_columns  # noqa: E402
+from latticegenome.transfer import read_refused  # noqa: E402
 
 sm = snakemake  # noqa: F821
 
-# One columns file per raw image, in manifest order, from the batch folders.
+# One columns file per raw image, in manifest order, from whole batch folders.
+for folder in sm.input.columns:
+    if (why := batch_is_whole(folder, ())) is not None:
+        raise SystemExit(f"{why}; remove that folder and run the workflow again")
 found = {p.name: str(p) for folder in sm.input.columns for p in Path(folder).glob("*.h5")}
 missing = [r for r in sm.input.raw if output_name(r) not in found]
 if missing:
@@ -30,12 +34,15 @@ columns = [found[output_name(r)] for r in sm.input.raw]
 record = make_record(sm.output.cells, rule=sm.rule, inputs=columns, workdir=str(sm.scriptdir),
                      params={"nominal_pm": sm.params.nominal_pm, "stacking_axis": sm.params.stacking_axis,
                              "materials": sm.params.materials,
-                             "reference_region_px": sm.params.reference_region})
+                             "reference_region_px": sm.params.reference_region,
+                             "lattice_tolerance": sm.params.settings.get("lattice_tolerance")})
 summary = aggregate(
     columns, sm.output.cells, sm.output.images, sm.output.rejected,
     classes_csv=sm.output.classes, layers_csv=sm.output.layers,
     nominal_pm=sm.params.nominal_pm, stacking_axis=sm.params.stacking_axis,
     materials=sm.params.materials, reference_region_px=sm.params.reference_region,
+    lattice_tolerance=sm.params.settings.get("lattice_tolerance"),
+    extra_rejected=read_refused(sm.input.refused),  # links, unsafe names: refused at ingest
     provenance=record, log=log.info,
 )
 log.info("summary: %s", summary)
@@ -50,7 +57,7 @@ out_dir = Path(sm.output.overview)
 out_dir.mkdir(parents=True, exist_ok=True)
 sample_cells = {}
 with h5py.File(sm.output.cells, "r") as f:
-    names = [n.decode() for n in f["images"][()]]
+    names = list(f["images"].asstr()[()])  # UTF-8 names (µ, Å, ...)
     image_index = f["cells/image"][()]
     sample = sorted({0, len(names) - 1, len(names) // 3, (2 * len(names)) // 3})
     for k in sample:  # the cells as measured and classified, read back (no recomputation);

@@ -146,3 +146,44 @@ def test_truncated_tiff_and_unknown_suffix(tmp_path, image):
         read_image(q)
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "missing.tif")
+
+
+SECRET = b"root:x:0:0:SECRET-hunter2:/root:/bin/bash\n"
+
+
+def _leaks(text: str) -> list[str]:
+    """Fragments of SECRET (4 bytes and more, as text, hex or integers) found in text."""
+    found = []
+    for k in range(len(SECRET) - 3):
+        w = SECRET[k:k + 4]
+        forms = {w.decode(), w.hex(), *(str(int.from_bytes(w, o)) for o in ("big", "little"))}
+        found += [f for f in forms if f.strip() and f in text]
+    return found
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".tiff", ".dm3", ".dm4", ".emd", ".h5", ".hdf5", ".npy",
+                                    "npy-header"])
+def test_reader_errors_never_quote_file_contents(tmp_path, suffix):
+    if suffix == "npy-header":  # an NPY magic with the secret in its header
+        p = tmp_path / "x.npy"
+        header = b"{'descr': '" + SECRET.strip() + b"', 'fortran_order': False, 'shape': (4, 4), }"
+        p.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    else:
+        p = tmp_path / f"x{suffix}"
+        p.write_bytes(SECRET)
+    with pytest.raises(ImageReadError) as err:
+        read_image(p, pixel_size_pm=20.0)
+    message = str(err.value)
+    assert message.startswith(f"{p}: ") and "x." in message
+    assert _leaks(err.value.reason) == [] and _leaks(message.replace(str(p), "")) == []
+    assert len(err.value.reason) < 120 and "\n" not in message
+
+
+def test_hdf5_dataset_listing_is_escaped(tmp_path, image):
+    p = tmp_path / "two.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("a\nb", data=image)
+        f.create_dataset("c", data=image)
+    with pytest.raises(ImageReadError, match="hdf5_dataset") as err:
+        read_image(p)
+    assert "\n" not in str(err.value) and "a\\nb" in str(err.value)

@@ -153,3 +153,140 @@ def test_strain_reference_region(superlattice):
     assert np.mean(nominal["eyy"]) > 0.01  # BaTiO3 layers are longer than SrTiO3's 390.5 pm
     with pytest.raises(ValueError, match="reference region"):
         measure_image_cells(cols.as_dict(), 20.0, 390.5, [1000, 1000, 1100, 1100])
+
+
+# --- names, physical sanity, ingest refusals ---------------------------------
+
+UNICODE_NAMES = ["ünïcödé_é.tif", "STO_BTO_5µm_2.5Å.dm4", "plain_ascii.tif"]
+
+
+def _write(path, cols, source, px, shape, **kw):
+    write_columns_h5(path, cols, source=source, pixel_size_pm=px, shape=shape, **kw)
+    return path
+
+
+def _read_utf8_table(path, delimiter):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:  # the tables are UTF-8 whatever the locale
+        return list(csv.DictReader(fh, delimiter=delimiter))
+
+
+def test_unicode_names_round_trip_through_statistics(tmp_path, superlattice):
+    img, truth, meta, cols = superlattice
+    px = meta["pixel_size_pm"]
+    files = [_write(tmp_path / f"img{k}.h5", cols, f"/raw/Ω run/{name}", px, img.shape)
+             for k, name in enumerate(UNICODE_NAMES)]
+    rejected_source = "/raw/Ω run/rejected_Å_µ.tif"
+    files.append(_write(tmp_path / "bad.h5", None, rejected_source, px, None, status="rejected",
+                        reason="no lattice found"))
+    out = tmp_path / "statistics.h5"
+    summary = aggregate(files, out, tmp_path / "images.tsv", tmp_path / "rejected.tsv",
+                        classes_csv=tmp_path / "classes.csv", layers_csv=tmp_path / "layers.csv",
+                        nominal_pm=390.5, materials=DEMO_MATERIALS, log=lambda m: None)
+    assert summary["images_used"] == 3 and summary["images_rejected"] == 1
+    with h5py.File(out) as f:
+        for key in ("images", "layers/image", "interfaces/image", "layers/material"):
+            assert h5py.check_string_dtype(f[key].dtype).encoding == "utf-8", key
+        assert list(f["images"].asstr()[()]) == UNICODE_NAMES
+        assert set(f["layers/image"].asstr()[()]) == set(UNICODE_NAMES)
+        assert set(f["interfaces/image"].asstr()[()]) == set(UNICODE_NAMES)
+        assert set(f["layers/material"].asstr()[()]) <= {"SrTiO3", "BaTiO3", ""}
+    assert [r["image"] for r in _read_utf8_table(tmp_path / "images.tsv", "\t")] == UNICODE_NAMES
+    assert {r["image"] for r in _read_utf8_table(tmp_path / "layers.csv", ",")} == set(UNICODE_NAMES)
+    rej = _read_utf8_table(tmp_path / "rejected.tsv", "\t")
+    assert [(r["file"], r["source"]) for r in rej] == [("rejected_Å_µ.tif", rejected_source)]
+    # the layer figure finds the image by its name
+    from latticegenome.stats import plot_layers
+
+    plot_layers(out, tmp_path / "layers.png", image=UNICODE_NAMES[0], pixel_size_pm=px)
+    assert (tmp_path / "layers.png").stat().st_size > 0
+
+
+def test_read_h5_strings_reads_old_fixed_length_names(tmp_path):
+    from latticegenome.stats import read_h5_strings
+
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f["old"] = np.array([b"a.tif", "µ_Å.tif".encode()], dtype="S")  # written before UTF-8 strings
+        f["new"] = np.array(["a.tif", "µ_Å.tif"], dtype=h5py.string_dtype("utf-8"))
+        f["empty"] = np.zeros(0, dtype=h5py.string_dtype("utf-8"))
+        for key in ("old", "new"):
+            assert list(read_h5_strings(f[key])) == ["a.tif", "µ_Å.tif"]
+        assert read_h5_strings(f["empty"]).shape == (0,)
+
+
+def test_lattice_sanity():
+    import doctest
+
+    from latticegenome import stats
+    from latticegenome.stats import lattice_sanity
+
+    assert doctest.testmod(stats, verbose=False).failed == 0
+    mats = DEMO_MATERIALS  # 390.5 and 399.2 pm
+    reason = lattice_sanity(780.2, 781.0, mats, 390.5, 0.15)
+    assert reason == ("measured a = 780.2 pm, b = 781.0 pm; configured 390.5-399.2 pm "
+                      "(SrTiO3, BaTiO3): check the pixel size (tolerance 15 %)")
+    assert lattice_sanity(430.0, 453.0, mats, 390.5, 0.15) is None  # 10 % strained BaTiO3: kept
+    assert lattice_sanity(390.0, 460.0, mats, None, 0.15) is not None  # b > 1.15 x 399.2
+    assert lattice_sanity(331.0, 390.0, mats, None, 0.15) is not None  # a < 0.85 x 390.5
+    assert "390.5 pm (nominal)" in lattice_sanity(700.0, 700.0, None, 390.5, 0.15)
+    assert lattice_sanity(700.0, 700.0, None, None, 0.15) is None  # nothing known: no check
+    assert lattice_sanity(700.0, 700.0, mats, 390.5, None) is None  # check switched off
+    assert lattice_sanity(np.nan, np.nan, mats, 390.5, 0.15) is None  # nothing measured
+
+
+def test_image_with_a_wrong_pixel_size_is_rejected(tmp_path, superlattice):
+    import dataclasses
+    import re
+
+    from latticegenome.classify import descriptor_matrix
+
+    img, truth, meta, cols = superlattice
+    px = meta["pixel_size_pm"]
+    # 10 % tensile strain in both directions (same pixel size): still the configured material
+    strained = dataclasses.replace(cols, x=cols.x * 1.10, y=cols.y * 1.10)
+    files = [_write(tmp_path / "good0.h5", cols, "good0.tif", px, img.shape),
+             _write(tmp_path / "double.h5", cols, "double_px.tif", 2 * px, img.shape),
+             _write(tmp_path / "good1.h5", cols, "good1.tif", px, img.shape),
+             _write(tmp_path / "strained.h5", strained, "strained.tif", px, img.shape)]
+    messages = []
+    summary = aggregate(files, tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
+                        classes_csv=tmp_path / "c.csv", layers_csv=tmp_path / "l.csv",
+                        nominal_pm=390.5, materials=DEMO_MATERIALS, log=messages.append)
+    kept = ["good0.tif", "good1.tif", "strained.tif"]
+    assert summary["images_used"] == 3 and summary["images_rejected"] == 1
+    (rej,) = read_table(tmp_path / "r.tsv")
+    assert rej["file"] == "double_px.tif" and "pixel size" in rej["reason"]
+    assert "configured 390.5-399.2 pm (SrTiO3, BaTiO3)" in rej["reason"]
+    a, b = map(float, re.search(r"a = ([\d.]+) pm, b = ([\d.]+) pm", rej["reason"]).groups())
+    good = measure_cells(cols.as_dict(), px)
+    assert abs(a - 2 * np.median(good["a_pm"])) < 0.1 and abs(b - 2 * np.median(good["b_pm"])) < 0.1
+    assert any("double_px.tif" in m and "pixel size" in m for m in messages)
+    # none of its cells anywhere: table, class model, layers, per-image summary
+    n_cells, n_classified = len(good["x"]), int(descriptor_matrix(good)[1].sum())
+    assert summary["cells"] == 3 * n_cells
+    population = sum(int(r["population"]) for r in read_table(tmp_path / "c.csv"))
+    assert population == 3 * n_classified
+    assert [r["image"] for r in read_table(tmp_path / "i.tsv")] == kept
+    assert {r["image"] for r in read_table(tmp_path / "l.csv")} == set(kept)
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["cells/a_pm"][()].max() < 1.15 * 1.10 * 412.0
+        assert sum(f["histograms/a_pm/counts"][()]) <= 3 * n_cells
+
+
+def test_names_refused_at_ingest_are_listed_as_rejected(tmp_path, superlattice):
+    img, truth, meta, cols = superlattice
+    good = _write(tmp_path / "good.h5", cols, "good.tif", meta["pixel_size_pm"], img.shape)
+    refused = [("bad\\nname.tif", "control character in the name"),
+               ("link_µ.tif", "a symbolic link, not a file")]
+    summary = aggregate([good], tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
+                        nominal_pm=390.5, materials=DEMO_MATERIALS, extra_rejected=refused,
+                        log=lambda m: None)
+    assert summary["images_used"] == 1 and summary["images_rejected"] == 2
+    rows = _read_utf8_table(tmp_path / "r.tsv", "\t")
+    assert [(r["file"], r["reason"], r["source"]) for r in rows] == [
+        (name, reason, "refused at ingest") for name, reason in refused]
+    with h5py.File(tmp_path / "s.h5") as f:
+        import json
+
+        assert json.loads(f.attrs["summary"])["images_rejected"] == 2

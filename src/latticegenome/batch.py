@@ -7,19 +7,37 @@ fixed batch of images (``batch_size`` in the configuration): the start-up
 is paid once per batch, and 10,000 images become 100 jobs.
 
 A broken image never costs the batch: it is written as ``rejected`` with its
-reason, and the others go on.
+reason, and the others go on. A raw copy whose SHA-256 is no longer the one
+its manifest recorded at ingest is rejected too (it was modified since).
+
+A batch folder appears whole or not at all: it is written as a temporary
+``.batch-NNNNN.<host>.<pid>.<random>.part`` folder beside its final name and
+renamed when every image has its file and the marker :data:`MARKER`
+(``batch.json``: the images, their checksums and statuses) is written. A
+batch killed part-way leaves only the temporary folder; the next run takes
+over the image files in it that were made from the same raw bytes with the
+same settings, and removes it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
+import shutil
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from .errors import LatticeGenomeError
+from .fsutil import atomic_dir, atomic_write, sha256_file, stale_parts
+
+#: The file that marks a batch folder as whole (written last).
+MARKER = "batch.json"
 
 #: Keys of the analysis settings passed to :func:`latticegenome.analysis.analyse_file`.
 _ANALYSIS_KEYS = ("pixel_size_pm", "spacing_pm", "hdf5_dataset", "stack", "significance",
@@ -42,8 +60,54 @@ def batches(names: Sequence[str], size: int) -> list[list[str]]:
     return [list(names[k:k + size]) for k in range(0, len(names), size)]
 
 
+#: Memory of a batch job (benchmarks/README.md, peak RSS per worker at 512² to 2048²,
+#: and 1.6 GB measured for an 8192² image): the parent process, a worker's floor, and
+#: bytes of worker memory per byte of the largest image file (images of 2 bytes per
+#: pixel, ~24 bytes of working memory per pixel; 4-byte pixels are over-estimated, 1-byte
+#: or compressed files under-estimated).
+PARENT_MB, WORKER_MB, BYTES_PER_FILE_BYTE = 250, 250, 12
+
+
+def memory_mb(file_sizes: Sequence[int], workers: int) -> int:
+    """Memory (MB) to request for a batch job analysing files of these sizes.
+
+    Parameters
+    ----------
+    file_sizes : sequence of int
+        Sizes in bytes of the batch's image files (from the manifest).
+    workers : int
+        Images analysed side by side.
+
+    Examples
+    --------
+    >>> memory_mb([512 * 512 * 2] * 100, 4)
+    1274
+    >>> memory_mb([8192 * 8192 * 2], 4)  # one worker is enough for one image
+    2036
+    """
+    if not file_sizes:
+        return PARENT_MB
+    largest = max(int(s) for s in file_sizes)
+    per_worker = WORKER_MB + BYTES_PER_FILE_BYTE * largest / 2**20
+    return int(PARENT_MB + max(1, min(int(workers), len(file_sizes))) * per_worker)
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 over the library's source files: the code that made a result,
+    exact even in a checkout with uncommitted changes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for f in sorted(here.rglob("*.py")):
+        h.update(f.relative_to(here).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def analyse_one(source: str, out: str, settings: dict, provenance: dict | None = None,
-                log_file: str | None = None) -> dict:
+                log_file: str | None = None, expected_sha256: str | None = None) -> dict:
     """Analyse one image and write its columns (or its rejection) to ``out``.
 
     Parameters
@@ -59,12 +123,16 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
         ``rule``, ``workdir`` and ``params`` for the provenance record of ``out``.
     log_file : str, optional
         Named in the reason of an internal error (where its traceback is).
+    expected_sha256 : str, optional
+        The checksum the manifest recorded at ingest: a raw copy that no longer
+        has it is rejected, never analysed.
 
     Returns
     -------
     dict
         ``source``, ``status`` (``ok`` or ``rejected``), ``reason``, ``n_a``, ``n_b``,
-        ``dispersion``; for an internal error also ``traceback``.
+        ``dispersion``, ``sha256`` (of the bytes analysed); for an internal error also
+        ``traceback``.
     """
     from .analysis import analyse_file
     from .provenance import make_record
@@ -75,22 +143,31 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
     def record(instrument=None):
         if not prov:
             return None
-        return make_record(out, rule=prov.get("rule", "find_columns"), params=prov.get("params", settings),
-                           inputs=[source], instrument=instrument, workdir=prov.get("workdir"))
+        rec = make_record(out, rule=prov.get("rule", "find_columns"), params=prov.get("params", settings),
+                          inputs=[source], instrument=instrument, workdir=prov.get("workdir"))
+        return {**rec, "code_sha256": code_fingerprint()}
 
     kwargs = {k: settings.get(k) for k in _ANALYSIS_KEYS if settings.get(k) is not None}
+    digest = sha256_file(source) if Path(source).exists() else None
+    if expected_sha256 and digest != expected_sha256:
+        reason = (f"raw copy changed since ingest (sha256 {str(digest)[:12]}, manifest "
+                  f"{expected_sha256[:12]}): restore it or ingest it again")
+        write_columns_h5(out, None, source=source, pixel_size_pm=None, status="rejected",
+                         reason=reason, provenance=record())
+        return {"source": source, "status": "rejected", "reason": f"{source}: {reason}",
+                "sha256": digest}
     try:
         res = analyse_file(source, **kwargs)
     except LatticeGenomeError as exc:
         write_columns_h5(out, None, source=source, pixel_size_pm=None, status="rejected",
                          reason=exc.reason, provenance=record())
-        return {"source": source, "status": "rejected", "reason": str(exc)}
+        return {"source": source, "status": "rejected", "reason": str(exc), "sha256": digest}
     except Exception as exc:  # a bug must not cost the other images; the log has it
         where = f"; see {log_file}" if log_file else ""
         reason = f"internal error ({type(exc).__name__}: {exc}){where}"
         write_columns_h5(out, None, source=source, pixel_size_pm=None, status="rejected",
                          reason=reason, provenance=record())
-        return {"source": source, "status": "rejected", "reason": reason,
+        return {"source": source, "status": "rejected", "reason": reason, "sha256": digest,
                 "traceback": traceback.format_exc()}
     img, _ = res.frames[0]
     merged = res.merged()
@@ -100,20 +177,25 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
                      shape=img.data.shape, metadata=img.metadata, provenance=record(instrument))
     n_a = int((merged.site == "A").sum())
     return {"source": source, "status": "ok", "reason": "", "n_a": n_a, "n_b": len(merged) - n_a,
-            "dispersion": float(merged.dispersion)}
+            "dispersion": float(merged.dispersion), "sha256": digest}
 
 
 def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: dict, *,
                   workers: int = 1, provenance: dict | None = None, log_file: str | None = None,
-                  log: Callable[[str], None] | None = None) -> list[dict]:
+                  log: Callable[[str], None] | None = None,
+                  expected_sha256: Mapping[str, str] | None = None,
+                  exclusive: bool = False) -> list[dict]:
     """Analyse a batch of images into ``out_dir/<image name>.h5``, one file each.
+
+    ``out_dir`` appears whole or not at all (see the module's docstring): with
+    every image's file and the marker ``batch.json``.
 
     Parameters
     ----------
     sources : sequence of str
         Image files. Two with the same file name are refused (their outputs would collide).
     out_dir : path
-        Folder for the outputs (created).
+        Folder for the outputs (replaced when whole).
     settings : dict
         Analysis settings, as for :func:`analyse_one`.
     workers : int
@@ -123,6 +205,13 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
         As for :func:`analyse_one`.
     log : callable, optional
         Called with one line per image.
+    expected_sha256 : mapping, optional
+        Image file name -> SHA-256 recorded at ingest; an image whose bytes
+        differ is rejected with the reason (see :func:`analyse_one`).
+    exclusive : bool
+        The caller holds ``out_dir`` (a Snakemake job for its output): every
+        temporary folder of it is a killed run's, not only those whose
+        process is gone on this host.
 
     Returns
     -------
@@ -134,23 +223,18 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"images with the same file name in one batch: {', '.join(dup)}")
+    expected = dict(expected_sha256 or {})
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(s), str(out_dir / n), settings, provenance, log_file) for s, n in zip(sources, names)]
-    workers = max(1, min(int(workers), len(jobs)))
-    from . import analysis  # noqa: F401  (imported once, before the workers are forked)
-    from ._memory import return_freed_memory
-
-    return_freed_memory()  # image-sized temporaries go back to the system (inherited by forks)
-    _compile_kernels_aside()
-
-    if workers == 1:
-        results = [analyse_one(*job) for job in jobs]
-    else:
-        # fork: the workers inherit the imported library (no second start-up)
-        ctx = multiprocessing.get_context("fork")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            results = list(pool.map(_analyse_star, jobs, chunksize=1))
+    leftovers = stale_parts(out_dir, force=exclusive)
+    with atomic_dir(out_dir) as tmp:
+        reused = _take_over(leftovers, sources, tmp, settings, provenance, expected, log)
+        jobs = [(str(s), str(tmp / n), settings, provenance, log_file, expected.get(Path(s).name))
+                for s, n in zip(sources, names) if n not in reused]
+        fresh = iter(_run_jobs(jobs, workers))
+        results = [reused[n] if n in reused else next(fresh) for n in names]
+        _write_marker(tmp / MARKER, results, settings)
+        for old in leftovers:  # taken over; the rest of them is of no use
+            shutil.rmtree(old, ignore_errors=True)
     for r in results:
         if r["status"] == "ok":
             log(f"{r['source']}: {r['n_a']} A, {r['n_b']} B columns; dispersion {r['dispersion']:.3f}")
@@ -159,6 +243,108 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
             if "traceback" in r:
                 log(r["traceback"])
     return results
+
+
+def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
+    """Run :func:`analyse_one` on each job, ``workers`` side by side."""
+    if not jobs:
+        return []
+    workers = max(1, min(int(workers), len(jobs)))
+    from . import analysis  # noqa: F401  (imported once, before the workers are forked)
+    from ._memory import return_freed_memory
+
+    return_freed_memory()  # image-sized temporaries go back to the system (inherited by forks)
+    _compile_kernels_aside()
+    if workers == 1:
+        return [analyse_one(*job) for job in jobs]
+    # fork: the workers inherit the imported library (no second start-up)
+    ctx = multiprocessing.get_context("fork")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return list(pool.map(_analyse_star, jobs, chunksize=1))
+
+
+def _write_marker(path: Path, results: list[dict], settings: dict) -> None:
+    images = [{"file": Path(r["source"]).name, "status": r["status"], "sha256": r.get("sha256")}
+              for r in results]
+    with atomic_write(path, "w") as fh:
+        json.dump({"images": images, "settings": settings}, fh, indent=1, default=str)
+
+
+def batch_is_whole(folder: str | os.PathLike, names: Sequence[str]) -> str | None:
+    """Why ``folder`` is not a whole batch of the images ``names``, or None.
+
+    A whole batch has its marker (written last) listing every image, and
+    each image's file.
+    """
+    folder = Path(folder)
+    marker = folder / MARKER
+    if not marker.is_file():
+        return f"{folder}: no {MARKER} (an interrupted batch): run the workflow again"
+    listed = {e["file"] for e in json.loads(marker.read_text()).get("images", [])}
+    missing = [n for n in names if n not in listed or not (folder / output_name(n)).is_file()]
+    if missing:
+        return f"{folder}: no columns for {len(missing)} image(s), e.g. {missing[0]}"
+    return None
+
+
+def _take_over(leftovers: list[Path], sources, dest: Path, settings: dict, provenance,
+               expected: dict, log) -> dict[str, dict]:
+    """Image files of a killed run of this batch that can stand: moved into ``dest``.
+
+    A file is taken over when it was made from the same raw bytes (SHA-256
+    in its provenance, equal to the manifest's when known), with the same
+    settings and the same library code; everything else is analysed again.
+    """
+    taken: dict[str, dict] = {}
+    if not provenance:
+        return taken
+    want = (_comparable(provenance.get("params", settings)), code_fingerprint())
+    for old in sorted(leftovers, key=lambda p: p.stat().st_mtime, reverse=True):
+        for source in sources:
+            name = output_name(source)
+            candidate = old / name
+            if name in taken or not candidate.is_file():
+                continue
+            summary = _summary_if_same(candidate, source, want, expected.get(Path(source).name))
+            if summary is not None:
+                os.replace(candidate, dest / name)
+                taken[name] = summary
+    if taken:
+        log(f"{len(taken)} image(s) taken over from an interrupted run of this batch")
+    return taken
+
+
+def _comparable(settings: dict):
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def _summary_if_same(h5: Path, source: str, want: tuple, expected: str | None) -> dict | None:
+    """The summary of an earlier result if it matches the raw file, the
+    settings and the code (``want``: parameters, :func:`code_fingerprint`)."""
+    import h5py
+
+    try:
+        with h5py.File(h5, "r") as f:
+            rec = json.loads(f.attrs.get("provenance", "{}") or "{}")
+            status, reason = str(f.attrs["status"]), str(f.attrs["reason"])
+            n_a = int(np.sum(f["columns/site"][()] == b"A")) if "site" in f["columns"] else 0
+            n = len(f["columns/site"]) if "site" in f["columns"] else 0
+            dispersion = float(f.attrs.get("dispersion", np.nan))
+    except (OSError, KeyError, ValueError):
+        return None
+    inputs = rec.get("inputs") or [{}]
+    digest = sha256_file(source) if Path(source).exists() else None
+    params, code = want
+    same = (digest is not None and inputs[0].get("sha256") == digest
+            and expected in (None, digest)
+            and _comparable(rec.get("params", {})) == params
+            and rec.get("code_sha256") == code)
+    if not same:
+        return None
+    out = {"source": source, "status": status, "reason": reason, "sha256": digest}
+    if status == "ok":
+        out.update(n_a=n_a, n_b=n - n_a, dispersion=dispersion)
+    return out
 
 
 def _compile_kernels_aside() -> None:

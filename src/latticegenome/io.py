@@ -6,7 +6,10 @@ configurable) and NPY. The pixel size comes from the file when it carries
 one, else from the caller (the configuration); a file with neither is an
 error. Every error names the file and the problem
 (:class:`~latticegenome.errors.ImageReadError`,
-:class:`~latticegenome.errors.PixelSizeError`).
+:class:`~latticegenome.errors.PixelSizeError`). A parser's own message is
+never passed on: it may quote the file's first bytes (a text file named
+``x.tif`` holding a password file), so a failure is reported as a phrase per
+format with the exception's type (:func:`read_failure`).
 
 3-D stacks (frames, rows, cols) give one :class:`Image` per frame
 (``stack="frames"``), their sum (``"sum"``), or their sum after rigid
@@ -16,6 +19,7 @@ registration of every frame to the first (``"align"``, phase correlation).
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,47 @@ SUFFIXES = {
 
 #: Smallest image side accepted, in pixels.
 MIN_SIDE = 16
+
+#: What a file that a format's parser rejects is called (no parser text).
+NOT_READABLE = {
+    "tiff": "not a readable TIFF file",
+    "dm": "not a readable DigitalMicrograph (DM3/DM4) file",
+    "emd": "not a readable EMD file",
+    "hdf5": "not a readable HDF5 file",
+    "npy": "not a readable NPY array",
+}
+
+
+def read_failure(kind: str, exc: BaseException) -> str:
+    """A reason for a parser failure that quotes nothing from the file.
+
+    Parameters
+    ----------
+    kind : str
+        A key of :data:`NOT_READABLE`.
+    exc : BaseException
+        What the parser raised; only its type (and, for an operating-system
+        error, the system's wording of its errno) is kept.
+
+    Examples
+    --------
+    >>> read_failure("tiff", ValueError("not a TIFF file: header=b'root'"))
+    'not a readable TIFF file (ValueError)'
+    """
+    what = type(exc).__name__
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
+        what = f"{what}: {os.strerror(exc.errno)}"
+    return f"{NOT_READABLE.get(kind, 'not a readable image file')} ({what})"
+
+
+def _listing(names: list[str], limit: int = 8, width: int = 200) -> str:
+    """Names from a file, escaped to one line and capped in length."""
+    from .transfer import display_name
+
+    text = ", ".join(display_name(n) for n in names[:limit]) or "none"
+    if len(names) > limit:
+        text += f", ... ({len(names)} in all)"
+    return text if len(text) <= width else text[:width] + "..."
 
 
 @dataclass
@@ -208,7 +253,7 @@ def _read_emd(path: Path, dataset: str | None):
     try:
         signals = file_reader(str(path))
     except Exception as exc:  # rsciio raises many types for foreign HDF5
-        raise ImageReadError(f"not a readable EMD file ({type(exc).__name__}: {exc})", path)
+        raise ImageReadError(read_failure("emd", exc), path) from None
     sig = _pick_image(signals if isinstance(signals, list) else [signals], path)
     md = sig.get("metadata", {})
     return np.asarray(sig["data"]), _axes_pixel_size(sig["axes"]), _instrument_from_rsciio(md)
@@ -226,15 +271,14 @@ def _read_hdf5(path: Path, dataset: str | None):
                 else None
             )
             if len(found) != 1:
-                listing = ", ".join(found[:8]) or "none"
                 raise ImageReadError(
                     f"name the image dataset (hdf5_dataset in the configuration); "
-                    f"2-D/3-D datasets found: {listing}",
+                    f"2-D/3-D datasets found: {_listing(found)}",
                     path,
                 )
             dataset = found[0]
         if dataset not in f:
-            raise ImageReadError(f"no dataset '{dataset}' in the file", path)
+            raise ImageReadError(f"no dataset '{_listing([dataset])}' in the file", path)
         ds = f[dataset]
         data = ds[()]
         size = None
@@ -262,8 +306,10 @@ def _read_npy(path: Path, dataset: str | None):
             raise ImageReadError("not an NPY file (no NumPy header)", path)
     try:
         data = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ImageReadError(f"not a plain NPY array ({exc})", path)
+    except ValueError as exc:  # its message may quote the header
+        reason = "an object (pickled) array" if "allow_pickle" in str(exc) else None
+        raise ImageReadError(f"not a plain NPY array ({reason})" if reason
+                             else read_failure("npy", exc), path) from None
     return data, None, {}
 
 
@@ -346,7 +392,7 @@ def read_image(
     except (ImageReadError, PixelSizeError):
         raise
     except Exception as exc:  # any parser failure is a bad file, not a crash
-        raise ImageReadError(f"cannot read as {kind.upper()}: {type(exc).__name__}: {exc}", path) from None
+        raise ImageReadError(read_failure(kind, exc), path) from None
     if file_size is not None and (not np.isfinite(file_size) or file_size <= 0):
         file_size = None
     if file_size is not None and (prefer == "file" or pixel_size_pm is None):

@@ -36,6 +36,46 @@ DESCRIPTIONS = {
 }
 
 
+def check_report(report: str | Path, results: list[str | Path], *, experiment: str) -> None:
+    """The report must show these result files as they are now.
+
+    A package holds the run's report beside the results: one made before the
+    experiment was analysed (or before it was analysed again) would describe
+    other numbers. Every file of ``results`` (paths as the workflow names
+    them, e.g. ``results/<exp>/classes.csv``) must be embedded in the
+    Snakemake report with exactly its current content.
+
+    Raises
+    ------
+    LatticeGenomeError
+        Naming the report, the first result it lacks or shows in an older
+        version, and the command that writes a current report.
+    """
+    import base64
+    import hashlib
+    import json
+    import re
+
+    from .errors import LatticeGenomeError
+
+    fix = f"write it again (snakemake --report {report}), then publish"
+    text = Path(report).read_text(errors="replace")
+    found = re.search(r'<script id="results">\s*var results = (.*?);\s*</script>', text, re.S)
+    if found is None:
+        raise LatticeGenomeError(f"not a Snakemake report with results: {fix}", str(report))
+    shown = json.loads(found.group(1))
+    for res in map(str, results):
+        entry = shown.get(res)
+        if entry is None:
+            raise LatticeGenomeError(f"does not include {res} of experiment {experiment}: {fix}",
+                                     str(report))
+        data = entry.get("data_uri", "").partition("base64,")[2]
+        embedded = hashlib.sha256(base64.b64decode(data)).hexdigest() if data else None
+        if embedded != sha256_file(res):
+            raise LatticeGenomeError(f"shows an older {res} than the one on disk (made before the "
+                                     f"last analysis of {experiment}): {fix}", str(report))
+
+
 def describe(path: Path) -> str:
     """A description of a result file for the RO-Crate."""
     name = path.name

@@ -3,8 +3,11 @@
 :func:`aggregate` reads the per-image column files one at a time, measures
 their cells, appends them to an HDF5 table on disk and keeps only fixed-size
 running summaries in memory, so memory does not grow with the number of
-images. Rejected images (unreadable, no lattice, no complete cell) are
-listed with their reason and left out of the statistics.
+images. Rejected images (unreadable, no lattice, no complete cell, lattice
+parameters far from the configured materials', names refused at ingest) are
+listed with their reason and left out of the statistics. Names (image files,
+materials) are stored as UTF-8 strings; read them with
+:func:`read_h5_strings`.
 """
 
 from __future__ import annotations
@@ -74,6 +77,173 @@ def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_p
     return measure_cells(cols, pixel_size_pm, reference_cells=region)
 
 
+def lattice_sanity(a_pm: float, b_pm: float, materials: list[dict] | None = None,
+                   nominal_pm: float | None = None, tolerance: float | None = 0.15) -> str | None:
+    """Why an image's lattice parameters cannot belong to the configured materials.
+
+    A wrong pixel size scales every length of an image: twice the true pixel
+    size gives a = 780 pm for SrTiO3, a strain of +100 % and a class of its
+    own. Such an image is far outside the lattice parameters of every
+    configured material, whereas real strain (a few %) is not.
+
+    Parameters
+    ----------
+    a_pm, b_pm : float
+        The image's median lattice parameters (pm) along ``a`` (closest to
+        image x) and ``b``.
+    materials : list of dict, optional
+        The configured materials: their ``a_pm`` span the expected range
+        [min a_pm, max a_pm]; named by ``name`` or ``formula``.
+    nominal_pm : float, optional
+        The expected lattice parameter (pm) when no material gives one.
+    tolerance : float or None
+        How far (a fraction of the range's ends) a or b may lie outside the
+        range; None: no check.
+
+    Returns
+    -------
+    str or None
+        The reason to reject the image, or None when it is plausible or
+        cannot be checked (no tolerance, no materials and no nominal value,
+        or no measured value).
+
+    Examples
+    --------
+    >>> mats = [{"formula": "SrTiO3", "a_pm": 390.5}, {"formula": "BaTiO3", "a_pm": 399.2}]
+    >>> print(lattice_sanity(780.2, 781.0, mats))  # doctest: +NORMALIZE_WHITESPACE
+    measured a = 780.2 pm, b = 781.0 pm; configured 390.5-399.2 pm (SrTiO3, BaTiO3):
+    check the pixel size (tolerance 15 %)
+    >>> print(lattice_sanity(429.6, 453.1, mats))  # 10 % strained: plausible
+    None
+    >>> print(lattice_sanity(195.3, 195.1, None, nominal_pm=390.5))  # doctest: +NORMALIZE_WHITESPACE
+    measured a = 195.3 pm, b = 195.1 pm; configured 390.5 pm (nominal):
+    check the pixel size (tolerance 15 %)
+    >>> print(lattice_sanity(780.2, 781.0, mats, tolerance=None))
+    None
+    """
+    known = [m for m in materials or [] if m.get("a_pm")]
+    if known:
+        expected = [float(m["a_pm"]) for m in known]
+        names = ", ".join(str(m.get("name") or m["formula"]) for m in known)
+    elif nominal_pm:
+        expected, names = [float(nominal_pm)], "nominal"
+    else:
+        return None
+    measured = np.array([a_pm, b_pm], float)
+    if tolerance is None or not np.isfinite(measured).all():
+        return None
+    lo, hi = min(expected), max(expected)
+    if np.all((measured >= lo * (1 - tolerance)) & (measured <= hi * (1 + tolerance))):
+        return None
+    span = f"{lo:.1f} pm" if lo == hi else f"{lo:.1f}-{hi:.1f} pm"
+    return (f"measured a = {a_pm:.1f} pm, b = {b_pm:.1f} pm; configured {span} ({names}): "
+            f"check the pixel size (tolerance {tolerance * 100:g} %)")
+
+
+def _median(values) -> float:
+    """Median of the finite values (NaN if none)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else np.nan
+
+
+def read_h5_strings(dataset) -> np.ndarray:
+    """The names in an HDF5 dataset (image files, materials) as an array of str.
+
+    Names are UTF-8: variable-length UTF-8 strings since names may be
+    non-ASCII, fixed-length bytes in older files; an empty dataset of any
+    type gives an empty array.
+    """
+    import h5py
+
+    if dataset.dtype.kind == "S" or h5py.check_string_dtype(dataset.dtype) is not None:
+        return np.asarray(dataset.asstr("utf-8")[()], dtype=str).reshape(dataset.shape)
+    if dataset.size == 0:
+        return np.zeros(dataset.shape, dtype=str)
+    raise TypeError(f"{dataset.name} holds {dataset.dtype}, not names")
+
+
+def _write_names(group, name: str, values) -> None:
+    """Names (image files, materials) as a dataset of UTF-8 strings."""
+    import h5py
+
+    group.create_dataset(name, data=np.array(list(values), dtype=h5py.string_dtype("utf-8")))
+
+
+def _write_rows(f, group: str, rows: dict, text=("image", "material")) -> None:
+    """One dataset per column of ``rows``; the columns in ``text`` as names."""
+    g = f.create_group(group)
+    for name, values in rows.items():
+        if name in text:
+            _write_names(g, name, values)
+        else:
+            g.create_dataset(name, data=np.asarray(values))
+
+
+class _Rejections:
+    """The rows of rejected.tsv: file name, reason, source."""
+
+    def __init__(self, extra=(), log=print):
+        self.rows = {"file": [], "source": [], "reason": []}
+        for name, reason in extra:
+            self.add(name, reason, source="refused at ingest")
+            log(f"{name}: refused at ingest: {reason}")
+
+    def add(self, file: str, reason: str, *, source: str) -> None:
+        self.rows["file"].append(file)
+        self.rows["source"].append(source)
+        self.rows["reason"].append(reason)
+
+    def __len__(self) -> int:
+        return len(self.rows["file"])
+
+
+def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_tolerance, log):
+    """One column file's columns and cells, or why it is set aside.
+
+    Returns
+    -------
+    source : str
+        The image file the columns came from.
+    result : (cols, attrs, pixel_size_pm, cells) or str
+        The columns, file attributes, pixel size (pm) and measured cells of a
+        usable image; or the reason it is left out (rejected when its
+        columns were found, no complete cell, lattice parameters far from
+        the configured materials: see :func:`lattice_sanity`).
+    """
+    cols, attrs = read_columns(path)
+    source = attrs.get("source", str(path))
+    if attrs.get("status") != "ok":
+        return source, attrs.get("reason", "rejected")
+    px = float(attrs["pixel_size_pm"])
+    try:
+        cells = measure_image_cells(cols, px, nominal_pm, reference_region_px)
+    except ValueError as exc:
+        reason = str(exc)
+    else:
+        reason = lattice_sanity(_median(cells["a_pm"]), _median(cells["b_pm"]), materials,
+                                nominal_pm, lattice_tolerance)
+    if reason:
+        log(f"{source}: set aside: {reason}")
+        return source, reason
+    return source, (cols, attrs, px, cells)
+
+
+def _add_image_row(rows: dict, name: str, cols: dict, attrs: dict, px: float, cells: dict) -> None:
+    """Append one image's line of images.tsv (medians over its cells; errors in pm)."""
+    is_a = cols["site"] == "A"
+    rows["image"].append(name)
+    rows["n_A"].append(int(is_a.sum()))
+    rows["n_B"].append(int((~is_a).sum()))
+    rows["n_cells"].append(len(cells["x"]))
+    rows["pixel_size_pm"].append(px)
+    for field_name in ("a_pm", "b_pm", "dx_pm", "dy_pm", "intensity_ratio"):
+        rows[field_name].append(_median(cells[field_name]))
+    rows["dispersion"].append(float(attrs.get("dispersion", np.nan)))
+    rows["mean_x_err_A_pm"].append(float(np.mean(cols["x_err"][is_a]) * px))
+    rows["mean_x_err_B_pm"].append(float(np.mean(cols["x_err"][~is_a]) * px) if (~is_a).any() else np.nan)
+
+
 def aggregate(
     results: list[str | Path],
     out_h5: str | Path,
@@ -89,6 +259,8 @@ def aggregate(
     sample_size: int = 20000,
     max_classes: int = 8,
     seed: int = 0,
+    lattice_tolerance: float | None = 0.15,
+    extra_rejected: list[tuple[str, str]] = (),
     provenance: dict | None = None,
     log=print,
 ) -> dict:
@@ -108,7 +280,8 @@ def aggregate(
         Written: ``cells`` (with ``image``, ``class``, ``class_probability``),
         ``images``, ``histograms``, ``classes`` (the class table; BIC per
         number of classes in its attributes), ``layers`` (per-plane profile of
-        every image) and ``interfaces``; summary attributes.
+        every image) and ``interfaces``; summary attributes. Image and
+        material names are UTF-8 strings (:func:`read_h5_strings`).
     images_tsv, rejected_tsv : path
         Per-image summary; rejected images with their reason.
     classes_csv, layers_csv : path, optional
@@ -125,6 +298,16 @@ def aggregate(
         Largest number of classes compared by BIC.
     seed : int
         Seed of the sample and of the mixture fit (reproducible classes).
+    lattice_tolerance : float or None
+        An image whose median a or b (pm) lies further than this fraction
+        outside [min, max] of the materials' ``a_pm`` (or ``nominal_pm``
+        without materials) is rejected with the reason (most likely a wrong
+        pixel size) and none of its cells is used; None: no check. See
+        :func:`lattice_sanity`.
+    extra_rejected : list of (str, str)
+        Files refused before analysis (e.g. names refused at ingest) as
+        (display name, reason): listed in ``rejected_tsv`` with the source
+        ``refused at ingest`` and counted in ``images_rejected``.
     provenance : dict, optional
         Provenance record of the run: stored in ``out_h5`` and, with the
         output's own name, beside each CSV/TSV (``.prov.json``).
@@ -155,30 +338,20 @@ def aggregate(
         "intensity_ratio": Histogram(np.linspace(0, 1.5, 151)),
     }
     rows = {k: [] for k in IMAGE_FIELDS}
-    rejected = {"file": [], "source": [], "reason": []}
+    rejected = _Rejections(extra_rejected, log)
     names, spans = [], []
     reservoir = Reservoir(sample_size, len(DESCRIPTORS), seed=seed)
     layer_names = name_layers(materials or [])
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
         table = CellTable(f)
         for path in results:
-            path = Path(path)
-            cols, attrs = read_columns(path)
-            source = attrs.get("source", str(path))
-            if attrs.get("status") != "ok":
-                rejected["file"].append(Path(source).name)
-                rejected["source"].append(source)
-                rejected["reason"].append(attrs.get("reason", "rejected"))
+            source, usable = _usable_image(
+                Path(path), nominal_pm=nominal_pm, reference_region_px=reference_region_px,
+                materials=materials, lattice_tolerance=lattice_tolerance, log=log)
+            if isinstance(usable, str):
+                rejected.add(Path(source).name, usable, source=source)
                 continue
-            px = float(attrs["pixel_size_pm"])
-            try:
-                cells = measure_image_cells(cols, px, nominal_pm, reference_region_px)
-            except ValueError as exc:
-                rejected["file"].append(Path(source).name)
-                rejected["source"].append(source)
-                rejected["reason"].append(str(exc))
-                log(f"{source}: set aside: {exc}")
-                continue
+            cols, attrs, px, cells = usable
             k = len(names)
             names.append(Path(source).name)
             spans.append((table.n, len(cells["x"])))
@@ -187,19 +360,8 @@ def aggregate(
             reservoir.add(x[ok], k)
             for name, h in hist.items():
                 h.add(cells[name])
-            is_a = cols["site"] == "A"
-            rows["image"].append(Path(source).name)
-            rows["n_A"].append(int(is_a.sum()))
-            rows["n_B"].append(int((~is_a).sum()))
-            rows["n_cells"].append(len(cells["x"]))
-            rows["pixel_size_pm"].append(px)
-            for name in ("a_pm", "b_pm", "dx_pm", "dy_pm", "intensity_ratio"):
-                v = cells[name][np.isfinite(cells[name])]
-                rows[name].append(float(np.median(v)) if v.size else np.nan)
-            rows["dispersion"].append(float(attrs.get("dispersion", np.nan)))
-            rows["mean_x_err_A_pm"].append(float(np.mean(cols["x_err"][is_a]) * px))
-            rows["mean_x_err_B_pm"].append(float(np.mean(cols["x_err"][~is_a]) * px) if (~is_a).any() else np.nan)
-        f.create_dataset("images", data=np.array(names, dtype="S"))
+            _add_image_row(rows, names[k], cols, attrs, px, cells)
+        _write_names(f, "images", names)
         g = f.create_group("histograms")
         for name, h in hist.items():
             g.create_dataset(f"{name}/edges", data=h.edges)
@@ -258,14 +420,8 @@ def aggregate(
         if model is not None:
             cg.attrs["bic"] = json.dumps(model.bic)
             cg.attrs["descriptors"] = json.dumps(list(DESCRIPTORS))
-        lg = f.create_group("layers")
-        for name, arr in layer_rows.items():
-            arr = np.asarray(arr)
-            lg.create_dataset(name, data=arr.astype("S") if arr.dtype.kind in "UO" else arr)
-        ig = f.create_group("interfaces")
-        for name, arr in iface_rows.items():
-            arr = np.asarray(arr)
-            ig.create_dataset(name, data=arr.astype("S") if arr.dtype.kind in "UO" else arr)
+        _write_rows(f, "layers", layer_rows)
+        _write_rows(f, "interfaces", iface_rows)
         per_layer = {}
         for lab, vals in layer_stats.items():
             if vals:
@@ -277,7 +433,7 @@ def aggregate(
                 } | {"planes": int(len(v))}
         summary = {
             "images_used": len(names),
-            "images_rejected": len(rejected["file"]),
+            "images_rejected": len(rejected),
             "cells": int(table.n),
             "classes": n_classes,
             "period_planes_mean": float(np.mean(periods)) if periods else None,
@@ -291,7 +447,7 @@ def aggregate(
         f.attrs["units"] = json.dumps({"positions": "px", "lengths": "pm", "strain": "1",
                                        "angles": "deg"})
     write_table_csv(images_tsv, rows, IMAGE_FIELDS, delimiter="\t")
-    write_table_csv(rejected_tsv, rejected, ("file", "reason", "source"), delimiter="\t")
+    write_table_csv(rejected_tsv, rejected.rows, ("file", "reason", "source"), delimiter="\t")
     if classes_csv is not None:
         write_table_csv(classes_csv, ctab if ctab else {"class": []})
     if layers_csv is not None:
@@ -442,10 +598,11 @@ def plot_layers(out_h5, out, *, image=None, pixel_size_pm=None, title=""):
     import matplotlib.pyplot as plt
 
     with h5py.File(out_h5, "r") as f:
-        lay = {k: f[f"layers/{k}"][()] for k in f["layers"]}
-        ifc = {k: f[f"interfaces/{k}"][()] for k in f["interfaces"]}
+        lay = {k: f[f"layers/{k}"][()] for k in f["layers"] if k not in ("image", "material")}
+        imgs, mats = read_h5_strings(f["layers/image"]), read_h5_strings(f["layers/material"])
+        ifc_pos = f["interfaces/position_px"][()]
+        ifc_img = read_h5_strings(f["interfaces/image"])
         summary = json.loads(f.attrs["summary"])
-    imgs = np.char.decode(lay["image"].astype("S"), "utf-8") if lay["image"].size else np.zeros(0, str)
     if image is None and imgs.size:
         image = imgs[0]
     m = imgs == image
@@ -465,11 +622,10 @@ def plot_layers(out_h5, out, *, image=None, pixel_size_pm=None, title=""):
     axes[2].set_ylabel("B displacement (pm)")
     axes[2].set_xlabel(f"position along the stacking axis ({unit})")
     axes[2].legend()
-    im = np.char.decode(ifc["image"].astype("S"), "utf-8") if ifc["image"].size else np.zeros(0, str)
-    for p in ifc["position_px"][im == image] * scale:
+    for p in ifc_pos[ifc_img == image] * scale:
         for ax in axes:
             ax.axvline(p, color="tab:green", ls="--", lw=1)
-    mats = np.char.decode(lay["material"].astype("S"), "utf-8")[m] if lay["material"].size else []
+    mats = mats[m]
     for mat, colour in zip(sorted(set(x for x in mats if x)), ("#fde0c5", "#d5e8f5")):
         sel = mats == mat
         for p in pos[sel]:

@@ -40,5 +40,5 @@ def read_table(path: str | Path, *, delimiter: str | None = None) -> list[dict[s
     path = Path(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix == ".tsv" else ","
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh, delimiter=delimiter))

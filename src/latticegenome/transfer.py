@@ -16,18 +16,35 @@ verified, then renamed) and read-only, so raw data cannot be modified by a
 later step.
 
 Remote names are untrusted: :func:`check_name` refuses names with ``..``,
-absolute paths, path separators, control characters or leading dots.
+absolute paths, path separators, control characters, leading dots or bytes
+that are not UTF-8; messages show a name through :func:`display_name`, so a
+hostile name cannot break a log line or a TSV row. Refused files are listed
+with :func:`write_refused`.
+
+The local backend never follows a symbolic link: links in the experiment
+folder are refused and reported, the folder itself must resolve inside the
+facility's root, and every source is opened with ``O_NOFOLLOW`` relative to
+the folder's descriptor. A raw copy whose facility original changed since it
+was ingested is kept with its record and reported, never silently replaced;
+:func:`facility_changes` checks a manifest against the facility (size and
+modification time first, SHA-256 only for what differs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import fnmatch
+import hashlib
+import io
 import json
 import os
+import stat
 import time
+import unicodedata
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import TransferError
@@ -37,12 +54,25 @@ from .fsutil import CHUNK, atomic_path, atomic_write, sha256_file
 BOOKKEEPING = {".snakemake_timestamp"}
 
 MANIFEST_FIELDS = ("file", "size", "sha256", "facility", "collection", "source_path",
-                   "task_id", "transferred_at")
+                   "task_id", "transferred_at", "source_mtime_ns")
+
+#: Columns of a list of refused files (``rejected.tsv``).
+REFUSED_FIELDS = ("file", "reason")
+
+#: Characters shown escaped besides control characters: line and paragraph
+#: separators and the bidirectional overrides (which reorder a displayed line).
+_ESCAPED = set("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_SHORT = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 @dataclass
 class ManifestEntry:
-    """One transferred file: what it is, where it came from, which task."""
+    """One transferred file: what it is, where it came from, which task.
+
+    ``source_mtime_ns`` is the facility original's modification time (ns,
+    as text) when it was read; empty for manifests written before it was
+    recorded and for backends that do not know it (Globus).
+    """
 
     file: str
     size: int
@@ -52,6 +82,40 @@ class ManifestEntry:
     source_path: str
     task_id: str
     transferred_at: str
+    source_mtime_ns: str = ""
+
+
+def _escape_char(c: str) -> str:
+    if c == "\\":
+        return "\\\\"
+    if c in _SHORT:
+        return _SHORT[c]
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if unicodedata.category(c) in ("Cc", "Cs") or c in _ESCAPED:
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return c
+
+
+def display_name(name: str) -> str:
+    r"""``name`` safe to print on one line or in one TSV cell.
+
+    Backslashes and control characters are escaped (``\\``, ``\n``,
+    ``\t``, ``\x01``, ``\u2028``; a byte that is not UTF-8 as ``\xff``);
+    any other character, Unicode included (µ, Å, ü), is kept.
+
+    Examples
+    --------
+    >>> display_name("scan\n01\x01µm.tif")
+    'scan\\n01\\x01µm.tif'
+    """
+    return "".join(_escape_char(c) for c in str(name))
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped (backslashes kept as they are)."""
+    return "".join(c if c == "\\" else _escape_char(c) for c in str(text))
 
 
 def check_name(name: str) -> str:
@@ -61,19 +125,53 @@ def check_name(name: str) -> str:
     ------
     TransferError
         For empty names, ``.`` or ``..``, absolute paths, names containing a
-        path separator, a control character or a leading dot.
+        path separator, a control character (C0, C1, line separators) or a
+        byte that is not UTF-8, and names with a leading dot. The message
+        shows the name through :func:`display_name`.
     """
+    shown = f"refused remote name '{display_name(name)}'"
     if not name or name in (".", ".."):
-        raise TransferError(f"refused remote name {name!r}: empty or a directory reference")
+        raise TransferError(f"{shown}: empty or a directory reference")
     if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        raise TransferError(f"refused remote name {name!r}: absolute path")
+        raise TransferError(f"{shown}: absolute path")
     if "/" in name or "\\" in name or ".." in name.split("/"):
-        raise TransferError(f"refused remote name {name!r}: contains a path separator or '..'")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise TransferError(f"refused remote name {name!r}: contains a control character")
+        raise TransferError(f"{shown}: contains a path separator or '..'")
+    if any(_escape_char(c) != c for c in name):
+        raise TransferError(f"{shown}: contains a control character or a byte that is not UTF-8")
     if name.startswith("."):
-        raise TransferError(f"refused remote name {name!r}: hidden file")
+        raise TransferError(f"{shown}: hidden file")
     return name
+
+
+def write_refused(path: str | Path, refused) -> None:
+    """Write the refused files as a TSV (``file``, ``reason``), atomically.
+
+    Always written: a header only when nothing was refused. Names are shown
+    through :func:`display_name` and reasons have their control characters
+    escaped, so every file is one row.
+
+    Parameters
+    ----------
+    path : str or Path
+    refused : iterable of (name, reason)
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(REFUSED_FIELDS)
+    for name, reason in refused:
+        w.writerow((display_name(name), _one_line(reason)))
+    with atomic_write(path, "wb") as fh:
+        fh.write(buf.getvalue().encode("utf-8"))
+
+
+def read_refused(path: str | Path) -> list[tuple[str, str]]:
+    """The (file, reason) rows of a list written by :func:`write_refused`.
+
+    Names are returned in their display form, as written.
+    """
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [(r["file"], r["reason"]) for r in rows]
 
 
 def write_raw_provenance(dest: Path, entry: ManifestEntry) -> None:
@@ -85,11 +183,24 @@ def write_raw_provenance(dest: Path, entry: ManifestEntry) -> None:
     write_sidecar(dest, make_record(dest, rule="ingest", raw=raw))
 
 
+def _entry_from(row: dict, **override) -> ManifestEntry:
+    """A ManifestEntry from a manifest row or a sidecar's ``raw`` record;
+    columns it does not know are ignored, optional ones may be missing."""
+    known = {f.name for f in fields(ManifestEntry)}
+    values = {k: ("" if v is None else v) for k, v in {**row, **override}.items() if k in known}
+    values["size"] = int(values["size"])
+    values["source_mtime_ns"] = str(values.get("source_mtime_ns", ""))
+    return ManifestEntry(**values)
+
+
 def read_manifest(path: str | Path) -> list[ManifestEntry]:
-    """Read a manifest written by :func:`write_manifest`."""
-    with open(path, newline="") as fh:
+    """Read a manifest written by :func:`write_manifest`.
+
+    Manifests written before ``source_mtime_ns`` existed read with it empty.
+    """
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    return [ManifestEntry(**{**r, "size": int(r["size"])}) for r in rows]
+    return [_entry_from(r) for r in rows]
 
 
 def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> None:
@@ -105,32 +216,158 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _copy_verified(src: Path, dest: Path) -> tuple[int, str]:
+class _Refused(TransferError):
+    """One source file not taken (a link, not a regular file, changed).
+
+    Reported in the ``refused`` list, not fatal. ``keep`` is the entry that
+    stays in the manifest (the record of an existing raw copy), or None.
+    """
+
+    def __init__(self, message: str, keep: ManifestEntry | None = None):
+        super().__init__(message)
+        self.keep = keep
+
+
+class _FolderMissing(TransferError):
+    """The experiment folder does not exist at the facility."""
+
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_source(name: str | Path, dir_fd: int | None = None):
+    """Open a facility file for reading without following a symbolic link.
+
+    Parameters
+    ----------
+    name : str or Path
+        File name, relative to ``dir_fd`` when given.
+    dir_fd : int, optional
+        Descriptor of the folder holding it.
+
+    Returns
+    -------
+    file : binary file object
+    st : os.stat_result
+        Of the opened file (``fstat``), so size and mtime are those read.
+
+    Raises
+    ------
+    _Refused
+        For a symbolic link (``O_NOFOLLOW``) or anything but a regular file.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise _Refused("a symbolic link: not followed") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _Refused("not a regular file")
+    return os.fdopen(fd, "rb"), st
+
+
+def _hash_source(dir_fd: int, name: str) -> tuple[str, os.stat_result]:
+    """SHA-256 and ``fstat`` of the facility file ``name`` (never through a link)."""
+    fin, st = _open_source(name, dir_fd)
+    h = hashlib.sha256()
+    with fin:
+        for block in iter(lambda: fin.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest(), st
+
+
+def _change_text(old_sha: str, new_sha: str, old_size: int, new_size: int) -> str:
+    """``sha256 ab12... -> cd34..., size N bytes`` (or ``N -> M bytes``)."""
+    size = f"{old_size} bytes" if old_size == new_size else f"{old_size} -> {new_size} bytes"
+    return f"sha256 {old_sha[:12]}... -> {new_sha[:12]}..., size {size}"
+
+
+def _changed(record: ManifestEntry, digest: str, size: int) -> str:
+    change = _change_text(record.sha256, digest, record.size, size)
+    return f"changed at the facility since ingest: {change}"
+
+
+def _copy_verified(src, dest: Path, *, dir_fd: int | None = None,
+                   expect: ManifestEntry | None = None) -> tuple[int, str, os.stat_result]:
     """Copy ``src`` to ``dest`` through a temporary file; verify by SHA-256.
 
     The copy is re-read from disk and compared with the digest of the bytes
     read from the source before it takes its final name; it is then made
     read-only.
-    """
-    import hashlib
 
+    Parameters
+    ----------
+    src : str or Path
+        The source; a name in the folder ``dir_fd`` when given, then opened
+        with ``O_NOFOLLOW``.
+    dest : Path
+    dir_fd : int, optional
+    expect : ManifestEntry, optional
+        The record of an earlier ingest: a source with other content is not
+        taken (``dest`` is left as it was).
+
+    Returns
+    -------
+    size, sha256, stat of the source as read
+
+    Raises
+    ------
+    _Refused
+        The source is a link or not a regular file, or differs from ``expect``.
+    TransferError
+        The copy does not match the bytes read.
+    """
+    if dir_fd is None:
+        fin, st = open(src, "rb"), os.stat(src)
+    else:
+        fin, st = _open_source(src, dir_fd)
     h = hashlib.sha256()
     size = 0
-    with atomic_path(dest) as tmp:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+    with fin, atomic_path(dest) as tmp:
+        with open(tmp, "wb") as fout:
             for block in iter(lambda: fin.read(CHUNK), b""):
                 h.update(block)
                 fout.write(block)
                 size += len(block)
             fout.flush()
             os.fsync(fout.fileno())
+        digest = h.hexdigest()
+        if expect is not None and digest != expect.sha256:
+            raise _Refused(f"{_changed(expect, digest, size)}; the raw copy is missing: left out")
         check = sha256_file(tmp)
-        if check != h.hexdigest():
+        if check != digest:
             raise TransferError(
-                f"checksum mismatch after copy (source {h.hexdigest()}, copy {check})", str(dest)
+                f"checksum mismatch after copy (source {digest}, copy {check})", str(dest)
             )
-        os.chmod(tmp, 0o444)
-    return size, h.hexdigest()
+    os.chmod(dest, 0o444)  # after the rename: atomic_path may set the umask's mode
+    return size, digest, st
+
+
+def _sidecar_record(dest: Path) -> ManifestEntry | None:
+    """The ingest record in a raw copy's ``.prov.json`` sidecar, if readable."""
+    side = Path(str(dest) + ".prov.json")
+    try:
+        raw = json.loads(side.read_text())["raw"]
+        return _entry_from(raw, file=dest.name)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _entry_refusal(entry: os.DirEntry) -> str | None:
+    """Why a folder entry is not taken (unsafe name, link, not a file); None if fine."""
+    try:
+        check_name(entry.name)
+    except TransferError as exc:
+        return exc.reason
+    if entry.is_symlink():
+        return "a symbolic link: not followed"
+    if not entry.is_file(follow_symlinks=False):
+        return "not a regular file"
+    return None
 
 
 class LocalBackend:
@@ -141,7 +378,8 @@ class LocalBackend:
     name : str
         The facility's name in the configuration.
     root : str or Path
-        Its base folder; experiment paths are relative to it.
+        Its base folder; experiment paths are relative to it and must
+        resolve inside it.
     """
 
     kind = "local"
@@ -154,16 +392,127 @@ class LocalBackend:
     def collection(self) -> str:
         return f"local:{self.root.resolve()}"
 
-    def list(self, path: str, pattern: str = "*") -> list[tuple[str, int]]:
-        """Files (name, size) in ``path`` matching ``pattern``, sorted by name."""
-        folder = self.root / path
+    def _outside(self, path: str, folder: str | None = None) -> TransferError:
+        shown = display_name(str(self.root / path))
+        where = f" (it resolves to {display_name(folder)})" if folder else ""
+        return TransferError(f"experiment folder lies outside facility '{self.name}' "
+                             f"({display_name(str(self.root))}){where}: refused", shown)
+
+    def _folder(self, path: str) -> Path:
+        """The experiment folder, resolved; it must lie inside the resolved root.
+
+        Raises
+        ------
+        TransferError
+            If it resolves outside the root (``..``, an absolute path, a
+            link to elsewhere); ``_FolderMissing`` if it does not exist.
+        """
+        try:
+            root = self.root.resolve()
+            folder = (self.root / path).resolve()
+        except (OSError, RuntimeError):
+            raise TransferError("cannot resolve the experiment folder (a link loop?)",
+                                display_name(str(self.root / path))) from None
+        if folder != root and root not in folder.parents:
+            raise self._outside(path)
         if not folder.is_dir():
-            raise TransferError(f"no such folder at facility '{self.name}'", str(folder))
-        out = []
-        for entry in os.scandir(folder):
-            if entry.is_file() and fnmatch.fnmatch(entry.name, pattern):
-                out.append((entry.name, entry.stat().st_size))
-        return sorted(out)
+            raise _FolderMissing(f"no such folder at facility '{self.name}'",
+                                 display_name(str(self.root / path)))
+        return folder
+
+    @contextlib.contextmanager
+    def _open_folder(self, path: str):
+        """A descriptor of the experiment folder, checked to lie inside the root
+        after it was opened (no race with a link swapped in meanwhile)."""
+        folder = self._folder(path)
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC)
+        except FileNotFoundError:
+            raise _FolderMissing(f"no such folder at facility '{self.name}'",
+                                 display_name(str(self.root / path))) from None
+        except OSError:
+            raise self._outside(path) from None
+        try:
+            opened = os.path.realpath(f"/proc/self/fd/{fd}")
+            if os.path.isabs(opened) and not opened.startswith("/proc/"):
+                root = str(self.root.resolve())
+                if opened != root and not opened.startswith(root.rstrip(os.sep) + os.sep):
+                    raise self._outside(path, opened)
+            yield fd
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _scan_fd(fd: int, pattern: str) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+        """:meth:`scan` of the folder open as ``fd`` (entries are lstat'ed, never followed)."""
+        files, refused = [], []
+        with os.scandir(fd) as it:
+            for entry in it:
+                if not fnmatch.fnmatch(entry.name, pattern):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    continue  # sub-folders are not images
+                reason = _entry_refusal(entry)
+                if reason:
+                    refused.append((entry.name, reason))
+                else:
+                    files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+        return sorted(files), sorted(refused)
+
+    def scan(self, path: str, pattern: str = "*"
+             ) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+        """Files in ``path`` matching ``pattern``: those taken and those refused.
+
+        Returns
+        -------
+        files : list of (name, size)
+            Regular files with safe names, sorted by name.
+        refused : list of (name, reason)
+            Unsafe names, symbolic links (wherever they point; never
+            followed) and anything but a regular file. Sub-folders are
+            left out.
+
+        Raises
+        ------
+        TransferError
+            If the folder is missing or lies outside the facility's root.
+        """
+        with self._open_folder(path) as fd:
+            return self._scan_fd(fd, pattern)
+
+    def list(self, path: str, pattern: str = "*") -> list[tuple[str, int]]:
+        """Files (name, size) in ``path`` matching ``pattern``, sorted by name
+        (links and unsafe names left out: see :meth:`scan`)."""
+        return self.scan(path, pattern)[0]
+
+    def _task_state(self, state_path: Path, path: str, pattern: str, label, log) -> dict:
+        """The task's state file: reused when it exists, written before any copy."""
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            log(f"resuming transfer task {state['task_id']}")
+            return state
+        state = {"task_id": f"local-{uuid.uuid4()}", "source": f"{self.collection}/{path}",
+                 "pattern": pattern, "label": label, "submitted_at": _now()}
+        with atomic_write(state_path, "w") as fh:
+            json.dump(state, fh)
+        return state
+
+    @staticmethod
+    def _records(manifest: Path, dest_dir: Path, names) -> dict[str, ManifestEntry]:
+        """What an earlier ingest recorded: the manifest, else each copy's sidecar
+        (an ingest interrupted before it wrote the manifest)."""
+        out: dict[str, ManifestEntry] = {}
+        if manifest.exists():
+            try:
+                out = {e.file: e for e in read_manifest(manifest)}
+            except (OSError, ValueError, KeyError, TypeError, csv.Error):
+                out = {}
+        for name in names:
+            if name not in out:
+                rec = _sidecar_record(dest_dir / name)
+                if rec is not None:
+                    out[name] = rec
+        return out
 
     def ingest(
         self,
@@ -178,64 +527,106 @@ class LocalBackend:
         """Copy matching files into ``dest_dir`` and write the manifest.
 
         ``label`` names the task in its state file (as a Globus task label).
+        A raw copy already in ``dest_dir`` is reused when it is the facility
+        file; when the facility file changed since it was ingested (its
+        record in the manifest or the copy's sidecar), the copy and its
+        record are kept and the file is reported, never silently replaced.
 
         Returns
         -------
         entries : list of ManifestEntry
         refused : list of (name, reason)
-            Files not transferred because their names are unsafe.
+            Files not transferred: unsafe names, symbolic links, not regular
+            files, and files changed at the facility since their ingest.
 
         Raises
         ------
         TransferError
-            If the source folder is missing, nothing matches, or a copy
-            fails its checksum.
+            If the source folder is missing or outside the facility's root,
+            nothing matches, or a copy fails its checksum.
         """
-        dest_dir = Path(dest_dir)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        state_path = dest_dir / ".transfer.json"
-        if state_path.exists():
-            state = json.loads(state_path.read_text())
-            log(f"resuming transfer task {state['task_id']}")
-        else:
-            state = {"task_id": f"local-{uuid.uuid4()}", "source": f"{self.collection}/{path}",
-                     "pattern": pattern, "label": label, "submitted_at": _now()}
-            with atomic_write(state_path, "w") as fh:
-                json.dump(state, fh)
-        files = self.list(path, pattern)
-        if not files:
-            raise TransferError(f"no files match '{pattern}' at facility '{self.name}'",
-                                str(self.root / path))
-        entries: list[ManifestEntry] = []
-        refused: list[tuple[str, str]] = []
-        for name, size in files:
-            try:
-                check_name(name)
-            except TransferError as exc:
-                refused.append((name, exc.reason))
-                log(f"refused: {exc.reason}")
-                continue
-            src = self.root / path / name
-            dest = dest_dir / name
-            if dest.exists() and dest.stat().st_size == size:
-                digest = sha256_file(dest)
-                if digest == sha256_file(src):
-                    entries.append(self._entry(name, size, digest, path, state, dest))
-                    continue
-                # A wrong copy: replace it (it is ours, made read-only).
-                os.chmod(dest, 0o644)
-            nbytes, digest = _copy_verified(src, dest)
-            entries.append(self._entry(name, nbytes, digest, path, state, dest))
-            log(f"copied {name} ({nbytes} bytes, sha256 {digest[:12]})")
+        dest_dir, manifest = Path(dest_dir), Path(manifest)
+        with self._open_folder(path) as fd:
+            files, refused = self._scan_fd(fd, pattern)
+            if not files and not refused:
+                raise TransferError(f"no files match '{pattern}' at facility '{self.name}'",
+                                    display_name(str(self.root / path)))
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            state = self._task_state(dest_dir / ".transfer.json", path, pattern, label, log)
+            records = self._records(manifest, dest_dir, [n for n, _ in files])
+            entries: list[ManifestEntry] = []
+            for name, _ in files:
+                try:
+                    entries.append(self._ingest_one(fd, name, dest_dir, records.get(name),
+                                                    path, state, log))
+                except _Refused as exc:
+                    refused.append((name, exc.reason))
+                    if exc.keep is not None:
+                        entries.append(exc.keep)
+        for name, reason in sorted(refused):
+            log(f"refused {display_name(name)}: {reason}")
         write_manifest(manifest, entries)
-        return entries, refused
+        return entries, sorted(refused)
 
-    def _entry(self, name, size, digest, path, state, dest):
+    def _ingest_one(self, fd: int, name: str, dest_dir: Path, record: ManifestEntry | None,
+                    path: str, state: dict, log) -> ManifestEntry:
+        """Reuse or copy one file; return its manifest entry (or raise _Refused)."""
+        dest = dest_dir / name
+        if dest.exists():
+            entry = self._reuse(fd, name, dest, record, path, state)
+            if entry is not None:
+                return entry
+        nbytes, digest, st = _copy_verified(name, dest, dir_fd=fd, expect=record)
+        log(f"copied {display_name(name)} ({nbytes} bytes, sha256 {digest[:12]})")
+        return self._entry(name, nbytes, digest, path, state, dest, st)
+
+    def _source_digest(self, fd: int, name: str, record: ManifestEntry):
+        """The facility file's SHA-256 and stat: the record's when size and mtime
+        are those recorded (no hashing), else computed."""
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise _Refused("a symbolic link: not followed")
+        if (record.source_mtime_ns and st.st_size == record.size
+                and str(st.st_mtime_ns) == record.source_mtime_ns):
+            return record.sha256, st
+        return _hash_source(fd, name)
+
+    def _reuse(self, fd, name, dest, record, path, state) -> ManifestEntry | None:
+        """The entry of the raw copy ``dest`` if it is the facility file, None
+        to copy it again (a damaged copy of an unchanged file).
+
+        Raises
+        ------
+        _Refused
+            The facility file differs from the record (the copy and its
+            record are kept), or from a copy without any record.
+        """
+        copy = sha256_file(dest)
+        if record is None:
+            digest, st = _hash_source(fd, name)
+            if digest == copy:
+                return self._entry(name, st.st_size, digest, path, state, dest, st)
+            raise _Refused("the raw copy differs from the facility file and has no ingest "
+                           f"record ({_change_text(copy, digest, dest.stat().st_size, st.st_size)})"
+                           "; kept, left out (delete it to ingest the facility file)")
+        digest, st = self._source_digest(fd, name, record)
+        if digest != record.sha256:
+            if copy == record.sha256:
+                raise _Refused(f"{_changed(record, digest, st.st_size)}; the raw copy and its "
+                               "record are kept", keep=record)
+            raise _Refused(f"{_changed(record, digest, st.st_size)}; the raw copy differs from "
+                           "its record too: left out")
+        if copy == record.sha256:
+            return self._entry(name, record.size, copy, path, state, dest, st)
+        return None
+
+    def _entry(self, name, size, digest, path, state, dest, st) -> ManifestEntry:
         entry = ManifestEntry(
             file=name, size=int(size), sha256=digest, facility=self.name,
             collection=self.collection, source_path=f"{path}/{name}",
             task_id=state["task_id"],
             transferred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dest.stat().st_mtime)),
+            source_mtime_ns=str(st.st_mtime_ns),
         )
         write_raw_provenance(dest, entry)
         return entry
@@ -262,11 +653,80 @@ class LocalBackend:
             dest_file = target / rel
             if dest_file.exists():
                 os.chmod(dest_file, 0o644)  # a previous publication of ours
-            size, digest = _copy_verified(f, dest_file)
+            size, digest, _ = _copy_verified(f, dest_file)
             out.append({"file": rel.as_posix(), "size": size, "sha256": digest})
             log(f"published {rel.as_posix()}")
         return {"facility": self.name, "collection": self.collection, "path": dest,
                 "task_id": task_id, "files": out, "published_at": _now()}
+
+
+def _change_of(fd: int, entry: ManifestEntry) -> str | None:
+    """How the facility original of ``entry`` differs from its record; None if not.
+
+    Size and mtime first; the file is hashed only when one of them differs
+    (or no mtime was recorded); a changed mtime with the same content is no
+    change. Links are never followed.
+    """
+    try:
+        check_name(entry.file)
+    except TransferError as exc:
+        return exc.reason
+    try:
+        st = os.stat(entry.file, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            return "now a symbolic link at the facility: not followed"
+        if not stat.S_ISREG(st.st_mode):
+            return "no longer a regular file at the facility"
+        if (entry.source_mtime_ns and st.st_size == entry.size
+                and str(st.st_mtime_ns) == entry.source_mtime_ns):
+            return None
+        digest, st = _hash_source(fd, entry.file)
+    except FileNotFoundError:
+        return "gone from the facility"
+    except _Refused as exc:
+        return f"now {exc.reason} at the facility"
+    if digest == entry.sha256:
+        return None
+    return f"changed since ingest ({_change_text(entry.sha256, digest, entry.size, st.st_size)})"
+
+
+def facility_changes(backend: LocalBackend, path: str,
+                     entries: list[ManifestEntry]) -> list[tuple[str, str]]:
+    """Manifest entries whose facility original changed since they were ingested.
+
+    Cheap when nothing changed: a file whose size and modification time are
+    those recorded is not read. Only a different content counts (a touched
+    file is no change). Symbolic links are never followed.
+
+    Parameters
+    ----------
+    backend : LocalBackend
+        The facility the entries came from.
+    path : str
+        The experiment folder at the facility.
+    entries : list of ManifestEntry
+        From :func:`read_manifest`.
+
+    Returns
+    -------
+    list of (display name, reason)
+        ``changed since ingest (sha256 ab12... -> cd34..., size ...)``,
+        ``gone from the facility``, or why the file can no longer be read.
+
+    Raises
+    ------
+    TransferError
+        For a facility that is not local, or a folder outside its root.
+    """
+    if not isinstance(backend, LocalBackend):
+        raise TransferError(f"facility '{getattr(backend, 'name', backend)}': checking the "
+                            "originals for changes needs a local facility")
+    try:
+        with backend._open_folder(path) as fd:
+            found = [(e.file, _change_of(fd, e)) for e in entries]
+    except _FolderMissing:
+        found = [(e.file, "gone from the facility") for e in entries]
+    return [(display_name(name), reason) for name, reason in found if reason]
 
 
 def backend_for(name: str, facility: dict, *, base: str | Path = ".", config: dict | None = None,
@@ -326,5 +786,6 @@ def backend_for(name: str, facility: dict, *, base: str | Path = ".", config: di
     raise TransferError(f"facility '{name}': unknown transfer backend '{kind}'")
 
 
-__all__ = ["LocalBackend", "ManifestEntry", "backend_for", "check_name", "read_manifest",
-           "write_manifest"]
+__all__ = ["LocalBackend", "MANIFEST_FIELDS", "ManifestEntry", "REFUSED_FIELDS", "backend_for",
+           "check_name", "display_name", "facility_changes", "read_manifest", "read_refused",
+           "write_manifest", "write_refused"]
