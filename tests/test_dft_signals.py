@@ -250,3 +250,59 @@ def test_signal_while_the_process_is_being_started_still_stops_it(tmp_path):
         assert not [p for p in _procs() if p["sid"] == sid], "the started process survived"
     finally:
         _kill([p for p in _procs() if p["sid"] == sid])
+
+
+@needs_cp2k
+@needs_proc
+@pytest.mark.slow
+@pytest.mark.workflow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopping_snakemake_stops_the_dft_job(tmp_path, signum):
+    """Ctrl-C on a real Snakemake run while CP2K computes (SIGINT to the
+    terminal's process group), or `timeout` (SIGTERM to the group it made): the
+    DFT job stops mpirun and every rank, nothing is left running, and the
+    stopped calculation is not written as a result."""
+    import numpy as np
+    import tifffile
+    import yaml
+
+    from latticegenome.simulate import simulate_superlattice
+
+    fac = tmp_path / "fac" / "exp"
+    fac.mkdir(parents=True)
+    for k in range(2):
+        img, _, _ = simulate_superlattice((200, 200), rng=np.random.default_rng(k))
+        tifffile.imwrite(fac / f"img_{k}.tif", img.astype(np.uint16), imagej=True,
+                         resolution=(50.0, 50.0), metadata={"unit": "nm"})
+    structures = ROOT / "resources" / "structures"
+    config = {"facilities": {"scope": {"backend": "local", "path": str(tmp_path / "fac")}},
+              "experiments": {"e": {"facility": "scope", "path": "exp", "pattern": "*.tif",
+                                    "materials": [
+                                        {"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5,
+                                         "structure_file": str(structures / "SrTiO3.cif")},
+                                        {"formula": "BaTiO3", "A": "Ba", "B": "Ti", "a_pm": 399.2,
+                                         "structure_file": str(structures / "BaTiO3.cif")}]}},
+              "dft": {"min_fraction": 0.05, "mp_cache": str(tmp_path / "mp.json")}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
+           "--profile", str(ROOT / "profiles" / "local"), "--cores", "2"]
+    snake = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (running := [p for p in _procs() if p["comm"] == "cp2k.psmp"
+                               and p["cwd"].startswith(str(tmp_path))]):
+            assert snake.poll() is None and time.monotonic() < deadline, "no CP2K started"
+            time.sleep(0.2)
+        os.killpg(snake.pid, signum)  # as the terminal or `timeout` do: the whole group
+        model = Path(running[0]["cwd"])  # results/e/dft/<model>/
+        snake.wait(timeout=120)
+        time.sleep(1)
+        left = [p for p in _procs() if p["cwd"].startswith(str(tmp_path))]
+        assert not left, f"left running after Snakemake was stopped: {left}"
+        assert not (model.parent / f"{model.name}.json").exists()  # stopped: no result
+    finally:
+        _kill([p for p in _procs() if p["cwd"].startswith(str(tmp_path))])
+        if snake.poll() is None:
+            os.killpg(snake.pid, signal.SIGKILL)

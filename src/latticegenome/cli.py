@@ -1,18 +1,106 @@
 """The ``latticegenome`` command.
 
 Errors in the input (unreadable file, no pixel size, no lattice, bad
-configuration) print one line naming the file and the problem and exit with
-status 2; they never print a traceback.
+configuration, a number out of range, an output that would overwrite an
+input) print one line naming the file, key or option and the problem and exit
+with status 2; they never print a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import LatticeGenomeError
+
+
+def number(low: float, high: float = math.inf, *, kind: type = float, unit: str = "",
+           low_open: bool = False):
+    """An argparse ``type``: a finite number of ``kind`` between ``low`` and ``high``.
+
+    Parameters
+    ----------
+    low, high : float
+        Inclusive bounds (``low`` exclusive with ``low_open``); ``high`` may be
+        infinite (no upper bound).
+    kind : type
+        ``float`` or ``int``: how the text is parsed.
+    unit : str
+        Named in the message (``pm``, ``px``).
+    low_open : bool
+        The value must be greater than ``low``.
+
+    Returns
+    -------
+    callable
+        Parses the option's text; raises ``argparse.ArgumentTypeError`` (one
+        line after ``argument --option:``) for anything else, NaN and
+        infinities included.
+    """
+    what = "an integer" if kind is int else "a finite number"
+    if math.isinf(high):
+        bounds = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        bounds = f"between {low:g} and {high:g}"
+    bounds += f" {unit}" if unit else ""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        finite = value is not None and (kind is int or math.isfinite(value))
+        if not finite or value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, not {text!r}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {bounds}"
+    return parse
+
+
+PIXEL_SIZE_PM = number(0.5, 2000, unit="pm")
+LATTICE_PM = number(100, 2000, unit="pm")
+SIGNIFICANCE = number(0, low_open=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (same resolved path, or the same inode:
+    hard links, symbolic links, other spellings)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def refuse_overwrite(outputs, inputs) -> None:
+    """Refuse to run when an output path would replace an input or another output.
+
+    Parameters
+    ----------
+    outputs : iterable of path or None
+        What the command writes (None entries are options not given).
+    inputs : iterable of path
+        What it reads.
+
+    Raises
+    ------
+    LatticeGenomeError
+        ``<output>: output would overwrite an input`` (or another output).
+    """
+    outputs = [Path(o) for o in outputs if o is not None]
+    inputs = [Path(i) for i in inputs]
+    for k, out in enumerate(outputs):
+        if any(_same_file(out, inp) for inp in inputs):
+            raise LatticeGenomeError("output would overwrite an input", str(out))
+        if any(_same_file(out, other) for other in outputs[:k]):
+            raise LatticeGenomeError("output would overwrite another output of this command",
+                                     str(out))
 
 
 def _cmd_simulate(args) -> int:
@@ -28,6 +116,7 @@ def _cmd_columns(args) -> int:
     from .analysis import analyse_file
     from .store import write_columns_csv, write_columns_h5
 
+    refuse_overwrite([args.csv, args.h5], [args.image])
     res = analyse_file(args.image, pixel_size_pm=args.pixel_size_pm, spacing_pm=args.spacing_pm,
                        hdf5_dataset=args.hdf5_dataset, stack=args.stack,
                        significance=args.significance)
@@ -50,6 +139,7 @@ def _cmd_cells(args) -> int:
     from .store import read_columns
     from .tables import write_table_csv
 
+    refuse_overwrite([args.csv], [args.columns])
     cols, attrs = read_columns(args.columns)
     px = args.pixel_size_pm or attrs.get("pixel_size_pm")
     if px is None or not px == px:
@@ -80,6 +170,10 @@ def _cmd_classify(args) -> int:
     from .stats import aggregate
     from .store import read_columns
 
+    out = args.out
+    stem = out.with_suffix("")
+    side = {k: f"{stem}.{k}" for k in ("images.tsv", "rejected.tsv", "classes.csv", "layers.csv")}
+    refuse_overwrite([out, *side.values()], args.results)
     for path in args.results:  # every input must be usable: say which is not
         cols, attrs = read_columns(path)
         if attrs.get("status", "ok") != "ok":
@@ -93,11 +187,9 @@ def _cmd_classify(args) -> int:
             measure_cells(cols, float(px))
         except (ValueError, KeyError) as exc:
             raise ImageReadError(f"no unit cell: {exc}", path) from None
-    out = args.out
-    stem = out.with_suffix("")
     summary = aggregate(
-        args.results, out, f"{stem}.images.tsv", f"{stem}.rejected.tsv",
-        classes_csv=f"{stem}.classes.csv", layers_csv=f"{stem}.layers.csv",
+        args.results, out, side["images.tsv"], side["rejected.tsv"],
+        classes_csv=side["classes.csv"], layers_csv=side["layers.csv"],
         nominal_pm=args.nominal_pm, stacking_axis=args.stacking_axis, log=lambda m: None,
     )
     print(f"{summary['cells']} cells from {summary['images_used']} files, {summary['classes']} classes; "
@@ -108,8 +200,7 @@ def _cmd_classify(args) -> int:
 def _cmd_provenance(args) -> int:
     import json
 
-    from .errors import LatticeGenomeError
-    from .provenance import format_chain, raw_sources, trace
+    from .provenance import chain_problems, format_chain, raw_sources, trace
 
     if not args.file.exists():
         raise LatticeGenomeError("no such file", str(args.file))
@@ -118,8 +209,10 @@ def _cmd_provenance(args) -> int:
         raise LatticeGenomeError("no provenance record (no attribute, no .prov.json beside it)",
                                  str(args.file))
     raws = raw_sources(chain)
+    problems = chain_problems(chain)
     if args.json:
-        print(json.dumps({"chain": chain, "raw_images": raws}, indent=1, default=str))
+        print(json.dumps({"chain": chain, "raw_images": raws, "verified": not problems,
+                          "problems": problems}, indent=1, default=str))
     else:
         print(format_chain(chain))
         print(f"\n{len(raws)} raw image(s):")
@@ -127,7 +220,10 @@ def _cmd_provenance(args) -> int:
             inst = r.get("instrument") or {}
             print(f"  {r.get('collection')}/{r.get('source_path')}  sha256 {r.get('sha256')}  "
                   f"task {r.get('task_id')}  " + ", ".join(f"{k}={v}" for k, v in inst.items()))
-    return 0
+        print(f"\n{len(problems)} file(s) changed or missing:" if problems else "\nall verified")
+        for line in problems:
+            print(f"  {line}")
+    return 1 if problems else 0
 
 
 def _cmd_install_profiles(args) -> int:
@@ -178,39 +274,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="write the embedded demo experiment (seeded)")
     s.add_argument("outdir", type=Path)
-    s.add_argument("--images", type=int, default=12)
-    s.add_argument("--size", type=int, default=512)
-    s.add_argument("--seed", type=int, default=20261123)
-    s.add_argument("--pixel-size-pm", type=float, default=20.0)
+    s.add_argument("--images", type=number(1, 100_000, kind=int), default=12)
+    s.add_argument("--size", type=number(64, 16384, kind=int, unit="px"), default=512,
+                   help="image side in pixels")
+    s.add_argument("--seed", type=number(0, kind=int), default=20261123)
+    s.add_argument("--pixel-size-pm", type=PIXEL_SIZE_PM, default=20.0)
     s.set_defaults(func=_cmd_simulate)
 
     c = sub.add_parser("columns", help="find and refine the A and B columns of one image")
     c.add_argument("image", type=Path)
-    c.add_argument("--pixel-size-pm", type=float, help="used when the file has no pixel size")
-    c.add_argument("--spacing-pm", type=float, help="nominal A-A spacing (hint)")
+    c.add_argument("--pixel-size-pm", type=PIXEL_SIZE_PM, help="used when the file has no pixel size")
+    c.add_argument("--spacing-pm", type=LATTICE_PM, help="nominal A-A spacing (hint)")
     c.add_argument("--hdf5-dataset", help="dataset path inside an HDF5 file")
     c.add_argument("--stack", choices=("frames", "sum", "align"), default="sum",
                    help="3-D stacks: each frame, their sum, or their aligned sum")
-    c.add_argument("--significance", type=float, default=5.0)
+    c.add_argument("--significance", type=SIGNIFICANCE, default=5.0,
+                   help="keep a column when its amplitude is this many standard errors")
     c.add_argument("--csv", type=Path, help="write the columns here (CSV)")
     c.add_argument("--h5", type=Path, help="write the columns here (HDF5)")
     c.set_defaults(func=_cmd_columns)
 
     e = sub.add_parser("cells", help="measure the unit cells of one image's columns")
     e.add_argument("columns", type=Path, help="CSV or HDF5 written by 'latticegenome columns'")
-    e.add_argument("--pixel-size-pm", type=float)
-    e.add_argument("--reference-pm", type=float, help="reference lattice parameter for strain")
+    e.add_argument("--pixel-size-pm", type=PIXEL_SIZE_PM, help="default: the file's")
+    e.add_argument("--reference-pm", type=LATTICE_PM, help="reference lattice parameter for strain")
     e.add_argument("--csv", type=Path, required=True)
     e.set_defaults(func=_cmd_cells)
 
     g = sub.add_parser("classify", help="classify and aggregate the cells of many images")
     g.add_argument("results", type=Path, nargs="+", help="column files (HDF5 or CSV)")
     g.add_argument("--out", type=Path, required=True, help="HDF5 file; CSV copies beside it")
-    g.add_argument("--nominal-pm", type=float, help="reference lattice parameter for strain")
+    g.add_argument("--nominal-pm", type=LATTICE_PM, help="reference lattice parameter for strain")
     g.add_argument("--stacking-axis", choices=("x", "y"), default="y")
     g.set_defaults(func=_cmd_classify)
 
-    v = sub.add_parser("provenance", help="the chain from a result back to the raw images")
+    v = sub.add_parser(
+        "provenance", help="the chain from a result back to the raw images",
+        description="Print the chain from a result back to the raw images, checking every "
+                    "input against the checksum recorded when its consumer was made and every "
+                    "raw copy against its ingest manifest. Exit status 0 when everything "
+                    "verifies, exit status 1 when anything in the chain changed or is missing, "
+                    "2 on errors (no such file, no provenance record).")
     v.add_argument("file", type=Path)
     v.add_argument("--json", action="store_true", help="machine-readable output")
     v.set_defaults(func=_cmd_provenance)
@@ -232,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("check-config", help="validate a workflow configuration")
     k.add_argument("config", type=Path, nargs="?", default=Path("config/config.yaml"))
-    k.add_argument("--schema", type=Path, default=Path("config/schema.yaml"))
+    k.add_argument("--schema", type=Path, default=None,
+                   help="default: schema.yaml beside the configuration, else the checkout's "
+                        "config/schema.yaml")
     k.set_defaults(func=_cmd_check_config)
 
     for name, func, text in (
@@ -241,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         a = sub.add_parser(name, help=text)
         a.add_argument("--config", type=Path, default=Path("config/config.yaml"))
-        a.add_argument("--schema", type=Path, default=Path("config/schema.yaml"))
+        a.add_argument("--schema", type=Path, default=None)
         if name == "login":
             a.add_argument("--force", action="store_true", help="log in again even if not needed")
         a.set_defaults(func=func)
@@ -260,9 +366,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        from .fsutil import is_no_space
+
+        if not is_no_space(exc):
+            raise
+        print(f"latticegenome: error: {getattr(exc, 'filename', None) or 'output'}: "
+              "no space left on device", file=sys.stderr, flush=True)
+        os._exit(1)  # not through interpreter exit: HDF5 may crash there after a failed write
 
 
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "number", "refuse_overwrite"]

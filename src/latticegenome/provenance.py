@@ -11,6 +11,12 @@ A record is a JSON object:
 HDF5 outputs carry it in the file attribute ``provenance``; other files (CSV,
 TSV, PNG, CIF) in a sidecar ``<file>.prov.json``. :func:`trace` follows the
 inputs of a record back to the raw images, reading each input's own record.
+
+Two checks are made along the chain: each input against the checksum its
+consumer recorded (``checksum_ok``), and each raw copy (a file in a ``raw/``
+folder with ``../manifest.tsv``) against its manifest row, the record of what
+arrived at ingest (``changed_since_ingest``): a consumer remade after a raw
+copy was modified records the new content, the manifest does not.
 """
 
 from __future__ import annotations
@@ -90,20 +96,39 @@ def write_sidecar(path: str | os.PathLike, record: dict) -> Path:
     return side
 
 
+def _manifest_of(p: Path) -> Path | None:
+    """``../manifest.tsv`` of a raw copy (a file in a ``raw/`` folder); None otherwise."""
+    manifest = p.parent.parent / "manifest.tsv"
+    return manifest if p.parent.name == "raw" and manifest.is_file() else None
+
+
+@lru_cache(maxsize=8)
+def _manifest_rows(manifest: str, mtime_ns: int) -> dict:
+    """{file name: ManifestEntry} of a manifest (cached while the file is unchanged)."""
+    from .transfer import read_manifest
+
+    return {e.file: e for e in read_manifest(manifest)}
+
+
+def _manifest_entry(p: Path):
+    """(manifest path, its row for ``p`` or None), or None if ``p`` is not a raw copy."""
+    manifest = _manifest_of(p)
+    if manifest is None:
+        return None
+    rows = _manifest_rows(str(manifest), manifest.stat().st_mtime_ns)
+    return manifest, rows.get(p.name)
+
+
 def _from_manifest(p: Path) -> dict | None:
     """Record of a raw copy from its experiment's manifest (``../manifest.tsv``),
     for copies made before raw sidecars were written."""
-    manifest = p.parent.parent / "manifest.tsv"
-    if p.parent.name != "raw" or not manifest.exists():
+    found = _manifest_entry(p)
+    if found is None or found[1] is None:
         return None
-    from .transfer import read_manifest
-
-    for e in read_manifest(manifest):
-        if e.file == p.name:
-            raw = {k: v for k, v in e.__dict__.items() if k != "file"}
-            return {"output": p.name, "rule": "ingest", "raw": raw, "inputs": [],
-                    "software": {}, "params": {}, "from": str(manifest)}
-    return None
+    manifest, e = found
+    raw = {k: v for k, v in e.__dict__.items() if k != "file"}
+    return {"output": p.name, "rule": "ingest", "raw": raw, "inputs": [],
+            "software": {}, "params": {}, "from": str(manifest)}
 
 
 def read_record(path: str | os.PathLike) -> dict | None:
@@ -130,16 +155,51 @@ def read_record(path: str | os.PathLike) -> dict | None:
     return None
 
 
-def trace(path: str | os.PathLike, *, _seen=None) -> dict:
+def _digest(p: Path, digests: dict) -> str:
+    """SHA-256 of a file, computed once per trace."""
+    key = str(p.resolve())
+    if key not in digests:
+        digests[key] = sha256_file(p)
+    return digests[key]
+
+
+def ingest_check(p: Path, digests: dict | None = None) -> dict:
+    """Compare a raw copy with its manifest row (size, then SHA-256).
+
+    Returns
+    -------
+    dict
+        ``changed_since_ingest``: True when the file differs from what
+        arrived (or has no row), False when it matches, None when ``p`` is
+        not a raw copy or is gone; ``ingest``: the manifest and its recorded
+        ``sha256`` and ``size`` (None for files that are not raw copies).
+    """
+    found = _manifest_entry(p) if p.is_file() else None
+    if found is None:
+        return {"changed_since_ingest": None, "ingest": None}
+    manifest, row = found
+    info = {"manifest": str(manifest), "sha256": getattr(row, "sha256", None),
+            "size": getattr(row, "size", None)}
+    if row is None:
+        return {"changed_since_ingest": True, "ingest": info}
+    digests = {} if digests is None else digests
+    changed = p.stat().st_size != row.size or _digest(p, digests) != row.sha256
+    return {"changed_since_ingest": changed, "ingest": info}
+
+
+def trace(path: str | os.PathLike, *, _seen=None, _digests=None) -> dict:
     """The chain from a file back to the raw images, as nested records.
 
-    Each node is ``{"file", "record", "inputs": [nodes], "checksum_ok"}``;
-    ``checksum_ok`` tells whether an input still has the checksum recorded
-    when the output was made (None when the file is gone).
+    Each node is ``{"file", "record", "inputs": [nodes], "checksum_ok",
+    "changed_since_ingest", "ingest"}``; ``checksum_ok`` tells whether an
+    input still has the checksum recorded when the output was made (None
+    when the file is gone; absent on the first node); ``changed_since_ingest``
+    whether a raw copy differs from its manifest row (see :func:`ingest_check`).
     """
     p = Path(path)
     seen = _seen if _seen is not None else set()
-    node = {"file": str(p), "record": read_record(p), "inputs": []}
+    digests = _digests if _digests is not None else {}
+    node = {"file": str(p), "record": read_record(p), "inputs": [], **ingest_check(p, digests)}
     key = str(p.resolve()) if p.exists() else str(p)
     if key in seen or node["record"] is None:
         return node
@@ -149,10 +209,39 @@ def trace(path: str | os.PathLike, *, _seen=None) -> dict:
         ip = Path(entry["path"])
         if not ip.is_absolute() and not ip.exists():
             ip = base / ip
-        child = trace(ip, _seen=seen)
-        child["checksum_ok"] = (sha256_file(ip) == entry["sha256"]) if ip.exists() else None
+        child = trace(ip, _seen=seen, _digests=digests)
+        child["checksum_ok"] = (_digest(ip, digests) == entry["sha256"]) if ip.is_file() else None
         node["inputs"].append(child)
     return node
+
+
+def _problem(node: dict) -> str | None:
+    """What is wrong with one node of a chain (None if nothing)."""
+    if node.get("changed_since_ingest"):
+        ing = node.get("ingest") or {}
+        if ing.get("sha256") is None:
+            return f"raw copy not in {ing.get('manifest')}"
+        return f"raw copy CHANGED since ingest (manifest {ing.get('manifest')})"
+    if node.get("checksum_ok") is False:
+        return "CHANGED since its consumer was made"
+    if "checksum_ok" in node and node["checksum_ok"] is None:
+        return "missing"
+    return None
+
+
+def chain_problems(chain: dict) -> list[str]:
+    """``<file>: <problem>`` for every file in a chain that changed or is missing."""
+    out = []
+
+    def walk(n):
+        problem = _problem(n)
+        if problem:
+            out.append(f"{n['file']}: {problem}")
+        for c in n.get("inputs", []):
+            walk(c)
+
+    walk(chain)
+    return list(dict.fromkeys(out))
 
 
 def raw_sources(chain: dict) -> list[dict]:
@@ -176,6 +265,14 @@ def raw_sources(chain: dict) -> list[dict]:
     return list(unique.values())
 
 
+def _ingest_line(ing: dict) -> str:
+    """What the manifest recorded for a changed raw copy."""
+    if not ing.get("sha256"):
+        return f"ingest: not in {ing.get('manifest')}"
+    return (f"ingest: {ing.get('manifest')} records sha256 {str(ing['sha256'])[:16]} "
+            f"size {ing.get('size')}")
+
+
 def format_chain(chain: dict, indent: int = 0) -> str:
     """Human-readable chain, one file per line, then its raw images."""
     lines = []
@@ -185,6 +282,8 @@ def format_chain(chain: dict, indent: int = 0) -> str:
         ok = n.get("checksum_ok")
         mark = "" if ok is None and depth == 0 else (" [checksum ok]" if ok else
                                                        " [CHANGED since]" if ok is False else " [missing]")
+        if n.get("changed_since_ingest"):
+            mark += " [CHANGED since ingest]"
         sw = rec.get("software", {})
         if not rec:
             what = "no provenance record"
@@ -198,11 +297,13 @@ def format_chain(chain: dict, indent: int = 0) -> str:
             raw = rec["raw"]
             lines.append(f"{'  ' * depth}  raw image: {raw.get('collection')}/{raw.get('source_path')} "
                          f"sha256 {str(raw.get('sha256'))[:16]} task {raw.get('task_id')}")
+        if n.get("changed_since_ingest"):
+            lines.append(f"{'  ' * depth}  {_ingest_line(n.get('ingest') or {})}")
         if rec.get("instrument"):
             inst = ", ".join(f"{k} {v}" for k, v in rec["instrument"].items())
             lines.append(f"{'  ' * depth}  instrument: {inst}")
         for c in n.get("inputs", []):
-            if depth < 1 or c.get("record"):
+            if depth < 1 or c.get("record") or _problem(c):
                 walk(c, depth + 1)
 
     walk(chain, indent)
