@@ -42,8 +42,8 @@ profiles: $(STAMP)
 
 # Numba compiles the refinement kernels once per installation (and again when
 # they change): here, rather than inside the first image analysis.
-$(VENV)/.kernels: src/latticegenome/_kernels.py $(STAMP)
-	@$(BIN)/python -c "from latticegenome._kernels import warm_up; warm_up()"
+$(VENV)/.kernels: src/latticegenome/columns/_kernels.py $(STAMP)
+	@$(BIN)/python -c "from latticegenome.columns._kernels import warm_up; warm_up()"
 	@touch $@
 
 install: system $(STAMP) profiles $(VENV)/.kernels

@@ -12,12 +12,10 @@ import json
 import sys
 import time
 
-import numpy as np
-
 import atomap.api as am
-from atomap.tools import remove_atoms_from_image_using_2d_gaussian
-
 import hyperspy.api as hs  # noqa: E402
+import numpy as np
+from atomap.tools import remove_atoms_from_image_using_2d_gaussian
 
 data = np.load(sys.argv[1])
 spacing = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0

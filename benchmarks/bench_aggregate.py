@@ -31,8 +31,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from latticegenome.simulate import DEMO_MATERIALS
-from latticegenome.stats import aggregate
+from latticegenome.columns.simulate import DEMO_MATERIALS
+from latticegenome.statistics.aggregate import aggregate
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -48,9 +48,9 @@ print(json.dumps({"images": len(files), "cells": s["cells"], "classes": s["class
 
 
 def make_files(folder: Path, n: int):
-    from latticegenome.columns import Columns
-    from latticegenome.simulate import simulate_superlattice
-    from latticegenome.store import write_columns_h5
+    from latticegenome.columns.finder import Columns
+    from latticegenome.columns.simulate import simulate_superlattice
+    from latticegenome.columns.store import write_columns_h5
 
     _, truth, meta = simulate_superlattice((512, 512), rng=np.random.default_rng(0))
     keep = truth.present & (truth.x > -0.5) & (truth.x < 511.5) & (truth.y > -0.5) & (truth.y < 511.5)

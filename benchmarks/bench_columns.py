@@ -3,7 +3,7 @@
 noise-free bias, recall/precision and peak memory; optionally Atomap 0.4.2 on
 the same images, side by side.
 
-Synthetic HAADF images with known truth (latticegenome.simulate): square ABO3
+Synthetic HAADF images with known truth (latticegenome.columns.simulate): square ABO3
 lattice, 20 px A-A spacing, Gaussian columns of 3 px, Poisson noise; each B
 column displaced from its cell centre by its own random offset (within 1 px),
 so a method that starts B at the cell centre gains nothing from it.
@@ -14,7 +14,7 @@ so a method that starts B at the cell centre gains nothing from it.
 - precision: for interior columns (at least one column width from the edge),
   RMS of (found - true) / CRLB per coordinate, the CRLB computed numerically for
   the same column from the Fisher information of the same model the fit uses
-  (latticegenome.refine.crlb_position, same window); and the largest error on
+  (latticegenome.columns.refine.crlb_position, same window); and the largest error on
   the noise-free image (bias);
 - recall and precision of A and B, edge columns included (recall over columns
   whose centre is at least one column width, 2.355 sigma, inside the image);
@@ -69,9 +69,9 @@ def hwm_mb():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 t0 = time.perf_counter()
-from latticegenome.io import read_image
-from latticegenome.columns import find_columns
-from latticegenome._memory import return_freed_memory
+from latticegenome.columns.readers import read_image
+from latticegenome.columns.finder import find_columns
+from latticegenome.core._memory import return_freed_memory
 return_freed_memory()  # as the command line and the batch jobs do
 rss_imports = hwm_mb()
 t1 = time.perf_counter()
@@ -117,7 +117,7 @@ def run_atomap(atomap_python, image, path):
 def bench_speed(sizes, tmp, atomap_python=None, atomap_sizes=(1024,)):
     import numpy as np
 
-    from latticegenome.simulate import simulate_lattice
+    from latticegenome.columns.simulate import simulate_lattice
 
     out = []
     for size in sizes:
@@ -160,7 +160,7 @@ def score(found, truth, shape, radius):
     import numpy as np
     from scipy.spatial import cKDTree
 
-    from latticegenome.refine import crlb_position
+    from latticegenome.columns.refine import crlb_position
 
     rows, cols = shape
     width = 2.355 * truth.sigma
@@ -202,8 +202,8 @@ def score(found, truth, shape, radius):
 def bench_precision(n_images, tmp, atomap_python=None):
     import numpy as np
 
-    from latticegenome.columns import find_columns
-    from latticegenome.simulate import simulate_lattice
+    from latticegenome.columns.finder import find_columns
+    from latticegenome.columns.simulate import simulate_lattice
 
     out = []
     for (counts, bg, ratio) in DOSES:

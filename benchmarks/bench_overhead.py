@@ -34,8 +34,8 @@ ROOT = HERE.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 sys.path.insert(0, str(ROOT / "src"))
 
-from latticegenome.batch import analyse_one  # noqa: E402
-from latticegenome.simulate import simulate_superlattice  # noqa: E402
+from latticegenome.columns.batch import analyse_one  # noqa: E402
+from latticegenome.columns.simulate import simulate_superlattice  # noqa: E402
 
 
 def make_experiment(folder: Path, n: int, batch_size: int) -> Path:

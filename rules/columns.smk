@@ -22,7 +22,7 @@ rule find_columns:
     # images of a batch analysed side by side (capped by --cores; a profile may set it)
     threads: 4
     resources:
-        # from the largest image of the batch (manifest sizes; latticegenome.batch.memory_mb)
+        # from the largest image of the batch (manifest sizes; latticegenome.columns.batch.memory_mb)
         mem_mb=batch_memory_mb,
         # minutes: ~12 s per 2048² image per worker, with margin
         runtime=lambda wildcards, input, threads: max(10, 5 + len(input.images) // (5 * threads)),

@@ -11,8 +11,8 @@ from pathlib import Path
 # The library of this checkout (also installed in .venv; this keeps the two in step).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from latticegenome.batch import batches, memory_mb
-from latticegenome.config import check_references, experiment_settings, globus_facilities
+from latticegenome.columns.batch import batches, memory_mb
+from latticegenome.core.config import check_references, experiment_settings, globus_facilities
 
 SCRATCH = config["scratch"]
 RESULTS = config["results"]
@@ -185,8 +185,8 @@ def globus_preflight():
     """
     if not GLOBUS:
         return
-    from latticegenome.errors import TransferError
-    from latticegenome.globus import preflight
+    from latticegenome.core.errors import TransferError
+    from latticegenome.ingest.backends import preflight
 
     needed = [
         config["experiments"][name]["facility"]
@@ -210,8 +210,10 @@ def report_facility_changes():
     Local facilities only (cheap: files whose size and time are unchanged are
     not read).
     """
-    from latticegenome.errors import TransferError
-    from latticegenome.transfer import backend_for, facility_changes, read_manifest
+    from latticegenome.core.errors import TransferError
+    from latticegenome.ingest.backends import backend_for
+    from latticegenome.ingest.local import facility_changes
+    from latticegenome.ingest.manifest import read_manifest
 
     for name in EXPERIMENTS:
         exp = config["experiments"][name]

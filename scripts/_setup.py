@@ -35,7 +35,7 @@ def setup(snakemake, *, take_over=False):
     log = logging.getLogger(snakemake.rule)
     if log_file:
         faulthandler.enable(open(log_file, "a"))  # noqa: SIM115 (kept open for a crash)
-    from latticegenome.fsutil import remove_stale_parts
+    from latticegenome.core.fsutil import remove_stale_parts
 
     for out in () if take_over else snakemake.output:
         for part in remove_stale_parts(out, force=True):
@@ -47,7 +47,7 @@ def setup(snakemake, *, take_over=False):
 def _ending(log, default):
     """An excepthook: one line for a full disk, then exit at once (HDF5 may crash
     at interpreter exit after a failed write); anything else as usual."""
-    from latticegenome.fsutil import NoSpaceError, is_no_space
+    from latticegenome.core.fsutil import NoSpaceError, is_no_space
 
     def hook(kind, exc, tb):
         if isinstance(exc, NoSpaceError) or is_no_space(exc):

@@ -7,7 +7,8 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.dft import (  # noqa: E402
+from latticegenome.core.fsutil import atomic_write  # noqa: E402
+from latticegenome.dft.calculations import (
     cp2k_command,
     cp2k_input,
     kpoint_grid,
@@ -16,8 +17,7 @@ from latticegenome.dft import (  # noqa: E402
     vasp_command,
     write_vasp_inputs,
 )
-from latticegenome.fsutil import atomic_write  # noqa: E402
-from latticegenome.structures import read_model  # noqa: E402
+from latticegenome.dft.structures import read_model  # noqa: E402
 
 sm = snakemake  # noqa: F821
 dft = sm.params.dft

@@ -4,8 +4,8 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.dft import dft_table  # noqa: E402
-from latticegenome.tables import read_table, write_table_csv  # noqa: E402
+from latticegenome.core.tables import read_table, write_table_csv  # noqa: E402
+from latticegenome.dft.calculations import dft_table  # noqa: E402
 
 sm = snakemake  # noqa: F821
 table = dft_table(list(sm.input.results), read_table(sm.input.classes))

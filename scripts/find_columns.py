@@ -8,7 +8,7 @@ from _setup import setup
 
 log = setup(snakemake, take_over=True)  # noqa: F821  (analyse_batch reuses a killed run's images)
 
-from latticegenome.batch import analyse_batch  # noqa: E402
+from latticegenome.columns.batch import analyse_batch  # noqa: E402
 
 sm = snakemake  # noqa: F821
 settings = dict(sm.params.settings)

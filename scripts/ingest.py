@@ -5,8 +5,9 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.errors import TransferError  # noqa: E402
-from latticegenome.transfer import backend_for, display_name, write_refused  # noqa: E402
+from latticegenome.core.errors import TransferError  # noqa: E402
+from latticegenome.ingest.backends import backend_for  # noqa: E402
+from latticegenome.ingest.manifest import display_name, write_refused  # noqa: E402
 
 sm = snakemake  # noqa: F821
 try:

@@ -8,8 +8,9 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.fsutil import atomic_write  # noqa: E402
-from latticegenome.structures import (  # noqa: E402
+from latticegenome.core.fsutil import atomic_write  # noqa: E402
+from latticegenome.core.tables import read_table  # noqa: E402
+from latticegenome.dft.structures import (
     class_materials,
     class_model,
     image_to_crystal,
@@ -19,7 +20,6 @@ from latticegenome.structures import (  # noqa: E402
     superlattice_model,
     write_model,
 )
-from latticegenome.tables import read_table  # noqa: E402
 
 sm = snakemake  # noqa: F821
 dft = sm.params.dft

@@ -4,9 +4,9 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.errors import LatticeGenomeError  # noqa: E402
-from latticegenome.provenance import raw_sources, trace  # noqa: E402
-from latticegenome.publish import build_package, check_report  # noqa: E402
+from latticegenome.core.errors import LatticeGenomeError  # noqa: E402
+from latticegenome.provenance.chain import raw_sources, trace  # noqa: E402
+from latticegenome.provenance.package import build_package, check_report  # noqa: E402
 
 sm = snakemake  # noqa: F821
 exp = sm.params.experiment

@@ -7,10 +7,10 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.errors import TransferError  # noqa: E402
-from latticegenome.fsutil import atomic_write  # noqa: E402
-from latticegenome.provenance import make_record, write_sidecar  # noqa: E402
-from latticegenome.transfer import backend_for  # noqa: E402
+from latticegenome.core.errors import TransferError  # noqa: E402
+from latticegenome.core.fsutil import atomic_write  # noqa: E402
+from latticegenome.core.records import make_record, write_sidecar  # noqa: E402
+from latticegenome.ingest.backends import backend_for  # noqa: E402
 
 sm = snakemake  # noqa: F821
 try:

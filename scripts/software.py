@@ -4,8 +4,8 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.provenance import software  # noqa: E402
-from latticegenome.tables import write_table_csv  # noqa: E402
+from latticegenome.core.records import software  # noqa: E402
+from latticegenome.core.tables import write_table_csv  # noqa: E402
 
 sm = snakemake  # noqa: F821
 versions = dict(sm.params.versions)

@@ -7,17 +7,17 @@ from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
-from latticegenome.batch import batch_is_whole, output_name  # noqa: E402
-from latticegenome.io import read_image  # noqa: E402
-from latticegenome.provenance import make_record  # noqa: E402
-from latticegenome.stats import (  # noqa: E402
-    aggregate,
+from latticegenome.columns.batch import batch_is_whole, output_name  # noqa: E402
+from latticegenome.columns.readers import read_image  # noqa: E402
+from latticegenome.columns.store import read_columns  # noqa: E402
+from latticegenome.core.records import make_record  # noqa: E402
+from latticegenome.figures.plots import (
     plot_experiment,
     plot_image_overview,
     plot_layers,
 )
-from latticegenome.store import read_columns  # noqa: E402
-from latticegenome.transfer import read_refused  # noqa: E402
+from latticegenome.ingest.manifest import read_refused  # noqa: E402
+from latticegenome.statistics.aggregate import aggregate
 
 sm = snakemake  # noqa: F821
 

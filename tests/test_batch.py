@@ -1,4 +1,4 @@
-"""Batches of images analysed in one process (latticegenome.batch)."""
+"""Batches of images analysed in one process (latticegenome.columns.batch)."""
 
 from pathlib import Path
 
@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from latticegenome.batch import MARKER, analyse_batch, batch_is_whole, batches, memory_mb
-from latticegenome.simulate import simulate_superlattice
-from latticegenome.store import read_columns
+from latticegenome.columns.batch import (
+    analyse_batch,
+    batch_is_whole,
+    batches,
+    memory_mb,
+)
+from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.columns.store import read_columns
 
 
 def test_batches_are_consecutive_and_fixed_by_size():
@@ -64,7 +69,7 @@ PROV = {"rule": "find_columns", "params": SETTINGS}
 
 
 def test_a_modified_raw_copy_is_rejected_not_analysed(tmp_path):
-    from latticegenome.fsutil import sha256_file
+    from latticegenome.core.fsutil import sha256_file
 
     sources = _images(tmp_path / "raw", 2)
     expected = {Path(s).name: sha256_file(s) for s in sources}
@@ -80,7 +85,7 @@ def test_a_modified_raw_copy_is_rejected_not_analysed(tmp_path):
 
 
 def test_a_batch_appears_whole_or_not_at_all(tmp_path, monkeypatch):
-    import latticegenome.batch as batch
+    import latticegenome.columns.batch as batch
 
     sources = _images(tmp_path / "raw", 3)
     calls = []

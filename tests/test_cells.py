@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from latticegenome.cells import measure_cells
+from latticegenome.statistics.cells import measure_cells
 
 
 def columns_for(a_px=20.0, b_px=21.0, shear=0.0, disp_px=(0.0, 0.0), n=6, err=0.05):

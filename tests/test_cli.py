@@ -8,8 +8,8 @@ import pytest
 import tifffile
 
 from latticegenome.cli import main
-from latticegenome.simulate import simulate_lattice
-from latticegenome.tables import read_table
+from latticegenome.columns.simulate import simulate_lattice
+from latticegenome.core.tables import read_table
 
 EXE = str(Path(sys.executable).parent / "latticegenome")
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-
 from conftest import match, recall_precision
-from latticegenome.columns import find_columns
-from latticegenome.errors import NoLatticeError
-from latticegenome.simulate import simulate_lattice, simulate_superlattice
+
+from latticegenome.columns.finder import find_columns
+from latticegenome.columns.simulate import simulate_lattice, simulate_superlattice
+from latticegenome.core.errors import NoLatticeError
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latticegenome.config import experiment_settings, validate_config
-from latticegenome.errors import ConfigError
+from latticegenome.core.config import experiment_settings, validate_config
+from latticegenome.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -48,7 +48,7 @@ def _globus_example():
 
 
 def test_commented_globus_example_is_a_valid_configuration(config):
-    from latticegenome.config import check_references, globus_facilities
+    from latticegenome.core.config import check_references, globus_facilities
 
     example = _globus_example()
     cfg = {**copy.deepcopy(config), **example}
@@ -65,7 +65,7 @@ def test_commented_globus_example_is_a_valid_configuration(config):
     (lambda c: c.update(scratch="/elsewhere/data"), "scratch: /elsewhere/data is not below"),
 ])
 def test_globus_host_mistakes_are_one_line(config, edit, message):
-    from latticegenome.config import check_references
+    from latticegenome.core.config import check_references
 
     cfg = {**copy.deepcopy(config), **_globus_example()}
     cfg["experiments"]["demo_superlattice"]["facility"] = "cnms-microscope"
@@ -100,7 +100,7 @@ def test_non_finite_numbers_are_refused_naming_the_key(config, edit, key):
 
 
 def test_nan_in_yaml_is_refused_by_check_config(tmp_path):
-    from latticegenome.config import load_config
+    from latticegenome.core.config import load_config
 
     text = (ROOT / "config" / "config.yaml").read_text().replace("pixel_size_pm: 20.0",
                                                                  "pixel_size_pm: .nan")
@@ -142,7 +142,7 @@ def test_structure_file_must_exist(config, tmp_path):
     ("escape/deeper", "outside"),
 ])
 def test_experiment_path_stays_inside_the_facility(config, tmp_path, path, problem):
-    from latticegenome.config import check_references
+    from latticegenome.core.config import check_references
 
     facility = tmp_path / "facility"
     facility.mkdir()
@@ -157,7 +157,7 @@ def test_experiment_path_stays_inside_the_facility(config, tmp_path, path, probl
 
 
 def test_experiment_path_inside_the_facility_passes(config, tmp_path, monkeypatch):
-    from latticegenome.config import check_references
+    from latticegenome.core.config import check_references
 
     facility = tmp_path / "facility"
     (facility / "2026" / "run").mkdir(parents=True)
@@ -171,7 +171,7 @@ def test_experiment_path_inside_the_facility_passes(config, tmp_path, monkeypatc
 
 
 def test_globus_experiment_path_is_relative_without_dotdot(config):
-    from latticegenome.config import check_references
+    from latticegenome.core.config import check_references
 
     cfg = {**copy.deepcopy(config), **_globus_example()}
     cfg["experiments"]["demo_superlattice"]["facility"] = "cnms-microscope"

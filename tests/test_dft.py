@@ -11,7 +11,8 @@ import pytest
 import responses
 from pymatgen.core import Lattice, Structure
 
-from latticegenome.dft import (
+from latticegenome.core.errors import ConfigError
+from latticegenome.dft.calculations import (
     _custodian_classes,
     band_gap_from_dos,
     cp2k_command,
@@ -21,8 +22,7 @@ from latticegenome.dft import (
     vasp_command,
     write_vasp_inputs,
 )
-from latticegenome.errors import ConfigError
-from latticegenome.structures import (
+from latticegenome.dft.structures import (
     class_materials,
     class_model,
     pseudocubic_cell,

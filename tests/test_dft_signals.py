@@ -26,7 +26,7 @@ CHILD = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     from pymatgen.core import Lattice, Structure
-    import latticegenome.dft as dft
+    import latticegenome.dft.calculations as dft
 
     work, command = Path(sys.argv[1]), sys.argv[2:]
     if "STOP_GRACE_S" in os.environ:
@@ -171,7 +171,7 @@ def test_stop_kills_ranks_in_other_process_groups_that_ignore_sigterm(tmp_path):
 
 def test_custodian_terminate_stops_the_whole_session(tmp_path, monkeypatch):
     """custodian's own terminate() (a handler's correction): every process of the run."""
-    from latticegenome.dft import _custodian_classes
+    from latticegenome.dft.calculations import _custodian_classes
 
     OwnCp2kJob, _ = _custodian_classes()
     (tmp_path / "launcher.py").write_text(LAUNCHER)
@@ -181,7 +181,7 @@ def test_custodian_terminate_stops_the_whole_session(tmp_path, monkeypatch):
         end = time.time() + 30
         while not (tmp_path / "rank.started").exists() and time.time() < end:
             time.sleep(0.1)
-        monkeypatch.setattr("latticegenome.dft.STOP_GRACE_S", 1.0, raising=False)
+        monkeypatch.setattr("latticegenome.dft.calculations.STOP_GRACE_S", 1.0, raising=False)
         job.terminate(str(tmp_path))
         assert p.poll() is not None
         assert not [q for q in _procs() if q["sid"] == p.pid], "a rank survived terminate()"
@@ -194,7 +194,7 @@ def test_custodian_terminate_stops_the_whole_session(tmp_path, monkeypatch):
 def test_run_outside_the_main_thread_still_runs(tmp_path, caplog):
     """Signal handlers can only be set in the main thread: a run in another thread
     goes ahead without them (and says so in the log) instead of failing."""
-    from latticegenome.dft import run_cp2k
+    from latticegenome.dft.calculations import run_cp2k
 
     fake = tmp_path / "fake_cp2k"
     fake.write_text("#!/bin/sh\necho ' PROGRAM ENDED AT'\n")
@@ -213,7 +213,7 @@ def test_run_outside_the_main_thread_still_runs(tmp_path, caplog):
 RACY = textwrap.dedent("""\
     import signal, subprocess, sys
     from pathlib import Path
-    from latticegenome.dft import _custodian_run
+    from latticegenome.dft.calculations import _custodian_run
 
     class RacyJob:  # the signal arrives after Popen, before the job returns the process
         def run(self, directory="./"):
@@ -266,7 +266,7 @@ def test_stopping_snakemake_stops_the_dft_job(tmp_path, signum):
     import tifffile
     import yaml
 
-    from latticegenome.simulate import simulate_superlattice
+    from latticegenome.columns.simulate import simulate_superlattice
 
     fac = tmp_path / "fac" / "exp"
     fac.mkdir(parents=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from latticegenome.fsutil import (
+from latticegenome.core.fsutil import (
     NoSpaceError,
     atomic_dir,
     atomic_path,
@@ -114,7 +114,7 @@ def test_a_job_on_a_full_disk_ends_with_one_line(full_disk, tmp_path):
                              rule="statistics", output=[{str(full_disk / 'statistics.h5')!r}])
         log = setup(sm)
         import h5py, numpy as np
-        from latticegenome.fsutil import atomic_path
+        from latticegenome.core.fsutil import atomic_path
         with atomic_path(sm.output[0]) as tmp, h5py.File(tmp, "w") as f:
             ds = f.create_dataset("a", shape=(0,), maxshape=(None,), chunks=(65536,),
                                   compression="gzip", dtype=float)

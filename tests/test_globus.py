@@ -19,18 +19,18 @@ import responses
 from fake_globus import FakeGlobus
 from globus_sdk.testing import get_last_request, load_response
 
-from latticegenome.errors import TransferError
-from latticegenome.globus import (
+from latticegenome.core.errors import TransferError
+from latticegenome.ingest.backends import backend_for, preflight
+from latticegenome.ingest.globus import (
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
     Collection,
     GlobusBackend,
     GlobusSettings,
     make_app,
-    preflight,
     token_file,
 )
-from latticegenome.transfer import backend_for, read_manifest
+from latticegenome.ingest.manifest import read_manifest
 
 MIC = "1c3a5b7e-0000-4000-8000-00000000000a"
 HPC = "1c3a5b7e-0000-4000-8000-00000000000b"

@@ -25,7 +25,7 @@ FIELDS = ("x", "y", "site", "x_err", "y_err", "amplitude")
 
 
 def _benchmark_image(counts, bg, ratio):
-    from latticegenome.simulate import simulate_lattice
+    from latticegenome.columns.simulate import simulate_lattice
 
     rng = np.random.default_rng([int(counts), 0, int(ratio * 10)])
     clean, _ = simulate_lattice((512, 512), spacing_px=SPACING, sigma_px=SIGMA,
@@ -35,7 +35,7 @@ def _benchmark_image(counts, bg, ratio):
 
 
 def _superlattice_image(seed):
-    from latticegenome.simulate import simulate_superlattice
+    from latticegenome.columns.simulate import simulate_superlattice
 
     img, _, _ = simulate_superlattice((256, 256), rng=np.random.default_rng(seed))
     return img.astype(float)
@@ -49,7 +49,7 @@ def _images():
 
 @pytest.fixture(scope="module")
 def found():
-    from latticegenome.columns import find_columns
+    from latticegenome.columns.finder import find_columns
 
     return {name: find_columns(img, spacing_px=19.5 if name.startswith("super") else None)
             for name, img in _images().items()}
@@ -80,8 +80,8 @@ def test_column_positions_are_the_recorded_ones(found):
 
 
 def test_statistics_tables_are_the_recorded_ones(found, tmp_path):
-    from latticegenome.stats import aggregate
-    from latticegenome.store import write_columns_h5
+    from latticegenome.columns.store import write_columns_h5
+    from latticegenome.statistics.aggregate import aggregate
 
     files = []
     for name, cols in found.items():

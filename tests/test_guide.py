@@ -13,8 +13,8 @@ import pytest
 import tifffile
 import yaml
 
-from latticegenome.simulate import simulate_superlattice
-from latticegenome.tables import read_table
+from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.core.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

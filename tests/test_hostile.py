@@ -16,8 +16,8 @@ import pytest
 import tifffile
 import yaml
 
-from latticegenome.simulate import simulate_superlattice
-from latticegenome.tables import read_table
+from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.core.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -138,7 +138,7 @@ def test_memory_request_comes_from_the_image_sizes(hostile):
     text = plan.stdout + plan.stderr
     mems = {int(w.split("=")[1].rstrip(",")) for line in text.splitlines() if "mem_mb=" in line
             for w in line.split() if w.startswith("mem_mb=")}
-    from latticegenome.batch import memory_mb
+    from latticegenome.columns.batch import memory_mb
 
     sizes = [(work / "data" / "hostile" / "raw" / n).stat().st_size for n in GOOD[:2]]
     assert memory_mb(sizes, 2) in mems, text[-3000:]

@@ -2,10 +2,10 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
-
 from dmfile import write_dm
-from latticegenome.errors import ImageReadError, PixelSizeError
-from latticegenome.io import read_image
+
+from latticegenome.columns.readers import read_image
+from latticegenome.core.errors import ImageReadError, PixelSizeError
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_npy_with_config_pixel_size(tmp_path, image):
 
 
 def test_stack_frames_sum_align(tmp_path, rng):
-    from latticegenome.simulate import simulate_lattice
+    from latticegenome.columns.simulate import simulate_lattice
 
     base, _ = simulate_lattice((64, 64), rng=rng, noise=False)
     stack = np.stack([base, np.roll(base, 2, axis=1), np.roll(base, -1, axis=0)])

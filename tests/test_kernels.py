@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from latticegenome._kernels import accumulate, move, trial_loglik, window_stats
-from latticegenome.model import fisher_information, render_columns, window_jacobian
+from latticegenome.columns._kernels import accumulate, move, trial_loglik, window_stats
+from latticegenome.columns.model import (
+    fisher_information,
+    render_columns,
+    window_jacobian,
+)
 
 
 def setup(rng, n=12, shape=(60, 70), radius=6, pad=20):
@@ -82,7 +86,7 @@ def test_move_is_subtract_old_add_new(rng):
 
 
 def test_warm_up_compiles_every_kernel():
-    from latticegenome import _kernels
+    from latticegenome.columns import _kernels
 
     _kernels.warm_up()
     for kernel in (_kernels.window_stats, _kernels.trial_loglik, _kernels.accumulate, _kernels.move):
@@ -93,7 +97,7 @@ def test_mmap_threshold_is_fixed_on_glibc():
     # glibc's mallopt accepts the setting (returns 1); off glibc it is skipped
     import platform
 
-    from latticegenome._memory import return_freed_memory
+    from latticegenome.core._memory import return_freed_memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from latticegenome.lattice import estimate_lattice, fit_lattice, index_lattice, predict_sites, reduce_basis
-from latticegenome.simulate import simulate_lattice
+from latticegenome.columns.lattice import (
+    estimate_lattice,
+    fit_lattice,
+    index_lattice,
+    predict_sites,
+    reduce_basis,
+)
+from latticegenome.columns.simulate import simulate_lattice
 
 
 @pytest.mark.parametrize("angle", [0.0, 12.0, 37.0, 45.0, 71.0])

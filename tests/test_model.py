@@ -1,7 +1,11 @@
 import numpy as np
 
-from latticegenome.model import amplitude_for_counts, column_counts, render_columns
-from latticegenome.refine import crlb_position
+from latticegenome.columns.model import (
+    amplitude_for_counts,
+    column_counts,
+    render_columns,
+)
+from latticegenome.columns.refine import crlb_position
 
 
 def test_render_single_column_matches_formula():

@@ -2,9 +2,8 @@ import json
 
 import h5py
 
-from latticegenome.provenance import (
-    format_chain, make_record, raw_sources, read_record, trace, write_sidecar,
-)
+from latticegenome.core.records import make_record, write_sidecar
+from latticegenome.provenance.chain import format_chain, raw_sources, read_record, trace
 
 
 def test_record_sidecar_and_chain(tmp_path, monkeypatch):
@@ -49,7 +48,7 @@ def test_no_record(tmp_path):
 
 
 def test_raw_copy_without_sidecar_falls_back_to_the_manifest(tmp_path):
-    from latticegenome.transfer import ManifestEntry, write_manifest
+    from latticegenome.ingest.manifest import ManifestEntry, write_manifest
 
     raw = tmp_path / "exp" / "raw" / "a.tif"
     raw.parent.mkdir(parents=True)
@@ -64,8 +63,12 @@ def test_raw_copy_without_sidecar_falls_back_to_the_manifest(tmp_path):
 
 def _ingested(tmp_path, content=b"raw image bytes"):
     """An experiment folder as ingest leaves it: raw copy, its sidecar, the manifest."""
-    from latticegenome.fsutil import sha256_file
-    from latticegenome.transfer import ManifestEntry, write_manifest, write_raw_provenance
+    from latticegenome.core.fsutil import sha256_file
+    from latticegenome.ingest.manifest import (
+        ManifestEntry,
+        write_manifest,
+        write_raw_provenance,
+    )
 
     raw = tmp_path / "data" / "exp" / "raw" / "a.tif"
     raw.parent.mkdir(parents=True)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from latticegenome.model import amplitude_for_counts, render_columns
-from latticegenome.refine import crlb_position, refine_columns
+from latticegenome.columns.model import amplitude_for_counts, render_columns
+from latticegenome.columns.refine import crlb_position, refine_columns
 
 
 def lattice(n=10, a=20.0, offset=(12.3, 14.7), b_ratio=0.4, b_shift=(0.0, 0.0)):

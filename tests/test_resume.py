@@ -16,7 +16,7 @@ import pytest
 import tifffile
 import yaml
 
-from latticegenome.simulate import simulate_superlattice
+from latticegenome.columns.simulate import simulate_superlattice
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-
-from latticegenome.profiles import render_profile
-from latticegenome.simulate import simulate_superlattice
-from latticegenome.tables import read_table
 from slurm_localhost import LocalSlurm, SlurmUnavailable
+
+from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.core.tables import read_table
+from latticegenome.profiles import render_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

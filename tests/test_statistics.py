@@ -8,14 +8,14 @@ import h5py
 import numpy as np
 import pytest
 
-from latticegenome.cells import measure_cells
-from latticegenome.classify import Reservoir, fit_classes
-from latticegenome.columns import find_columns
-from latticegenome.layers import plane_profile, segment_layers
-from latticegenome.simulate import DEMO_MATERIALS, simulate_superlattice
-from latticegenome.stats import aggregate
-from latticegenome.store import write_columns_h5
-from latticegenome.tables import read_table
+from latticegenome.columns.finder import find_columns
+from latticegenome.columns.simulate import DEMO_MATERIALS, simulate_superlattice
+from latticegenome.columns.store import write_columns_h5
+from latticegenome.core.tables import read_table
+from latticegenome.statistics.aggregate import aggregate
+from latticegenome.statistics.cells import measure_cells
+from latticegenome.statistics.classes import Reservoir, fit_classes
+from latticegenome.statistics.layers import plane_profile, segment_layers
 
 EXE = str(Path(sys.executable).parent / "latticegenome")
 
@@ -144,7 +144,7 @@ def test_classify_cli_rejects_a_file_without_b(tmp_path, superlattice):
 
 
 def test_strain_reference_region(superlattice):
-    from latticegenome.stats import measure_image_cells
+    from latticegenome.statistics.aggregate import measure_image_cells
 
     img, truth, meta, cols = superlattice
     whole = measure_image_cells(cols.as_dict(), 20.0, 390.5, [0, 0, 383, 383])
@@ -197,14 +197,14 @@ def test_unicode_names_round_trip_through_statistics(tmp_path, superlattice):
     rej = _read_utf8_table(tmp_path / "rejected.tsv", "\t")
     assert [(r["file"], r["source"]) for r in rej] == [("rejected_Å_µ.tif", rejected_source)]
     # the layer figure finds the image by its name
-    from latticegenome.stats import plot_layers
+    from latticegenome.figures.plots import plot_layers
 
     plot_layers(out, tmp_path / "layers.png", image=UNICODE_NAMES[0], pixel_size_pm=px)
     assert (tmp_path / "layers.png").stat().st_size > 0
 
 
 def test_read_h5_strings_reads_old_fixed_length_names(tmp_path):
-    from latticegenome.stats import read_h5_strings
+    from latticegenome.statistics.aggregate import read_h5_strings
 
     with h5py.File(tmp_path / "old.h5", "w") as f:
         f["old"] = np.array([b"a.tif", "µ_Å.tif".encode()], dtype="S")  # written before UTF-8 strings
@@ -218,8 +218,8 @@ def test_read_h5_strings_reads_old_fixed_length_names(tmp_path):
 def test_lattice_sanity():
     import doctest
 
-    from latticegenome import stats
-    from latticegenome.stats import lattice_sanity
+    from latticegenome.statistics import aggregate as stats
+    from latticegenome.statistics.aggregate import lattice_sanity
 
     assert doctest.testmod(stats, verbose=False).failed == 0
     mats = DEMO_MATERIALS  # 390.5 and 399.2 pm
@@ -239,7 +239,7 @@ def test_image_with_a_wrong_pixel_size_is_rejected(tmp_path, superlattice):
     import dataclasses
     import re
 
-    from latticegenome.classify import descriptor_matrix
+    from latticegenome.statistics.classes import descriptor_matrix
 
     img, truth, meta, cols = superlattice
     px = meta["pixel_size_pm"]

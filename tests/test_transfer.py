@@ -3,9 +3,10 @@ import stat
 
 import pytest
 
-from latticegenome.errors import TransferError
-from latticegenome.fsutil import sha256_file
-from latticegenome.transfer import LocalBackend, check_name, read_manifest
+from latticegenome.core.errors import TransferError
+from latticegenome.core.fsutil import sha256_file
+from latticegenome.ingest.local import LocalBackend
+from latticegenome.ingest.manifest import check_name, read_manifest
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ HOSTILE = ["new\nline.tif", "tab\tname.tif", "ctl\x01.tif", ".hidden.tif", "back
 
 
 def test_display_name_escapes_control_characters_keeps_unicode():
-    from latticegenome.transfer import display_name
+    from latticegenome.ingest.manifest import display_name
 
     assert display_name("new\nline\t\x01\x7f\\.tif") == "new\\nline\\t\\x01\\x7f\\\\.tif"
     assert display_name("µm_Å_über.tif") == "µm_Å_über.tif"
@@ -182,7 +183,7 @@ def test_display_name_escapes_control_characters_keeps_unicode():
 
 @pytest.mark.parametrize("name", HOSTILE[:4] + ["nel\x85.tif", "ls\u2028.tif", "bad\udcff.tif"])
 def test_check_name_reasons_use_the_display_form(name):
-    from latticegenome.transfer import display_name
+    from latticegenome.ingest.manifest import display_name
 
     with pytest.raises(TransferError, match="refused") as err:
         check_name(name)
@@ -191,7 +192,7 @@ def test_check_name_reasons_use_the_display_form(name):
 
 
 def test_refused_names_are_written_to_a_tsv_and_read_back(tmp_path, facility):
-    from latticegenome.transfer import display_name, read_refused, write_refused
+    from latticegenome.ingest.manifest import display_name, read_refused, write_refused
 
     backend, src = facility
     for name in HOSTILE + ["µ_Å_ü.tif"]:
@@ -219,7 +220,7 @@ def test_refused_names_are_written_to_a_tsv_and_read_back(tmp_path, facility):
 # --- the manifest records the source's mtime; facility changes -----------------
 
 def test_manifest_records_source_mtime_and_reads_older_manifests(tmp_path, facility):
-    from latticegenome.transfer import MANIFEST_FIELDS, ManifestEntry
+    from latticegenome.ingest.manifest import MANIFEST_FIELDS, ManifestEntry
 
     backend, src = facility
     entries, _ = backend.ingest("exp1", "*.tif", tmp_path / "raw", tmp_path / "m.tsv")
@@ -238,8 +239,8 @@ def test_manifest_records_source_mtime_and_reads_older_manifests(tmp_path, facil
 
 def test_facility_changes_reports_content_changes_and_gone_files(tmp_path, facility, secret_file,
                                                                  monkeypatch):
-    from latticegenome import transfer
-    from latticegenome.transfer import facility_changes
+    from latticegenome.ingest import local as transfer
+    from latticegenome.ingest.local import facility_changes
 
     backend, src = facility
     entries, _ = backend.ingest("exp1", "*.tif", tmp_path / "raw", tmp_path / "m.tsv")
@@ -267,7 +268,8 @@ def test_facility_changes_reports_content_changes_and_gone_files(tmp_path, facil
 
 
 def test_facility_changes_escapes_names(tmp_path, facility):
-    from latticegenome.transfer import ManifestEntry, facility_changes
+    from latticegenome.ingest.local import facility_changes
+    from latticegenome.ingest.manifest import ManifestEntry
 
     backend, _ = facility
     e = ManifestEntry("gone\x01.tif", 1, "0" * 64, "scope", "c", "exp1/gone\x01.tif", "t", "now")

@@ -13,8 +13,8 @@ import pytest
 import tifffile
 import yaml
 
-from latticegenome.simulate import simulate_superlattice
-from latticegenome.tables import read_table
+from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.core.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -192,9 +192,8 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
 def test_package_with_valid_ro_crate_is_published(tiny):
     import json
 
-    from rocrate_validator import models, services
-
     import responses
+    from rocrate_validator import models, services
 
     work, _ = tiny
     if not (work / "results" / "report.html").exists():
@@ -206,7 +205,7 @@ def test_package_with_valid_ro_crate_is_published(tiny):
     graph = {e["@id"]: e for e in crate["@graph"]}
     for name in ("statistics.h5", "classes.csv", "layers.csv", "report.html", "images/img_0.png"):
         entity = graph[name]
-        from latticegenome.fsutil import sha256_file
+        from latticegenome.core.fsutil import sha256_file
 
         assert entity["sha256"] == sha256_file(package / name)
     assert graph["#run"]["@type"] == "CreateAction" and len(graph["#run"]["object"]) == 5

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-
 from fake_globus import FakeGlobus
-from latticegenome.simulate import simulate_superlattice
-from latticegenome.transfer import read_manifest
 from test_workflow import ROOT, SNAKEMAKE
+
+from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.ingest.manifest import read_manifest
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import LatticeGenomeError
+from latticegenome import __version__
+from latticegenome.core.errors import LatticeGenomeError
 
 
 def number(low: float, high: float = math.inf, *, kind: type = float, unit: str = "",
@@ -104,7 +104,7 @@ def refuse_overwrite(outputs, inputs) -> None:
 
 
 def _cmd_simulate(args) -> int:
-    from .simulate import write_demo_experiment
+    from latticegenome.columns.simulate import write_demo_experiment
 
     paths = write_demo_experiment(args.outdir, n_images=args.images, size=args.size,
                                   seed=args.seed, pixel_size_pm=args.pixel_size_pm)
@@ -113,8 +113,8 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_columns(args) -> int:
-    from .analysis import analyse_file
-    from .store import write_columns_csv, write_columns_h5
+    from latticegenome.columns.analysis import analyse_file
+    from latticegenome.columns.store import write_columns_csv, write_columns_h5
 
     refuse_overwrite([args.csv, args.h5], [args.image])
     res = analyse_file(args.image, pixel_size_pm=args.pixel_size_pm, spacing_pm=args.spacing_pm,
@@ -134,10 +134,10 @@ def _cmd_columns(args) -> int:
 
 
 def _cmd_cells(args) -> int:
-    from .cells import CELL_FIELDS, measure_cells
-    from .errors import ImageReadError
-    from .store import read_columns
-    from .tables import write_table_csv
+    from latticegenome.columns.store import read_columns
+    from latticegenome.core.errors import ImageReadError
+    from latticegenome.core.tables import write_table_csv
+    from latticegenome.statistics.cells import CELL_FIELDS, measure_cells
 
     refuse_overwrite([args.csv], [args.columns])
     cols, attrs = read_columns(args.columns)
@@ -165,10 +165,10 @@ def _cmd_cells(args) -> int:
 def _cmd_classify(args) -> int:
     import numpy as np
 
-    from .cells import measure_cells
-    from .errors import ImageReadError
-    from .stats import aggregate
-    from .store import read_columns
+    from latticegenome.columns.store import read_columns
+    from latticegenome.core.errors import ImageReadError
+    from latticegenome.statistics.aggregate import aggregate
+    from latticegenome.statistics.cells import measure_cells
 
     out = args.out
     stem = out.with_suffix("")
@@ -200,7 +200,12 @@ def _cmd_classify(args) -> int:
 def _cmd_provenance(args) -> int:
     import json
 
-    from .provenance import chain_problems, format_chain, raw_sources, trace
+    from latticegenome.provenance.chain import (
+        chain_problems,
+        format_chain,
+        raw_sources,
+        trace,
+    )
 
     if not args.file.exists():
         raise LatticeGenomeError("no such file", str(args.file))
@@ -227,7 +232,7 @@ def _cmd_provenance(args) -> int:
 
 
 def _cmd_install_profiles(args) -> int:
-    from .profiles import install_profiles
+    from latticegenome.profiles import install_profiles
 
     for line in install_profiles(args.profiles_dir, args.target):
         print(line)
@@ -235,7 +240,7 @@ def _cmd_install_profiles(args) -> int:
 
 
 def _cmd_render_profiles(args) -> int:
-    from .profiles import render_profiles
+    from latticegenome.profiles import render_profiles
 
     lines = render_profiles(args.profiles_dir, check=args.check)
     for line in lines:
@@ -244,7 +249,7 @@ def _cmd_render_profiles(args) -> int:
 
 
 def _cmd_check_config(args) -> int:
-    from .config import load_config
+    from latticegenome.core.config import load_config
 
     cfg = load_config(args.config, args.schema)
     print(f"{args.config}: valid ({len(cfg['experiments'])} experiments)")
@@ -252,16 +257,16 @@ def _cmd_check_config(args) -> int:
 
 
 def _cmd_login(args) -> int:
-    from .config import load_config
-    from .globus import login
+    from latticegenome.core.config import load_config
+    from latticegenome.ingest.globus import login
 
     login(load_config(args.config, args.schema), force=args.force)
     return 0
 
 
 def _cmd_logout(args) -> int:
-    from .config import load_config
-    from .globus import logout
+    from latticegenome.core.config import load_config
+    from latticegenome.ingest.globus import logout
 
     logout(load_config(args.config, args.schema))
     return 0
@@ -355,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._memory import return_freed_memory
+    from latticegenome.core._memory import return_freed_memory
 
     return_freed_memory()
     args = build_parser().parse_args(argv)
@@ -367,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        from .fsutil import is_no_space
+        from latticegenome.core.fsutil import is_no_space
 
         if not is_no_space(exc):
             raise

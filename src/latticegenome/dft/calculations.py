@@ -419,9 +419,13 @@ def run_cp2k(directory: str | Path, command: list[str], *, max_errors: int = 5,
     the reason (custodian's last error, or the validator's) instead.
     """
     from custodian import Custodian
-    from custodian.cp2k.handlers import (AbortHandler, FrozenJobErrorHandler,
-                                         NumericalPrecisionHandler, StdErrHandler,
-                                         UnconvergedScfErrorHandler)
+    from custodian.cp2k.handlers import (
+        AbortHandler,
+        FrozenJobErrorHandler,
+        NumericalPrecisionHandler,
+        StdErrHandler,
+        UnconvergedScfErrorHandler,
+    )
     from custodian.cp2k.validators import Cp2kOutputValidator
 
     OwnCp2kJob, MaxScfHandler = _custodian_classes()
@@ -529,9 +533,14 @@ def vasp_command(launcher: str = "srun", ntasks: int = 1, binary: str = "vasp_st
 def vasp_custodian(directory: str | Path, command: list[str], *, max_errors: int = 5):
     """A :class:`custodian.Custodian` running VASP in ``directory`` with the standard handlers."""
     from custodian import Custodian
-    from custodian.vasp.handlers import (FrozenJobErrorHandler, NonConvergingErrorHandler,
-                                         PotimErrorHandler, StdErrHandler,
-                                         UnconvergedErrorHandler, VaspErrorHandler)
+    from custodian.vasp.handlers import (
+        FrozenJobErrorHandler,
+        NonConvergingErrorHandler,
+        PotimErrorHandler,
+        StdErrHandler,
+        UnconvergedErrorHandler,
+        VaspErrorHandler,
+    )
     from custodian.vasp.jobs import VaspJob
     from custodian.vasp.validators import VasprunXMLValidator
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import yaml
 
-from .errors import ConfigError
+from latticegenome.core.errors import ConfigError
 
 
 def _with_defaults(validator_class):
@@ -285,7 +285,7 @@ def find_schema(config_path: str | Path) -> Path:
         If neither exists (give ``--schema``).
     """
     beside = Path(config_path).parent / "schema.yaml"
-    checkout = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+    checkout = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
     for candidate in (beside, checkout):
         if candidate.is_file():
             return candidate

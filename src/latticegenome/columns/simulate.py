@@ -1,6 +1,6 @@
 """Synthetic HAADF-STEM images of perovskites with known truth.
 
-Two generators share the column model of :mod:`latticegenome.model`:
+Two generators share the column model of :mod:`latticegenome.columns.model`:
 
 - :func:`simulate_lattice` — one ABO3 lattice at any rotation, for
   precision and speed benchmarks;
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import amplitude_for_counts, render_columns
+from latticegenome.columns.model import amplitude_for_counts, render_columns
 
 #: Column brightness in HAADF grows roughly as Z^1.7.
 Z = {"O": 8, "Ti": 22, "Sr": 38, "Ba": 56, "Pb": 82, "La": 57, "Mn": 25, "Ca": 20}
@@ -322,7 +322,7 @@ def write_demo_experiment(
     """
     import tifffile
 
-    from .fsutil import atomic_path, atomic_write
+    from latticegenome.core.fsutil import atomic_path, atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Compiled inner loops of the refinement (Numba).
 
 Each function does, in one pass over each column's window, what the NumPy
-reference functions of :mod:`latticegenome.model` do with whole arrays
-(:func:`~latticegenome.model.window_jacobian`,
-:func:`~latticegenome.model.fisher_information`,
-:func:`~latticegenome.model.render_columns`), without the window-sized
+reference functions of :mod:`latticegenome.columns.model` do with whole arrays
+(:func:`~latticegenome.columns.model.window_jacobian`,
+:func:`~latticegenome.columns.model.fisher_information`,
+:func:`~latticegenome.columns.model.render_columns`), without the window-sized
 temporaries: the refinement is bound by memory traffic, not arithmetic.
 ``tests/test_kernels.py`` checks them against the references.
 

@@ -24,7 +24,7 @@ def plane_profile(cells: dict, *, stacking_axis: str = "y", min_cells: int = 3) 
     Parameters
     ----------
     cells : dict of ndarray
-        From :func:`latticegenome.cells.measure_cells`.
+        From :func:`latticegenome.statistics.cells.measure_cells`.
     stacking_axis : {"y", "x"}
     min_cells : int
         Planes with fewer cells are left out.
@@ -120,7 +120,7 @@ def name_layers(materials: list[dict]) -> list[str]:
     The A-site brightness follows Z^1.7; with fewer than two materials the
     labels are ``layer 0`` and ``layer 1``.
     """
-    from .simulate import Z
+    from latticegenome.columns.simulate import Z
 
     if len(materials) < 2:
         return ["layer 0", "layer 1"]

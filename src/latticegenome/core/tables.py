@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsutil import atomic_write
+from latticegenome.core.fsutil import atomic_write
 
 
 def _fmt(v) -> str:

@@ -6,8 +6,8 @@ that reach into the window are taken from a rendered model image, so
 overlapping neighbours are modelled. The fits of all columns are batched:
 one damped Fisher-scoring (Levenberg-Marquardt) step per column and outer
 iteration; the per-window sums (log-likelihood, gradient, Fisher information)
-and the model rendering are compiled loops (:mod:`latticegenome._kernels`,
-checked against the NumPy reference functions of :mod:`latticegenome.model`),
+and the model rendering are compiled loops (:mod:`latticegenome.columns._kernels`,
+checked against the NumPy reference functions of :mod:`latticegenome.columns.model`),
 the steps themselves batched NumPy. Interpenetrating sublattices (A and B)
 are updated alternately (Gauss-Seidel). Columns outside the image are
 fitted too (they shine into it), on the image pixels nearest to them; those
@@ -29,8 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._kernels import accumulate, move, trial_loglik, window_stats
-from .model import fisher_information, render_columns, window_jacobian
+from latticegenome.columns._kernels import accumulate, move, trial_loglik, window_stats
+from latticegenome.columns.model import (
+    fisher_information,
+    render_columns,
+    window_jacobian,
+)
 
 
 @dataclass

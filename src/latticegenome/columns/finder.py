@@ -3,9 +3,9 @@
 Pipeline, every step vectorised and linear in the number of columns:
 
 1. lattice vectors from the autocorrelation of the image
-   (:func:`latticegenome.lattice.estimate_lattice`);
+   (:func:`latticegenome.columns.lattice.estimate_lattice`);
 2. local maxima of the lightly smoothed image, indexed on the lattice by
-   growing from a bright seed (:func:`latticegenome.lattice.index_lattice`);
+   growing from a bright seed (:func:`latticegenome.columns.lattice.index_lattice`);
    if the maxima alternate in brightness like a checkerboard, the grown
    lattice was the centred A+B pseudo-lattice and the brighter half is A;
 3. lattice sites next to indexed A columns that have no maximum (edge
@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .errors import NoLatticeError
-from .lattice import (
+from latticegenome.columns.lattice import (
     estimate_lattice,
     fit_lattice,
     index_grid,
@@ -42,8 +41,9 @@ from .lattice import (
     predict_sites,
     reduce_basis,
 )
-from .model import render_columns
-from .refine import refine_columns
+from latticegenome.columns.model import render_columns
+from latticegenome.columns.refine import refine_columns
+from latticegenome.core.errors import NoLatticeError
 
 #: Tolerances of the preliminary fits (a start for the joint fit, not a result).
 _LOOSE = {"tol_px": 1e-2, "tol_decrement": 1e-2, "max_iter": 6, "max_sweeps": 1}

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .columns import Columns, find_columns
-from .errors import LatticeGenomeError
-from .io import Image, read_image
+from latticegenome.columns.finder import Columns, find_columns
+from latticegenome.columns.readers import Image, read_image
+from latticegenome.core.errors import LatticeGenomeError
 
 
 @dataclass
 class FileResult:
     """Columns of every frame of one file.
 
-    ``frames`` pairs each analysed :class:`~latticegenome.io.Image` with its
-    :class:`~latticegenome.columns.Columns`.
+    ``frames`` pairs each analysed :class:`~latticegenome.columns.readers.Image` with its
+    :class:`~latticegenome.columns.finder.Columns`.
     """
 
     path: str
@@ -66,9 +66,9 @@ def analyse_file(
         Nominal A-A spacing (the material's lattice parameter): a hint for
         the lattice search, converted to pixels with the pixel size.
     hdf5_dataset, stack
-        See :func:`latticegenome.io.read_image`.
+        See :func:`latticegenome.columns.readers.read_image`.
     significance, b_search
-        See :func:`latticegenome.columns.find_columns`.
+        See :func:`latticegenome.columns.finder.find_columns`.
 
     Raises
     ------

@@ -5,8 +5,8 @@ and EMD (Velox and Berkeley) through RosettaSciIO, HDF5 (dataset path
 configurable) and NPY. The pixel size comes from the file when it carries
 one, else from the caller (the configuration); a file with neither is an
 error. Every error names the file and the problem
-(:class:`~latticegenome.errors.ImageReadError`,
-:class:`~latticegenome.errors.PixelSizeError`). A parser's own message is
+(:class:`~latticegenome.core.errors.ImageReadError`,
+:class:`~latticegenome.core.errors.PixelSizeError`). A parser's own message is
 never passed on: it may quote the file's first bytes (a text file named
 ``x.tif`` holding a password file), so a failure is reported as a phrase per
 format with the exception's type (:func:`read_failure`).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError, PixelSizeError
+from latticegenome.core.errors import ImageReadError, PixelSizeError
 
 #: Length units to picometres.
 UNIT_PM = {
@@ -77,7 +77,7 @@ def read_failure(kind: str, exc: BaseException) -> str:
 
 def _listing(names: list[str], limit: int = 8, width: int = 200) -> str:
     """Names from a file, escaped to one line and capped in length."""
-    from .transfer import display_name
+    from latticegenome.ingest.manifest import display_name
 
     text = ", ".join(display_name(n) for n in names[:limit]) or "none"
     if len(names) > limit:

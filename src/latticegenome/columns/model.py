@@ -66,7 +66,7 @@ def render_columns(
     pad = 2 * radius
     prow, pcol = rows + 2 * pad, cols + 2 * pad
     out = np.zeros(prow * pcol, dtype=float)
-    from ._kernels import accumulate
+    from latticegenome.columns._kernels import accumulate
 
     accumulate(out, rows, cols, pad, np.ascontiguousarray(x), np.ascontiguousarray(y),
                np.ascontiguousarray(amplitude, dtype=float), np.ascontiguousarray(sigma, dtype=float),

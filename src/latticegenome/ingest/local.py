@@ -1,34 +1,9 @@
-"""Moving raw images from a facility to scratch, with a manifest.
+"""The local-filesystem backend, the embedded default (no account, no network).
 
-A *facility* is where raw images live (the microscope facility's collection)
-or where results go (a publication collection). Each backend implements the
-same two operations:
-
-- :meth:`LocalBackend.ingest` — copy every file of an experiment matching a
-  pattern into scratch, verify each by SHA-256, and write a manifest;
-- :meth:`LocalBackend.publish` — copy a results package out.
-
-The local-filesystem backend is the embedded default: no account, no
-network. It is resumable: a task id is written before the first byte is
-copied and reused by a rerun, files already present with the right checksum
-are skipped, and every file appears whole (written to a temporary name,
-verified, then renamed) and read-only, so raw data cannot be modified by a
-later step.
-
-Remote names are untrusted: :func:`check_name` refuses names with ``..``,
-absolute paths, path separators, control characters, leading dots or bytes
-that are not UTF-8; messages show a name through :func:`display_name`, so a
-hostile name cannot break a log line or a TSV row. Refused files are listed
-with :func:`write_refused`.
-
-The local backend never follows a symbolic link: links in the experiment
-folder are refused and reported, the folder itself must resolve inside the
-facility's root, and every source is opened with ``O_NOFOLLOW`` relative to
-the folder's descriptor. A raw copy whose facility original changed since it
-was ingested is kept with its record and reported, never silently replaced;
-:func:`facility_changes` checks a manifest against the facility (size and
-modification time first, SHA-256 only for what differs).
-"""
+:class:`LocalBackend` copies an experiment's files from a facility folder into
+scratch, each verified by SHA-256, read-only, resumable; symbolic links and
+anything whose real path lies outside the facility root are refused, never
+read. :func:`facility_changes` tells which originals changed since ingest."""
 
 from __future__ import annotations
 
@@ -37,183 +12,26 @@ import csv
 import errno
 import fnmatch
 import hashlib
-import io
 import json
 import os
 import stat
 import time
-import unicodedata
 import uuid
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .errors import TransferError
-from .fsutil import CHUNK, atomic_path, atomic_write, sha256_file
-
-#: Files a workflow engine leaves in output folders: never published.
-BOOKKEEPING = {".snakemake_timestamp"}
-
-MANIFEST_FIELDS = ("file", "size", "sha256", "facility", "collection", "source_path",
-                   "task_id", "transferred_at", "source_mtime_ns")
-
-#: Columns of a list of refused files (``rejected.tsv``).
-REFUSED_FIELDS = ("file", "reason")
-
-#: Characters shown escaped besides control characters: line and paragraph
-#: separators and the bidirectional overrides (which reorder a displayed line).
-_ESCAPED = set("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_SHORT = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-@dataclass
-class ManifestEntry:
-    """One transferred file: what it is, where it came from, which task.
-
-    ``source_mtime_ns`` is the facility original's modification time (ns,
-    as text) when it was read; empty for manifests written before it was
-    recorded and for backends that do not know it (Globus).
-    """
-
-    file: str
-    size: int
-    sha256: str
-    facility: str
-    collection: str
-    source_path: str
-    task_id: str
-    transferred_at: str
-    source_mtime_ns: str = ""
-
-
-def _escape_char(c: str) -> str:
-    if c == "\\":
-        return "\\\\"
-    if c in _SHORT:
-        return _SHORT[c]
-    code = ord(c)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (os.fsdecode's surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    if unicodedata.category(c) in ("Cc", "Cs") or c in _ESCAPED:
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    return c
-
-
-def display_name(name: str) -> str:
-    r"""``name`` safe to print on one line or in one TSV cell.
-
-    Backslashes and control characters are escaped (``\\``, ``\n``,
-    ``\t``, ``\x01``, ``\u2028``; a byte that is not UTF-8 as ``\xff``);
-    any other character, Unicode included (µ, Å, ü), is kept.
-
-    Examples
-    --------
-    >>> display_name("scan\n01\x01µm.tif")
-    'scan\\n01\\x01µm.tif'
-    """
-    return "".join(_escape_char(c) for c in str(name))
-
-
-def _one_line(text: str) -> str:
-    """``text`` with control characters escaped (backslashes kept as they are)."""
-    return "".join(c if c == "\\" else _escape_char(c) for c in str(text))
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` if it is a safe plain file name, else raise.
-
-    Raises
-    ------
-    TransferError
-        For empty names, ``.`` or ``..``, absolute paths, names containing a
-        path separator, a control character (C0, C1, line separators) or a
-        byte that is not UTF-8, and names with a leading dot. The message
-        shows the name through :func:`display_name`.
-    """
-    shown = f"refused remote name '{display_name(name)}'"
-    if not name or name in (".", ".."):
-        raise TransferError(f"{shown}: empty or a directory reference")
-    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        raise TransferError(f"{shown}: absolute path")
-    if "/" in name or "\\" in name or ".." in name.split("/"):
-        raise TransferError(f"{shown}: contains a path separator or '..'")
-    if any(_escape_char(c) != c for c in name):
-        raise TransferError(f"{shown}: contains a control character or a byte that is not UTF-8")
-    if name.startswith("."):
-        raise TransferError(f"{shown}: hidden file")
-    return name
-
-
-def write_refused(path: str | Path, refused) -> None:
-    """Write the refused files as a TSV (``file``, ``reason``), atomically.
-
-    Always written: a header only when nothing was refused. Names are shown
-    through :func:`display_name` and reasons have their control characters
-    escaped, so every file is one row.
-
-    Parameters
-    ----------
-    path : str or Path
-    refused : iterable of (name, reason)
-    """
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    w.writerow(REFUSED_FIELDS)
-    for name, reason in refused:
-        w.writerow((display_name(name), _one_line(reason)))
-    with atomic_write(path, "wb") as fh:
-        fh.write(buf.getvalue().encode("utf-8"))
-
-
-def read_refused(path: str | Path) -> list[tuple[str, str]]:
-    """The (file, reason) rows of a list written by :func:`write_refused`.
-
-    Names are returned in their display form, as written.
-    """
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    return [(r["file"], r["reason"]) for r in rows]
-
-
-def write_raw_provenance(dest: Path, entry: ManifestEntry) -> None:
-    """Sidecar ``<raw file>.prov.json``: where the raw copy came from."""
-    from .provenance import make_record, write_sidecar
-
-    raw = asdict(entry)
-    raw.pop("file")
-    write_sidecar(dest, make_record(dest, rule="ingest", raw=raw))
-
-
-def _entry_from(row: dict, **override) -> ManifestEntry:
-    """A ManifestEntry from a manifest row or a sidecar's ``raw`` record;
-    columns it does not know are ignored, optional ones may be missing."""
-    known = {f.name for f in fields(ManifestEntry)}
-    values = {k: ("" if v is None else v) for k, v in {**row, **override}.items() if k in known}
-    values["size"] = int(values["size"])
-    values["source_mtime_ns"] = str(values.get("source_mtime_ns", ""))
-    return ManifestEntry(**values)
-
-
-def read_manifest(path: str | Path) -> list[ManifestEntry]:
-    """Read a manifest written by :func:`write_manifest`.
-
-    Manifests written before ``source_mtime_ns`` existed read with it empty.
-    """
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    return [_entry_from(r) for r in rows]
-
-
-def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> None:
-    """Write a manifest (TSV, one row per file) atomically."""
-    with atomic_write(path, "w") as fh:
-        w = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS, delimiter="\t", lineterminator="\n")
-        w.writeheader()
-        for e in entries:
-            w.writerow(asdict(e))
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+from latticegenome.core.errors import TransferError
+from latticegenome.core.fsutil import CHUNK, atomic_path, atomic_write, sha256_file
+from latticegenome.ingest.manifest import (  # noqa: F401
+    BOOKKEEPING,
+    ManifestEntry,
+    _entry_from,
+    _now,
+    check_name,
+    display_name,
+    read_manifest,
+    write_manifest,
+    write_raw_provenance,
+)
 
 
 class _Refused(TransferError):
@@ -729,63 +547,3 @@ def facility_changes(backend: LocalBackend, path: str,
     return [(display_name(name), reason) for name, reason in found if reason]
 
 
-def backend_for(name: str, facility: dict, *, base: str | Path = ".", config: dict | None = None,
-                client=None):
-    """The transfer backend of a facility block of the configuration.
-
-    Parameters
-    ----------
-    name : str
-        The facility's name.
-    facility : dict
-        Its block: ``{backend: local, path}`` or ``{backend: globus,
-        collection_id, path}``.
-    base : str or Path
-        Folder that relative local paths are relative to.
-    config : dict, optional
-        The whole configuration; needed for Globus (its ``globus:`` block
-        names the host facility this workflow runs on).
-    client : globus_sdk.TransferClient, optional
-        For Globus, a client to use instead of one authenticated from the
-        environment or the user's tokens.
-
-    Raises
-    ------
-    TransferError
-        For an unknown backend or an incomplete Globus configuration.
-    """
-    kind = facility.get("backend", "local")
-    if kind == "local":
-        root = Path(facility["path"])
-        if not root.is_absolute():
-            root = Path(base) / root
-        return LocalBackend(name, root)
-    if kind == "globus":
-        from .globus import (
-            GlobusBackend,
-            GlobusSettings,
-            collection_from_config,
-            make_app,
-            transfer_client,
-        )
-
-        config = config or {}
-        gblock = config.get("globus") or {}
-        host_name = gblock.get("host")
-        facilities = config.get("facilities", {})
-        if not host_name or host_name not in facilities:
-            raise TransferError(f"facility '{name}' uses Globus: set globus.host to the facility "
-                                "(a Globus collection with local_path) this workflow runs on")
-        host = collection_from_config(host_name, facilities[host_name], base=base)
-        coll = collection_from_config(name, facility, base=base)
-        settings = GlobusSettings.from_config(gblock)
-        if client is None:
-            consent = [c.collection_id for c in (coll, host) if c.data_access]
-            client = transfer_client(make_app(settings), consent)
-        return GlobusBackend(coll, host, client, settings)
-    raise TransferError(f"facility '{name}': unknown transfer backend '{kind}'")
-
-
-__all__ = ["LocalBackend", "MANIFEST_FIELDS", "ManifestEntry", "REFUSED_FIELDS", "backend_for",
-           "check_name", "display_name", "facility_changes", "read_manifest", "read_refused",
-           "write_manifest", "write_refused"]

@@ -1,7 +1,7 @@
 """Per-image column results: HDF5 for the workflow, CSV for the command line.
 
 An HDF5 result holds the group ``columns`` (one dataset per field of
-:data:`latticegenome.columns.FIELDS`) and attributes: ``status`` (``ok`` or
+:data:`latticegenome.columns.finder.FIELDS`) and attributes: ``status`` (``ok`` or
 ``rejected``), ``reason`` (for rejected images), ``source`` (the image file),
 ``pixel_size_pm``, the lattice basis and origin (px), the image shape, the
 instrument metadata and the provenance record (JSON). A rejected image still
@@ -16,16 +16,15 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ImageReadError
-from .fsutil import atomic_path, atomic_write
+from latticegenome.core.errors import ImageReadError
+from latticegenome.core.fsutil import atomic_path, atomic_write
 
 if TYPE_CHECKING:  # the column finder (and its compiled kernels) is not needed to read results
-    from .columns import Columns
+    from latticegenome.columns.finder import Columns
 
 CSV_FIELDS = ("x", "y", "site", "x_err", "y_err", "amplitude", "background",
               "amplitude_err", "sigma", "i", "j", "converged")

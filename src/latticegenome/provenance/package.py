@@ -7,7 +7,7 @@ file with its size and SHA-256, the workflow and its version (package version
 and git commit), the run that made the results (a ``CreateAction`` whose
 instruments are the workflow and the microscope), the people and the facility
 from the configuration. The package is then sent through the configured
-transfer backend (:func:`latticegenome.transfer.backend_for`).
+transfer backend (:func:`latticegenome.ingest.backends.backend_for`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import shutil
 import time
 from pathlib import Path
 
-from .fsutil import sha256_file
-from .provenance import software
-from .transfer import BOOKKEEPING
+from latticegenome.core.fsutil import sha256_file
+from latticegenome.core.records import software
+from latticegenome.ingest.manifest import BOOKKEEPING
 
 WORKFLOW_URL = "https://github.com/latticegenome/latticegenome"
 
@@ -56,7 +56,7 @@ def check_report(report: str | Path, results: list[str | Path], *, experiment: s
     import json
     import re
 
-    from .errors import LatticeGenomeError
+    from latticegenome.core.errors import LatticeGenomeError
 
     fix = f"write it again (snakemake --report {report}), then publish"
     text = Path(report).read_text(errors="replace")
@@ -124,7 +124,7 @@ def build_package(
         License URL of the data.
     raw_images : list of dict, optional
         Raw-image records (collection, source path, checksum, task id), e.g.
-        from :func:`latticegenome.provenance.raw_sources`.
+        from :func:`latticegenome.provenance.chain.raw_sources`.
     workdir : str, optional
         Where to read the workflow's git commit.
 

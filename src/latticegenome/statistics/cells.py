@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import column_counts
+from latticegenome.columns.model import column_counts
 
 CELL_FIELDS = (
     "x", "y", "i", "j", "u", "v", "a_pm", "b_pm", "angle_deg", "area_pm2", "exx", "eyy", "exy",
@@ -55,7 +55,7 @@ def measure_cells(
     Parameters
     ----------
     columns : dict of ndarray
-        As written by :func:`latticegenome.columns.find_columns` (fields x, y,
+        As written by :func:`latticegenome.columns.finder.find_columns` (fields x, y,
         site, i, j, x_err, y_err, amplitude, sigma).
     pixel_size_pm : float
     reference_pm : (a, b), optional

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .fsutil import atomic_write
+from latticegenome.core.errors import ConfigError
+from latticegenome.core.fsutil import atomic_write
 
 MP_ENDPOINT = "https://api.materialsproject.org/"
 PM_PER_ANGSTROM = 100.0

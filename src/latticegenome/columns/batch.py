@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LatticeGenomeError
-from .fsutil import atomic_dir, atomic_write, sha256_file, stale_parts
+from latticegenome.core.errors import LatticeGenomeError
+from latticegenome.core.fsutil import atomic_dir, atomic_write, sha256_file, stale_parts
 
 #: The file that marks a batch folder as whole (written last).
 MARKER = "batch.json"
 
-#: Keys of the analysis settings passed to :func:`latticegenome.analysis.analyse_file`.
+#: Keys of the analysis settings passed to :func:`latticegenome.columns.analysis.analyse_file`.
 _ANALYSIS_KEYS = ("pixel_size_pm", "spacing_pm", "hdf5_dataset", "stack", "significance",
                   "b_search")
 
@@ -99,7 +99,7 @@ def code_fingerprint() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the whole library
     for f in sorted(here.rglob("*.py")):
         h.update(f.relative_to(here).as_posix().encode())
         h.update(f.read_bytes())
@@ -134,9 +134,9 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
         ``dispersion``, ``sha256`` (of the bytes analysed); for an internal error also
         ``traceback``.
     """
-    from .analysis import analyse_file
-    from .provenance import make_record
-    from .store import write_columns_h5
+    from latticegenome.columns.analysis import analyse_file
+    from latticegenome.columns.store import write_columns_h5
+    from latticegenome.core.records import make_record
 
     prov = provenance or {}
 
@@ -250,8 +250,8 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
     if not jobs:
         return []
     workers = max(1, min(int(workers), len(jobs)))
-    from . import analysis  # noqa: F401  (imported once, before the workers are forked)
-    from ._memory import return_freed_memory
+    from latticegenome.columns import analysis  # noqa: F401  (imported once, before the workers are forked)
+    from latticegenome.core._memory import return_freed_memory
 
     return_freed_memory()  # image-sized temporaries go back to the system (inherited by forks)
     _compile_kernels_aside()
@@ -359,7 +359,7 @@ def _compile_kernels_aside() -> None:
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-c", "from latticegenome._kernels import warm_up; warm_up()"],
+    subprocess.run([sys.executable, "-c", "from latticegenome.columns._kernels import warm_up; warm_up()"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 

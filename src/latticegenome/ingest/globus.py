@@ -18,7 +18,7 @@ existing task instead of creating a duplicate. Waiting is bounded; the task's
 real status is read afterwards (``task_wait`` also returns on INACTIVE) and
 every way a task can stop (FAILED, INACTIVE, paused, too many faults,
 deadline passed, still running when our wait ends) becomes one
-:class:`~latticegenome.errors.TransferError` saying what happened and what to
+:class:`~latticegenome.core.errors.TransferError` saying what happened and what to
 do.
 
 Authentication is a :class:`globus_sdk.GlobusApp`: a person's
@@ -39,9 +39,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 
-from .errors import TransferError
-from .fsutil import atomic_write, sha256_file
-from .transfer import BOOKKEEPING, ManifestEntry, check_name, write_manifest, write_raw_provenance
+from latticegenome.core.errors import TransferError
+from latticegenome.core.fsutil import atomic_write, sha256_file
+from latticegenome.ingest.manifest import (
+    BOOKKEEPING,
+    ManifestEntry,
+    check_name,
+    write_manifest,
+    write_raw_provenance,
+)
 
 #: Environment variables of a confidential client (unattended runs).
 ENV_CLIENT_ID = "LATTICEGENOME_GLOBUS_CLIENT_ID"
@@ -166,7 +172,9 @@ def explain(exc: BaseException, what: str, *, client_mode: bool | None = None) -
     """
     client = unattended() if client_mode is None else client_mode
     import globus_sdk
-    from globus_sdk.token_storage.validating_token_storage.errors import TokenValidationError
+    from globus_sdk.token_storage.validating_token_storage.errors import (
+        TokenValidationError,
+    )
 
     fix_login = (f"set {ENV_CLIENT_ID}/{ENV_CLIENT_SECRET} to a client with access"
                  if client else f"run `{LOGIN}`")
@@ -601,7 +609,7 @@ def token_file(app) -> Path | None:
 
 
 def _consent_ids(config: dict) -> list[str]:
-    from .config import globus_facilities
+    from latticegenome.core.config import globus_facilities
 
     fac = config.get("facilities", {})
     return [fac[n]["collection_id"] for n in globus_facilities(config)
@@ -636,28 +644,6 @@ def logout(config: dict, *, log=print) -> None:
     log("logged out; stored Globus tokens revoked and removed")
 
 
-def preflight(config: dict, *, facilities, base: str | Path = ".", client=None,
-              log=print) -> None:
-    """Check, before any work, that each named Globus facility can be used.
-
-    Lists each collection's base path once (and the host's). Missing login,
-    an expired refresh token or a missing data_access consent raise a
-    :class:`~latticegenome.errors.TransferError` of one line that names the
-    collection and the command that fixes it.
-    """
-    from .transfer import backend_for
-
-    checked = set()
-    for name in facilities:
-        block = config["facilities"][name]
-        if block.get("backend") != "globus" or name in checked:
-            continue
-        backend = backend_for(name, block, base=base, config=config, client=client)
-        backend.check()
-        checked.update({name, backend.host.name})
-        log(f"Globus: {backend.collection.describe()} and host {backend.host.describe()} OK")
-
-
 def _parse_time(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
@@ -680,4 +666,4 @@ def _write_state(path: Path, state: dict) -> None:
 __all__ = ["Collection", "ENV_CLIENT_ID", "ENV_CLIENT_SECRET", "ENV_NATIVE_CLIENT_ID",
            "GlobusBackend", "GlobusSettings", "collection_from_config", "explain", "login",
            "logout", "make_app",
-           "preflight", "token_file", "transfer_client", "unattended"]
+           "token_file", "transfer_client", "unattended"]

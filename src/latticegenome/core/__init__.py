@@ -1,0 +1,1 @@
+"""Shared by every stage: errors, atomic files, the configuration, provenance records, tables."""

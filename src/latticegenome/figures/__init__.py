@@ -1,0 +1,1 @@
+"""Figures of the statistics and of analysed images (matplotlib)."""

@@ -1,0 +1,1 @@
+"""Stage 1, ingest: raw images from a facility to scratch (local folder or Globus), checksummed, with a manifest."""

@@ -1,0 +1,1 @@
+"""Stage 3, lattice statistics: unit cells, classes of local configurations, layer profiles, the experiment's aggregate."""
