@@ -1,5 +1,5 @@
 # Stage 2: find the A and B columns of every image and refine them (Poisson ML).
-# Images are analysed in fixed batches (config batch_size, default 100): one
+# Images are analysed in fixed batches (config batch_size): one
 # job per batch pays the start-up once, and 10,000 images make 100 jobs.
 # A broken image is written as 'rejected' with its reason, never fails the batch.
 # A batch folder appears whole (with its batch.json) or not at all; a killed

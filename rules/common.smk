@@ -1,7 +1,9 @@
 # Helpers shared by the rules: paths, per-experiment settings, and the
-# image list that the ingest checkpoint's manifest drives.
+# image list that the ingest checkpoint's manifest drives. Every default is a
+# field of the settings model (src/latticegenome/core/settings.py): SETTINGS is
+# the configuration as that model; validate() in the Snakefile has filled the
+# same defaults into `config` (config/schema.yaml is made from the model).
 
-import csv
 import json
 import os
 import sys
@@ -12,19 +14,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from latticegenome.columns.batch import batches, memory_mb
-from latticegenome.core.config import check_references, experiment_settings, globus_facilities
+from latticegenome.ingest.manifest import manifest_index
+from latticegenome.core.config import check_references, globus_facilities, settings_from_config
 
-SCRATCH = config["scratch"]
-RESULTS = config["results"]
-EXPERIMENTS = list(config["experiments"])
+SETTINGS = settings_from_config(config)
+SCRATCH = SETTINGS.scratch
+RESULTS = SETTINGS.results
+EXPERIMENTS = list(SETTINGS.experiments)
 GLOBUS = globus_facilities(config)
-DFT = config.get("dft", {})
-BATCH_SIZE = int(config.get("batch_size", 100))
+# the dft block as written, with the model's defaults filled in by validate()
+# (as parameters of the jobs: the values as written, so that no job reruns for 400 vs 400.0)
+DFT = config["dft"]
+BATCH_SIZE = SETTINGS.batch_size
 
 # Unattended Globus runs authenticate as a confidential client; its id and
 # secret come from the environment (never from the configuration) and are
 # passed on to cluster jobs.
-if GLOBUS and config.get("globus", {}).get("auth", "user") == "client":
+if GLOBUS and SETTINGS.globus.auth == "client":
 
     envvars:
         "LATTICEGENOME_GLOBUS_CLIENT_ID",
@@ -38,23 +44,24 @@ wildcard_constraints:
 
 
 def experiment(wildcards):
+    """The experiment's block of the configuration (a dict, defaults filled in)."""
     return config["experiments"][wildcards.experiment]
 
 
+def experiment_model(wildcards):
+    """The experiment as the settings model (typed; every default from the model)."""
+    return SETTINGS.experiments[wildcards.experiment]
+
+
 def analysis_settings(wildcards):
-    """Defaults merged with the experiment's overrides (see config/schema.yaml)."""
-    return experiment_settings(config, wildcards.experiment)
-
-
-#: Settings the statistics use, not the column finding (changing them must not
-#: re-run find_columns).
-STATISTICS_ONLY = ("lattice_tolerance",)
+    """The analysis block merged with the experiment's overrides, as a dict."""
+    return SETTINGS.analysis_for(wildcards.experiment).model_dump()
 
 
 def column_settings(wildcards):
-    """The analysis settings of find_columns."""
-    settings = analysis_settings(wildcards)
-    return {k: v for k, v in settings.items() if k not in STATISTICS_ONLY}
+    """The analysis settings of find_columns: those the statistics alone use
+    (lattice_tolerance) left out, so that changing them does not re-run it."""
+    return SETTINGS.analysis_for(wildcards.experiment).for_columns()
 
 
 def _manifest(wildcards):
@@ -67,10 +74,9 @@ def _manifest(wildcards):
 
 @lru_cache(maxsize=32)
 def _manifest_rows(path, mtime_ns):
-    """{file: (size in bytes, sha256)} of a manifest, in its order."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {row["file"]: (int(row["size"]), row["sha256"])
-                for row in csv.DictReader(fh, delimiter="\t")}
+    """{file: (size in bytes, sha256)} of a manifest, in its order (the manifest
+    layout is ingest.manifest's)."""
+    return manifest_index(path)
 
 
 def _manifest_names(path, mtime_ns):
@@ -141,26 +147,12 @@ def raw_images(wildcards):
     )
 
 
-def software_versions():
-    """Versions of the packages that make the results; as parameters, an upgrade reruns the job."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("latticegenome", "numpy", "scipy", "scikit-image", "scikit-learn", "h5py",
-                 "tifffile", "rosettasciio", "numba", "matplotlib", "rocrate", "snakemake"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def all_outputs():
     out = [
         *expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
         f"{RESULTS}/software.tsv",
     ]
-    if DFT.get("enabled", True):
+    if SETTINGS.dft.enabled:
         out += expand(f"{RESULTS}/{{experiment}}/dft.csv", experiment=EXPERIMENTS)
     return out
 
@@ -189,15 +181,15 @@ def globus_preflight():
     from latticegenome.ingest.backends import preflight
 
     needed = [
-        config["experiments"][name]["facility"]
+        SETTINGS.experiments[name].facility
         for name in EXPERIMENTS
         if not Path(f"{SCRATCH}/{name}/manifest.tsv").exists()
     ]
     targets = " ".join(str(t) for t in (workflow.dag_settings.targets or []))
     if "publish" in targets:
-        needed.append(config["publication"]["facility"])
+        needed.append(SETTINGS.publication.facility)
     try:
-        preflight(config, facilities=needed, log=lambda m: None)
+        preflight(config, facilities=needed)
     except TransferError as exc:
         sys.exit(f"latticegenome: {exc}")
 
@@ -219,7 +211,7 @@ def report_facility_changes():
         exp = config["experiments"][name]
         facility = config["facilities"][exp["facility"]]
         manifest = Path(f"{SCRATCH}/{name}/manifest.tsv")
-        if facility.get("backend", "local") != "local" or not manifest.exists():
+        if SETTINGS.facilities[exp["facility"]].backend != "local" or not manifest.exists():
             continue
         try:
             backend = backend_for(exp["facility"], facility)

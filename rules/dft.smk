@@ -11,7 +11,7 @@ checkpoint models:
         models=directory(f"{RESULTS}/{{experiment}}/models"),
     params:
         materials=lambda wc: experiment(wc)["materials"],
-        stacking_axis=lambda wc: experiment(wc).get("stacking_axis", "y"),
+        stacking_axis=lambda wc: experiment_model(wc).stacking_axis,
         dft=DFT,
     log:
         f"{RESULTS}/{{experiment}}/logs/models.log",
@@ -30,18 +30,18 @@ rule dft:
         result=f"{RESULTS}/{{experiment}}/dft/{{model}}.json",
     params:
         dft=DFT,
-        launcher=config.get("mpi_launcher", "mpirun"),
+        launcher=SETTINGS.mpi_launcher,
         workdir=lambda wc: f"{RESULTS}/{wc.experiment}/dft/{wc.model}",
         # MPI tasks: the profile's resources.tasks on a cluster, else dft.ntasks
         ntasks=lambda wildcards, resources, threads: int(resources.get("tasks") or threads),
     # locally one core per MPI task; cluster profiles set 1 thread per task and resources.tasks
-    threads: DFT["ntasks"]
+    threads: SETTINGS.dft.ntasks
     resources:
         runtime=120,
         mem_mb=4000,
         # an MPI job: on SLURM the job step is not wrapped in 'srun -n1', and the
         # launcher (mpi_launcher) starts resources.tasks ranks itself
-        mpi=config.get("mpi_launcher", "mpirun"),
+        mpi=SETTINGS.mpi_launcher,
     log:
         f"{RESULTS}/{{experiment}}/logs/dft/{{model}}.log",
     benchmark:

@@ -11,7 +11,7 @@ checkpoint ingest:
         facility_name=lambda wc: experiment(wc)["facility"],
         facility=lambda wc: config["facilities"][experiment(wc)["facility"]],
         path=lambda wc: experiment(wc)["path"],
-        pattern=lambda wc: experiment(wc).get("pattern", "*"),
+        pattern=lambda wc: experiment_model(wc).pattern,
         raw_dir=lambda wc: f"{SCRATCH}/{wc.experiment}/raw",
     log:
         f"{RESULTS}/{{experiment}}/logs/ingest.log",

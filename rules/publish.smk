@@ -21,10 +21,8 @@ rule package:
         package=directory(f"{RESULTS}/{{experiment}}/package"),
     params:
         experiment=lambda wc: experiment(wc),
-        people=config.get("people", []),
-        license=config.get("publication", {}).get(
-            "license", "https://creativecommons.org/licenses/by/4.0/"
-        ),
+        people=config["people"],  # as written (validate() filled the model's default)
+        license=SETTINGS.license,
     log:
         f"{RESULTS}/{{experiment}}/logs/package.log",
     benchmark:
@@ -41,9 +39,9 @@ rule publish:
     output:
         record=f"{RESULTS}/{{experiment}}/published.json",
     params:
-        facility_name=config.get("publication", {}).get("facility"),
-        facility=lambda wc: config["facilities"][config["publication"]["facility"]],
-        path=lambda wc: f"{config['publication'].get('path', 'latticegenome')}/{wc.experiment}",
+        facility_name=lambda wc: SETTINGS.publication.facility,
+        facility=lambda wc: config["facilities"][SETTINGS.publication.facility],
+        path=lambda wc: f"{SETTINGS.publication.path}/{wc.experiment}",
     log:
         f"{RESULTS}/{{experiment}}/logs/publish.log",
     benchmark:

@@ -61,7 +61,7 @@ rule statistics:
     params:
         nominal_pm=lambda wc: experiment(wc)["materials"][0]["a_pm"],
         materials=lambda wc: experiment(wc)["materials"],
-        stacking_axis=lambda wc: experiment(wc).get("stacking_axis", "y"),
+        stacking_axis=lambda wc: experiment_model(wc).stacking_axis,
         reference_region=lambda wc: experiment(wc).get("strain_reference_region_px"),
         settings=analysis_settings,
     log:
@@ -77,7 +77,12 @@ rule statistics:
         "../scripts/statistics.py"
 
 
+# Versions read inside the job, in the environment the analysis jobs run in (the
+# rule's conda environment on a cluster), and the software the provenance records
+# of the statistics name; the statistics are its inputs, so new results remake it.
 rule software:
+    input:
+        statistics=expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
     output:
         report(
             f"{RESULTS}/software.tsv",
@@ -85,8 +90,6 @@ rule software:
             category="1. Software",
             labels={"table": "versions"},
         ),
-    params:
-        versions=software_versions(),
     log:
         f"{RESULTS}/logs/software.log",
     benchmark:

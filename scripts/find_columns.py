@@ -9,14 +9,15 @@ from _setup import setup
 log = setup(snakemake, take_over=True)  # noqa: F821  (analyse_batch reuses a killed run's images)
 
 from latticegenome.columns.batch import analyse_batch  # noqa: E402
+from latticegenome.core.settings import AnalysisSettings  # noqa: E402
 
 sm = snakemake  # noqa: F821
-settings = dict(sm.params.settings)
+settings = AnalysisSettings.of(dict(sm.params.settings))  # the experiment's merged settings
 results = analyse_batch(
     list(sm.input.images), sm.output.columns, settings, workers=sm.threads,
-    provenance={"rule": sm.rule, "params": settings,
+    provenance={"rule": sm.rule, "params": settings.for_columns(),
                 "workdir": str(sm.scriptdir)},  # the workflow checkout, for its git commit
-    log_file=sm.log[0], log=log.info,
+    log_file=sm.log[0],
     expected_sha256=dict(sm.params.expected_sha256),
     exclusive=True,  # Snakemake holds this output: any temporary folder of it is a killed run's
 )

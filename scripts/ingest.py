@@ -18,8 +18,7 @@ try:
         sm.params.raw_dir,
         sm.output.manifest,
         label=f"latticegenome ingest {sm.wildcards.experiment}",
-        log=log.info,
-    )
+    )  # progress: the library's loggers, into this rule's log (see _setup)
 except TransferError as exc:
     log.error("%s", exc)
     raise SystemExit(f"ingest {sm.wildcards.experiment}: {exc}") from None

@@ -1,5 +1,6 @@
 """Batches of images analysed in one process (latticegenome.columns.batch)."""
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def test_batches_are_consecutive_and_fixed_by_size():
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_broken_image_is_set_aside_and_the_batch_finishes(tmp_path, workers):
+def test_a_broken_image_is_set_aside_and_the_batch_finishes(tmp_path, workers, caplog):
     raw = tmp_path / "raw"
     raw.mkdir()
     for k in range(2):
@@ -36,10 +37,9 @@ def test_a_broken_image_is_set_aside_and_the_batch_finishes(tmp_path, workers):
         tifffile.imwrite(raw / f"img_{k}.tif", img.astype(np.uint16))
     (raw / "broken.tif").write_bytes(b"II*\x00 not a tiff")
     sources = [str(raw / n) for n in ("img_0.tif", "broken.tif", "img_1.tif")]
-    lines = []
+    caplog.set_level(logging.INFO, logger="latticegenome.columns.batch")
     res = analyse_batch(sources, tmp_path / "out", {"pixel_size_pm": 20.0, "spacing_pm": 390.5},
-                        workers=workers, provenance={"rule": "find_columns", "params": {}},
-                        log=lines.append)
+                        workers=workers, provenance={"rule": "find_columns", "params": {}})
     assert [r["status"] for r in res] == ["ok", "rejected", "ok"]
     assert "broken.tif" in res[1]["reason"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
@@ -47,7 +47,7 @@ def test_a_broken_image_is_set_aside_and_the_batch_finishes(tmp_path, workers):
     assert batch_is_whole(tmp_path / "out", ["img_0.tif", "broken.tif", "img_1.tif"]) is None
     cols, attrs = read_columns(tmp_path / "out" / "img_1.tif.h5")
     assert attrs["status"] == "ok" and (cols["site"] == "A").sum() == res[2]["n_a"] > 20
-    assert any("broken.tif: rejected" in ln for ln in lines)
+    assert any("broken.tif: rejected" in ln for ln in caplog.messages)
 
 
 def test_two_images_with_one_name_are_refused(tmp_path):
@@ -105,7 +105,7 @@ def test_a_batch_appears_whole_or_not_at_all(tmp_path, monkeypatch):
     assert batch_is_whole(out, ["img_0.tif"]).endswith("run the workflow again")
 
 
-def test_a_killed_batch_is_taken_over_by_the_rerun(tmp_path):
+def test_a_killed_batch_is_taken_over_by_the_rerun(tmp_path, caplog):
     """The images a SIGKILLed batch finished are kept (same bytes, settings and
     code); a file made with other settings, a half-written one and one of other
     raw bytes are redone; the temporary folder is gone afterwards."""
@@ -116,22 +116,20 @@ def test_a_killed_batch_is_taken_over_by_the_rerun(tmp_path):
     killed.mkdir()
     (tmp_path / "first" / "img_0.tif.h5").rename(killed / "img_0.tif.h5")
     (killed / "img_1.tif.h5").write_bytes(b"half an HDF5 file")
-    lines = []
-    res = analyse_batch(sources, tmp_path / "out", SETTINGS, provenance=PROV, log=lines.append,
-                        exclusive=True)
+    caplog.set_level(logging.INFO, logger="latticegenome.columns.batch")
+    res = analyse_batch(sources, tmp_path / "out", SETTINGS, provenance=PROV, exclusive=True)
     assert [r["status"] for r in res] == ["ok", "ok", "ok"]
     assert res[0] == {**first[0], "sha256": res[0]["sha256"]}
-    assert any("1 image(s) taken over" in ln for ln in lines)
+    assert any("1 image(s) taken over" in ln for ln in caplog.messages)
     assert not killed.exists()
     # other settings: nothing is taken over
     again = tmp_path / ".out2.otherhost.1.x.part"
     again.mkdir()
     (tmp_path / "out" / "img_0.tif.h5").rename(again / "img_0.tif.h5")
-    lines.clear()
+    caplog.clear()
     analyse_batch(sources[:1], tmp_path / "out2", {**SETTINGS, "significance": 6.0},
-                  provenance={**PROV, "params": {**SETTINGS, "significance": 6.0}},
-                  log=lines.append, exclusive=True)
-    assert not any("taken over" in ln for ln in lines)
+                  provenance={**PROV, "params": {**SETTINGS, "significance": 6.0}}, exclusive=True)
+    assert not any("taken over" in ln for ln in caplog.messages)
 
 
 def test_memory_request_follows_the_largest_image():

@@ -27,11 +27,26 @@ def test_columns_csv_contract(tmp_path, image_file):
     path, truth = image_file
     out = tmp_path / "cols.csv"
     assert main(["columns", str(path), "--csv", str(out)]) == 0
-    lines = [ln for ln in out.read_text().splitlines() if not ln.startswith("#")]
-    header = lines[0].split(",")
+    import csv
+    import json
+
+    header = out.read_text().splitlines()[0].split(",")  # a plain CSV: the header comes first
     for field in ("x", "y", "site", "x_err", "y_err", "amplitude", "background"):
         assert field in header
-    rows = read_table_csv(out)
+    with open(out, newline="") as fh:  # any CSV reader with its defaults
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == header
+    try:
+        import pandas
+    except ImportError:
+        pandas = None
+    if pandas is not None:
+        frame = pandas.read_csv(out)
+        assert list(frame.columns) == header and len(frame) == len(rows)
+        assert set(frame["site"]) == {"A", "B"}
+    meta = json.loads((tmp_path / "cols.csv.json").read_text())  # the metadata: a JSON sidecar
+    assert meta["pixel_size_pm"] == pytest.approx(20.0) and meta["source"] == str(path)
+    assert meta["format_version"] == 1 and "px" in meta["units"] and len(meta["basis_px"]) == 2
     sites = {r["site"] for r in rows}
     assert sites == {"A", "B"}
     # x = column index, y = row index: compare with the truth
@@ -39,13 +54,6 @@ def test_columns_csv_contract(tmp_path, image_file):
     y = np.array([float(r["y"]) for r in rows])
     d = np.min(np.hypot(x[:, None] - truth.x[None], y[:, None] - truth.y[None]), axis=1)
     assert np.median(d) < 0.3
-
-
-def read_table_csv(path):
-    body = [ln for ln in Path(path).read_text().splitlines() if not ln.startswith("#")]
-    p = Path(path).with_suffix(".plain.csv")
-    p.write_text("\n".join(body))
-    return read_table(p)
 
 
 def test_cells_from_columns(tmp_path, image_file):
@@ -57,7 +65,10 @@ def test_cells_from_columns(tmp_path, image_file):
     rows = read_table(out)
     need = "x,y,i,j,a_pm,b_pm,angle_deg,exx,eyy,exy,rotation_deg,dx_pm,dy_pm,dx_err_pm,dy_err_pm,intensity_A,intensity_B"
     assert set(need.split(",")) <= set(rows[0])
-    assert abs(np.median([float(r["a_pm"]) for r in rows]) - 400.0) < 2.0
+    assert abs(np.median([float(r["a_pm"]) for r in rows]) - 400.0) < 2.0  # pixel size: the sidecar's
+    (tmp_path / "cols.csv.json").unlink()  # a CSV alone still reads, with no pixel size
+    assert main(["cells", str(cols), "--csv", str(tmp_path / "c2.csv")]) == 2
+    assert main(["cells", str(cols), "--csv", str(tmp_path / "c2.csv"), "--pixel-size-pm", "20"]) == 0
 
 
 @pytest.mark.parametrize("content,expect", [
@@ -131,6 +142,8 @@ BAD_NUMBERS = [
     ("simulate", "--images", "1.5"), ("simulate", "--size", "32"),
     ("simulate", "--size", "20000"), ("simulate", "--pixel-size-pm", "nan"),
     ("simulate", "--seed", "-1"), ("columns", "--pixel-size-pm", "twenty"),
+    ("columns", "--b-search", "0"), ("columns", "--b-search", "0.6"),
+    ("classify", "--lattice-tolerance", "0"), ("classify", "--lattice-tolerance", "nan"),
 ]
 
 
@@ -167,6 +180,8 @@ def test_numeric_options_at_the_limits_are_accepted(tmp_path):
     assert (a.images, a.size, a.seed) == (1, 16384, 0)
     a = p.parse_args(["cells", "c.csv", "--csv", "o.csv", "--reference-pm", "100"])
     assert a.reference_pm == 100.0
+    a = p.parse_args(["columns", "i.tif", "--b-search", "0.5"])
+    assert (a.b_search, a.significance, a.stack) == (0.5, 5.0, "sum")  # the model's defaults
 
 
 def test_a_bad_number_exits_2_in_one_line_from_the_command(tmp_path):
@@ -193,6 +208,8 @@ def _overwrite_cases(tmp_path):
         "symlink": (["columns", str(img), "--h5", str(tmp_path / "soft.tif")], tmp_path / "soft.tif"),
         "csv=h5": (["columns", str(img), "--csv", str(tmp_path / "o"), "--h5", str(tmp_path / "o")],
                    tmp_path / "o"),
+        "sidecar=image": (["columns", str(tmp_path / "img.json"), "--csv", str(tmp_path / "img")],
+                          Path(f"{tmp_path / 'img'}.json")),
         "cells": (["cells", str(cols), "--csv", str(cols)], cols),
         "classify out": (["classify", str(cols), "--out", str(cols)], cols),
         "classify side file": (["classify", str(img), f"{stem}.classes.csv", "--out", f"{stem}.h5"],
@@ -203,7 +220,7 @@ def _overwrite_cases(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["csv=image", "h5=image", "other spelling", "hard link", "symlink",
-                                  "csv=h5", "cells", "classify out", "classify side file",
+                                  "csv=h5", "sidecar=image", "cells", "classify out", "classify side file",
                                   "classify images.tsv"])
 def test_outputs_never_overwrite_inputs(tmp_path, capsys, case):
     img = tmp_path / "img.tif"
@@ -253,3 +270,12 @@ def test_columns_never_overwrites_its_image(tmp_path, image_file, capsys):
     assert main(["columns", str(path), "--csv", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"latticegenome: error: {path}: output would overwrite an input"
     assert path.read_bytes() == data
+
+
+def test_the_command_sets_matplotlib_to_files_once(monkeypatch, tmp_path):
+    import matplotlib
+
+    calls = []
+    monkeypatch.setattr(matplotlib, "use", lambda backend, *a, **k: calls.append(backend))
+    main(["simulate", str(tmp_path / "d"), "--images", "1", "--size", "64"])
+    assert calls == ["Agg"]

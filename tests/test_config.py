@@ -25,7 +25,8 @@ def config():
 def test_defaults_and_settings(config):
     cfg = validate_config(copy.deepcopy(config), SCHEMA)
     s = experiment_settings(cfg, "demo_superlattice")
-    assert s["spacing_pm"] == 390.5 and s["significance"] == 5.0 and s["pixel_size_pm"] == 20.0
+    assert s.spacing_pm == 390.5 and s.significance == 5.0 and s.pixel_size_pm == 20.0
+    assert s.b_search == 0.3 and s.stack == "sum" and s.hdf5_dataset is None
 
 
 @pytest.mark.parametrize("edit,key", [
@@ -185,7 +186,7 @@ def test_globus_experiment_path_is_relative_without_dotdot(config):
 def test_lattice_tolerance_default(config):
     cfg = validate_config(copy.deepcopy(config), SCHEMA)
     assert cfg["analysis"]["lattice_tolerance"] == 0.15
-    assert experiment_settings(cfg, "demo_superlattice")["lattice_tolerance"] == 0.15
+    assert experiment_settings(cfg, "demo_superlattice").lattice_tolerance == 0.15
     for bad in (0, 1.5, -0.1):
         c = copy.deepcopy(config)
         c["analysis"]["lattice_tolerance"] = bad

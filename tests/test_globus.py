@@ -10,6 +10,7 @@ Two kinds of wire data, no network:
 
 import json
 import os
+import re
 import stat
 import time
 
@@ -30,6 +31,7 @@ from latticegenome.ingest.globus import (
     make_app,
     token_file,
 )
+from latticegenome.ingest.globus_tasks import submit_task
 from latticegenome.ingest.manifest import read_manifest
 
 MIC = "1c3a5b7e-0000-4000-8000-00000000000a"
@@ -90,14 +92,15 @@ def _backend(config, name="mic", **settings):
 def _ingest(tmp_path, backend, pattern="*.tif"):
     raw = tmp_path / "hpc/data/exp/raw"
     return backend.ingest("exp", pattern, raw, tmp_path / "hpc/data/exp/manifest.tsv",
-                          label="latticegenome ingest exp", log=lambda m: None)
+                          label="latticegenome ingest exp")
 
 
 # ---------------------------------------------------------------- whole ingests (fake service)
 
 
-def test_ingest_one_checksummed_task_and_manifest(world):
+def test_ingest_one_checksummed_task_and_manifest(world, caplog):
     tmp_path, fake, config = world
+    caplog.set_level("INFO", logger="latticegenome.ingest")
     entries, refused = _ingest(tmp_path, _backend(config))
     assert [e.file for e in entries] == [f"im{i}.tif" for i in range(4)] and refused == []
     assert len(fake.tasks) == 1  # ONE task per experiment
@@ -116,6 +119,11 @@ def test_ingest_one_checksummed_task_and_manifest(world):
     assert [m.sha256 for m in manifest] == [e.sha256 for e in entries]
     state = json.loads((raw / ".transfer.json").read_text())
     assert state["complete"] and state["task_id"] == task["task_id"]
+    # progress goes through logging (no log= callback)
+    said = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("latticegenome.ingest.globus_tasks",
+            f"task {task['task_id']} submitted: latticegenome ingest exp") in said
+    assert any(n == "latticegenome.ingest.globus" and "4 files transferred" in m for n, m in said)
 
 
 def test_listing_is_paginated(world):
@@ -254,8 +262,8 @@ def test_not_logged_in_stops_before_work(world, monkeypatch):
     tmp_path, fake, config = world
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     cfg = {**config, "globus": {"host": "hpc", "auth": "user", "native_client_id": CLIENT}}
-    with pytest.raises(TransferError) as err:
-        preflight(cfg, facilities=["mic"], log=lambda m: None)
+    with pytest.raises(TransferError) as err, pytest.warns(DeprecationWarning, match="log="):
+        preflight(cfg, facilities=["mic"], log=lambda m: None)  # log=: deprecated, accepted
     assert str(err.value) == (f"not logged in to Globus with access to Globus collection 'mic' "
                               f"({MIC}:/): run `latticegenome login`")
     assert fake.log == []  # nothing was sent anywhere
@@ -290,7 +298,7 @@ def test_expired_refresh_token_names_the_fix_and_token_file_is_private(world, mo
         config["facilities"][d]["data_access"] = False
     cfg = {**config, "globus": {"host": "hpc", "auth": "user", "native_client_id": CLIENT}}
     with pytest.raises(TransferError) as err:
-        preflight(cfg, facilities=["mic"], log=lambda m: None)
+        preflight(cfg, facilities=["mic"])
     assert str(err.value) == ("Globus refresh token expired or revoked (needed for Globus "
                               f"collection 'mic' ({MIC}:/)): run `latticegenome login`")
     assert fake.requests_to("POST", r"/oauth2/token$") == 1
@@ -333,15 +341,15 @@ def test_wrong_client_secret_is_reported_without_the_secret(world, monkeypatch, 
 def test_no_token_or_secret_in_logs_messages_or_outputs(world, caplog):
     tmp_path, fake, config = world
     caplog.set_level("DEBUG")
-    lines = []
     fake.status_plan = [{"status": "ACTIVE"}, {"status": "SUCCEEDED"}]
     backend = _backend(config)
     backend.ingest("exp", "*.tif", tmp_path / "hpc/data/exp/raw",
-                   tmp_path / "hpc/data/exp/manifest.tsv", log=lines.append)
+                   tmp_path / "hpc/data/exp/manifest.tsv")
     assert fake.tokens  # tokens were issued and used
+    assert re.search(r"Globus task \S+: ACTIVE, \d+/\S+ files, 0 faults", caplog.text)  # progress
     written = [p.read_text(errors="replace") for p in (tmp_path / "hpc").rglob("*")
                if p.is_file() and not p.name.endswith(".tif")]
-    for text in [caplog.text, "\n".join(lines), *written]:
+    for text in [caplog.text, *written]:
         assert SECRET not in text
         for tok in fake.tokens | fake.refresh_tokens:
             assert tok not in text
@@ -357,7 +365,7 @@ def test_publish_one_task_with_sha256_checksums(world):
     (pkg / "statistics.h5").write_bytes(os.urandom(1000))
     (pkg / "figures/layers.png").write_bytes(os.urandom(500))
     (tmp_path / "pub/latticegenome").mkdir()  # an existing folder is fine
-    rec = _backend(config, "pub").publish(pkg, "latticegenome/exp", log=lambda m: None)
+    rec = _backend(config, "pub").publish(pkg, "latticegenome/exp")
     assert len(fake.tasks) == 1 and rec["task_id"] == next(iter(fake.tasks))
     assert rec["collection"] == f"globus:{PUB}" and rec["path"] == "/latticegenome/exp"
     for f in rec["files"]:
@@ -391,14 +399,14 @@ def plain(rsps):
 def test_wait_reads_real_status_after_polling(plain, rsps):
     for st in ("ACTIVE", "ACTIVE", "SUCCEEDED"):
         rsps.get(f"{TURL}/task/{TASK}", json=_task(st))
-    assert plain.wait(TASK, log=lambda m: None)["status"] == "SUCCEEDED"
+    assert plain.wait(TASK)["status"] == "SUCCEEDED"
 
 
 def test_wait_inactive_is_not_success(plain, rsps):
     rsps.get(f"{TURL}/task/{TASK}", json=_task("INACTIVE", nice_status="AUTH"))
     with pytest.raises(TransferError, match=r"INACTIVE \(AUTH\): it needs new credentials .*"
                                             "latticegenome login"):
-        plain.wait(TASK, log=lambda m: None)
+        plain.wait(TASK)
 
 
 def test_wait_too_many_faults(plain, rsps):
@@ -410,13 +418,13 @@ def test_wait_too_many_faults(plain, rsps):
                   "time": "2026-11-24T00:00:00+00:00"}]})
     with pytest.raises(TransferError, match="51 faults; last error: an error occurred "
                                             "connecting: timeout"):
-        plain.wait(TASK, log=lambda m: None)
+        plain.wait(TASK)
 
 
 def test_wait_deadline_passed(plain, rsps):
     rsps.get(f"{TURL}/task/{TASK}", json=_task("ACTIVE", deadline="2020-01-01T00:00:00+00:00"))
     with pytest.raises(TransferError, match="passed its deadline 2020-01-01"):
-        plain.wait(TASK, log=lambda m: None)
+        plain.wait(TASK)
 
 
 def test_listing_from_registered_pages(plain, rsps):
@@ -439,8 +447,8 @@ def test_submission_with_sdk_fixture_records_task_and_options(plain, rsps, tmp_p
     state = {"source_collection": MIC, "destination_collection": HPC,
              "submission_id": meta["submission_id"], "label": "latticegenome ingest exp",
              "deadline": "2099-01-01T00:00:00+00:00"}
-    tid = plain._submit(state, tmp_path / "state.json",
-                        [("/exp/a.dm4", "/scratch/a.dm4", None)], log=lambda m: None)
+    tid = submit_task(plain.client, state, tmp_path / "state.json",
+                      [("/exp/a.dm4", "/scratch/a.dm4", None)], settings=plain.settings)
     assert tid == meta["task_id"]
     assert json.loads((tmp_path / "state.json").read_text())["task_id"] == tid
     body = json.loads(get_last_request().body)
@@ -458,3 +466,24 @@ def test_unknown_uuid_is_a_clear_error(plain, rsps):
         plain.list("exp")
 
 
+
+
+def test_a_killed_publication_resumes_its_task(world):
+    """Killed after submitting (state on disk): the rerun resumes the same task,
+    never a second publication (the state's JSON lists once never compared equal
+    to the checksums' tuples)."""
+    tmp_path, fake, config = world
+    pkg = tmp_path / "hpc/results/exp/package"
+    pkg.mkdir(parents=True)
+    (pkg / "statistics.h5").write_bytes(os.urandom(1000))
+    backend = _backend(config, "pub")
+
+    def killed(task_id):
+        raise KeyboardInterrupt  # the job is stopped while it waits
+
+    backend.wait = killed
+    with pytest.raises(KeyboardInterrupt):
+        backend.publish(pkg, "latticegenome/exp")
+    assert len(fake.tasks) == 1
+    rec = _backend(config, "pub").publish(pkg, "latticegenome/exp")
+    assert len(fake.tasks) == 1 and rec["task_id"] == next(iter(fake.tasks))

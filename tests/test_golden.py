@@ -95,7 +95,7 @@ def test_statistics_tables_are_the_recorded_ones(found, tmp_path):
                  {"name": "BaTiO3", "formula": "BaTiO3", "A": "Ba", "B": "Ti", "a_pm": 399.2}]
     aggregate(files, out / "statistics.h5", out / "images.tsv", out / "rejected.tsv",
               classes_csv=out / "classes.csv", layers_csv=out / "layers.csv", nominal_pm=390.5,
-              materials=materials, log=lambda m: None)
+              materials=materials)
     for table in ("images.tsv", "classes.csv", "layers.csv", "rejected.tsv"):
         golden = GOLDEN / "statistics" / table
         if WRITE:

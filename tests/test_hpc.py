@@ -16,7 +16,8 @@ CONDA_NAME = {"numpy": "numpy", "scipy": "scipy", "skimage": "scikit-image", "sk
               "h5py": "h5py", "tifffile": "tifffile", "rsciio": "rosettasciio",
               "matplotlib": "matplotlib-base", "yaml": "pyyaml", "numba": "numba", "rocrate": "rocrate",
               "jsonschema": "jsonschema", "globus_sdk": "globus-sdk", "pymatgen": "pymatgen",
-              "custodian": "custodian", "mp_api": "mp-api", "requests": "requests"}
+              "custodian": "custodian", "mp_api": "mp-api", "requests": "requests",
+              "pydantic": "pydantic", "networkx": "networkx"}
 
 
 def rules_and_envs():
@@ -46,7 +47,7 @@ def third_party_imports(path: Path, seen=None) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
         elif isinstance(node, ast.ImportFrom) and node.level == 1:
             names = [f"latticegenome.{node.module}" if node.module else "latticegenome"]
         for name in names:

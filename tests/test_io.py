@@ -187,3 +187,101 @@ def test_hdf5_dataset_listing_is_escaped(tmp_path, image):
     with pytest.raises(ImageReadError, match="hdf5_dataset") as err:
         read_image(p)
     assert "\n" not in str(err.value) and "a\\nb" in str(err.value)
+
+
+# --- the columns store: plain CSV with a JSON sidecar, HDF5 format version ----------------
+
+
+def _some_columns(n=5):
+    from latticegenome.columns.finder import Columns
+
+    k = np.arange(n, dtype=float)
+    return Columns(x=10 + 20 * k, y=5 + k, site=np.array(["A", "B"] * (n // 2) + ["A"] * (n % 2)),
+                   x_err=np.full(n, 0.05), y_err=np.full(n, 0.06), amplitude=100 + k,
+                   amplitude_err=np.full(n, 1.0), background=np.full(n, 20.0),
+                   sigma=np.full(n, 2.0), i=np.arange(n), j=np.zeros(n, int),
+                   converged=np.ones(n, bool), basis=np.array([[20.0, 0.0], [0.0, 20.5]]),
+                   origin=np.zeros(2), dispersion=1.0)
+
+
+def test_columns_csv_is_plain_with_a_json_sidecar(tmp_path):
+    import csv
+    import json
+
+    from latticegenome.columns.store import (
+        CSV_FIELDS,
+        csv_sidecar,
+        read_columns,
+        write_columns_csv,
+    )
+
+    out = tmp_path / "cols.csv"
+    cols = _some_columns()
+    write_columns_csv(out, cols, pixel_size_pm=19.5, source="raw/µ.tif")
+    assert out.read_text().splitlines()[0] == ",".join(CSV_FIELDS)
+    with open(out, newline="") as fh:  # the defaults see the header
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 and tuple(rows[0]) == CSV_FIELDS and rows[1]["site"] == "B"
+    try:
+        import pandas
+    except ImportError:
+        pandas = None
+    if pandas is not None:
+        frame = pandas.read_csv(out)
+        assert tuple(frame.columns) == CSV_FIELDS and np.allclose(frame["x"], cols.x)
+    assert csv_sidecar(out) == tmp_path / "cols.csv.json"
+    meta = json.loads(csv_sidecar(out).read_text(encoding="utf-8"))
+    assert meta["source"] == "raw/µ.tif" and meta["pixel_size_pm"] == 19.5
+    assert meta["basis_px"] == [[20.0, 0.0], [0.0, 20.5]] and meta["format_version"] == 1
+    assert meta["units"].startswith("px")
+    back, attrs = read_columns(out)
+    assert attrs["pixel_size_pm"] == 19.5 and attrs["source"] == "raw/µ.tif"
+    assert np.array_equal(attrs["basis_px"], cols.basis) and attrs["format_version"] == 1
+    assert np.allclose(back["x"], cols.x, atol=1e-6) and list(back["site"]) == list(cols.site)
+    assert back["i"].dtype == np.int64 and back["converged"].all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cols.csv", "cols.csv.json"]  # no temporaries
+
+
+def test_columns_csv_without_sidecar_or_with_old_comments(tmp_path):
+    from latticegenome.columns.store import read_columns_csv, write_columns_csv
+
+    out = tmp_path / "cols.csv"
+    write_columns_csv(out, _some_columns(), pixel_size_pm=None)
+    assert "pixel_size_pm" not in read_columns_csv(out)[1]  # unknown: null in the sidecar
+    write_columns_csv(out, _some_columns(), pixel_size_pm=20.0)
+    (tmp_path / "cols.csv.json").unlink()
+    cols, attrs = read_columns_csv(out)
+    assert len(cols["x"]) == 5 and "pixel_size_pm" not in attrs and attrs["format_version"] == 1
+    old = tmp_path / "old.csv"  # written before the sidecar: leading comment lines
+    old.write_text("# source: a.tif\n# pixel_size_pm: 18.5\n# basis_px: [[20, 0], [0, 20]]\n"
+                   "# units: px\nx,y,site\n1,2,A\n3,4,B\n")
+    cols, attrs = read_columns_csv(old)
+    assert attrs["pixel_size_pm"] == 18.5 and attrs["source"] == "a.tif" and list(cols["site"]) == ["A", "B"]
+    (tmp_path / "old.csv.json").write_text("{not json")
+    with pytest.raises(ImageReadError, match="old.csv.json: the metadata sidecar is not JSON"):
+        read_columns_csv(old)
+    (tmp_path / "old.csv.json").write_text('{"format_version": 99}')
+    with pytest.raises(ImageReadError, match="format version 99"):
+        read_columns_csv(old)
+
+
+def test_columns_h5_format_version(tmp_path):
+    from latticegenome.columns.store import (
+        FORMAT_VERSION,
+        read_columns,
+        write_columns_h5,
+    )
+
+    p = tmp_path / "c.h5"
+    write_columns_h5(p, _some_columns(), source="a.tif", pixel_size_pm=20.0)
+    with h5py.File(p, "r") as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION == 1
+    assert read_columns(p)[1]["format_version"] == 1
+    with h5py.File(p, "a") as f:  # written before the attribute: version 1
+        del f.attrs["format_version"]
+    cols, attrs = read_columns(p)
+    assert attrs["format_version"] == 1 and len(cols["x"]) == 5
+    with h5py.File(p, "a") as f:
+        f.attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(ImageReadError, match="c.h5: column file format version 2"):
+        read_columns(p)

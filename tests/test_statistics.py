@@ -113,9 +113,10 @@ def test_aggregate_and_classify_cli(tmp_path, superlattice):
         p = tmp_path / f"img{k}.h5"
         write_columns_h5(p, cols, source=f"img{k}.tif", pixel_size_pm=meta["pixel_size_pm"], shape=img.shape)
         files.append(p)
-    summary = aggregate(files, tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
-                        classes_csv=tmp_path / "c.csv", layers_csv=tmp_path / "l.csv",
-                        nominal_pm=390.5, materials=DEMO_MATERIALS, log=lambda m: None)
+    with pytest.warns(DeprecationWarning, match="log="):  # log= is deprecated and ignored
+        summary = aggregate(files, tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
+                            classes_csv=tmp_path / "c.csv", layers_csv=tmp_path / "l.csv",
+                            nominal_pm=390.5, materials=DEMO_MATERIALS, log=lambda m: None)
     assert summary["images_used"] == 3 and summary["classes"] >= 2
     assert abs(summary["period_planes_mean"] - 10) < 0.6
     assert summary["layers"]["BaTiO3"]["dy_pm"] > 8 and abs(summary["layers"]["SrTiO3"]["dy_pm"]) < 2
@@ -183,7 +184,7 @@ def test_unicode_names_round_trip_through_statistics(tmp_path, superlattice):
     out = tmp_path / "statistics.h5"
     summary = aggregate(files, out, tmp_path / "images.tsv", tmp_path / "rejected.tsv",
                         classes_csv=tmp_path / "classes.csv", layers_csv=tmp_path / "layers.csv",
-                        nominal_pm=390.5, materials=DEMO_MATERIALS, log=lambda m: None)
+                        nominal_pm=390.5, materials=DEMO_MATERIALS)
     assert summary["images_used"] == 3 and summary["images_rejected"] == 1
     with h5py.File(out) as f:
         for key in ("images", "layers/image", "interfaces/image", "layers/material"):
@@ -204,7 +205,7 @@ def test_unicode_names_round_trip_through_statistics(tmp_path, superlattice):
 
 
 def test_read_h5_strings_reads_old_fixed_length_names(tmp_path):
-    from latticegenome.statistics.aggregate import read_h5_strings
+    from latticegenome.statistics.results import read_h5_strings
 
     with h5py.File(tmp_path / "old.h5", "w") as f:
         f["old"] = np.array([b"a.tif", "µ_Å.tif".encode()], dtype="S")  # written before UTF-8 strings
@@ -235,7 +236,7 @@ def test_lattice_sanity():
     assert lattice_sanity(np.nan, np.nan, mats, 390.5, 0.15) is None  # nothing measured
 
 
-def test_image_with_a_wrong_pixel_size_is_rejected(tmp_path, superlattice):
+def test_image_with_a_wrong_pixel_size_is_rejected(tmp_path, superlattice, caplog):
     import dataclasses
     import re
 
@@ -249,10 +250,11 @@ def test_image_with_a_wrong_pixel_size_is_rejected(tmp_path, superlattice):
              _write(tmp_path / "double.h5", cols, "double_px.tif", 2 * px, img.shape),
              _write(tmp_path / "good1.h5", cols, "good1.tif", px, img.shape),
              _write(tmp_path / "strained.h5", strained, "strained.tif", px, img.shape)]
-    messages = []
+    caplog.set_level("INFO", logger="latticegenome.statistics")
     summary = aggregate(files, tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
                         classes_csv=tmp_path / "c.csv", layers_csv=tmp_path / "l.csv",
-                        nominal_pm=390.5, materials=DEMO_MATERIALS, log=messages.append)
+                        nominal_pm=390.5, materials=DEMO_MATERIALS)
+    messages = [r.getMessage() for r in caplog.records if r.name == "latticegenome.statistics.aggregate"]
     kept = ["good0.tif", "good1.tif", "strained.tif"]
     assert summary["images_used"] == 3 and summary["images_rejected"] == 1
     (rej,) = read_table(tmp_path / "r.tsv")
@@ -280,8 +282,7 @@ def test_names_refused_at_ingest_are_listed_as_rejected(tmp_path, superlattice):
     refused = [("bad\\nname.tif", "control character in the name"),
                ("link_µ.tif", "a symbolic link, not a file")]
     summary = aggregate([good], tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
-                        nominal_pm=390.5, materials=DEMO_MATERIALS, extra_rejected=refused,
-                        log=lambda m: None)
+                        nominal_pm=390.5, materials=DEMO_MATERIALS, extra_rejected=refused)
     assert summary["images_used"] == 1 and summary["images_rejected"] == 2
     rows = _read_utf8_table(tmp_path / "r.tsv", "\t")
     assert [(r["file"], r["reason"], r["source"]) for r in rows] == [
@@ -290,3 +291,146 @@ def test_names_refused_at_ingest_are_listed_as_rejected(tmp_path, superlattice):
         import json
 
         assert json.loads(f.attrs["summary"])["images_rejected"] == 2
+
+
+# --- layer names, the statistics file, the workflow's inputs and figures ------------------
+
+
+@pytest.mark.parametrize("first,second,dimmer", [
+    (("BiFeO3", "Bi"), ("SrTiO3", "Sr"), "SrTiO3"),  # Bi (83) was Z = 0 in the simulator's table
+    (("NdNiO3", "Nd"), ("KTaO3", "K"), "KTaO3"),  # both were 0: the given order won
+    (("KTaO3", "K"), ("BiFeO3", "Bi"), "KTaO3"),
+    (("BaTiO3", "Ba"), ("SrTiO3", "Sr"), "SrTiO3"),
+    (("SmScO3", "Sm"), ("YAlO3", "Y"), "YAlO3"),
+    (("LSMO", "La0.7Sr0.3"), ("BaTiO3", "Ba"), "LSMO"),  # mixed A site: mean Z 51.3 < 56
+])
+def test_layers_are_named_by_the_atomic_number_of_the_a_site(first, second, dimmer):
+    from latticegenome.statistics.layers import name_layers
+
+    materials = [{"formula": f, "A": a} for f, a in (first, second)]
+    names = name_layers(materials)
+    assert names[0] == dimmer and set(names) == {first[0], second[0]}
+    assert name_layers(materials[::-1]) == names
+
+
+def test_layer_names_refuse_an_unknown_a_site():
+    from latticegenome.statistics.layers import name_layers
+
+    with pytest.raises(ValueError, match="material XyO3: A-site species 'Xy'"):
+        name_layers([{"formula": "SrTiO3", "A": "Sr"}, {"formula": "XyO3", "A": "Xy"}])
+    with pytest.raises(ValueError, match="material BaTiO3"):
+        name_layers([{"formula": "SrTiO3", "A": "Sr"}, {"formula": "BaTiO3"}])
+    assert name_layers([{"formula": "SrTiO3", "A": "Sr"}]) == ["layer 0", "layer 1"]
+
+
+@pytest.fixture(scope="module")
+def statistics_file(tmp_path_factory, superlattice):
+    img, truth, meta, cols = superlattice
+    tmp = tmp_path_factory.mktemp("stats")
+    raw, files = [], []
+    for k, name in enumerate(["first_µ.npy", "second.npy", "third.npy"]):
+        raw.append(tmp / name)
+        np.save(raw[-1], img)
+        files.append(_write(tmp / f"{name}.h5", cols, str(raw[-1]), meta["pixel_size_pm"],
+                            img.shape))
+    out = tmp / "statistics.h5"
+    summary = aggregate(files, out, tmp / "i.tsv", tmp / "r.tsv", nominal_pm=390.5,
+                        materials=DEMO_MATERIALS, provenance={"rule": "test"}, max_classes=3)
+    return out, summary, raw, files
+
+
+def test_statistics_file_reader(statistics_file):
+    from latticegenome.statistics.results import (
+        FORMAT_VERSION,
+        image_cells,
+        read_statistics,
+    )
+
+    out, summary, _, _ = statistics_file
+    stats = read_statistics(out)
+    assert stats.format_version == FORMAT_VERSION == 1 and stats.summary == summary
+    assert stats.images == ["first_µ.npy", "second.npy", "third.npy"]
+    assert stats.provenance == {"rule": "test", "output": "statistics.h5"}
+    assert stats.units["lengths"] == "pm" and set(stats.histograms) >= {"a_pm", "intensity_ratio"}
+    assert stats.classes["population"].sum() > 0 and len(stats.bic) >= 2
+    assert set(stats.layers["image"]) == set(stats.images) and stats.layers["image"].dtype.kind == "U"
+    assert set(stats.layers["material"]) <= {"SrTiO3", "BaTiO3", ""}
+    with h5py.File(out) as f:
+        assert f.attrs["format_version"] == 1
+        image_index = f["cells/image"][()]
+        x, classes = f["cells/x"][()], f["cells/class"][()]
+    assert stats.n_cells == len(x) == summary["cells"]
+    for k in range(3):
+        cells = image_cells(out, k)
+        assert np.array_equal(cells["x"], x[image_index == k])
+        assert np.array_equal(cells["class"], classes[image_index == k])
+        assert np.all(cells["image"] == k) and "class_probability" in cells
+    assert len(image_cells(out, 3)["x"]) == 0
+
+
+def test_statistics_file_versions(tmp_path, statistics_file):
+    import shutil
+
+    from latticegenome.core.errors import LatticeGenomeError
+    from latticegenome.statistics.results import read_statistics
+
+    old = tmp_path / "old.h5"
+    shutil.copy(statistics_file[0], old)
+    with h5py.File(old, "a") as f:  # written before the attribute: version 1
+        del f.attrs["format_version"]
+    assert read_statistics(old).format_version == 1
+    with h5py.File(old, "a") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(LatticeGenomeError, match="old.h5: statistics format version 2"):
+        read_statistics(old)
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    with pytest.raises(LatticeGenomeError, match="junk.h5: not a statistics file"):
+        read_statistics(tmp_path / "junk.h5")
+
+
+def test_experiment_columns_follow_the_raw_images(tmp_path):
+    from latticegenome.columns.batch import MARKER
+    from latticegenome.core.errors import LatticeGenomeError
+    from latticegenome.statistics.experiment import experiment_columns
+
+    a, b = tmp_path / "batch_a", tmp_path / "batch_b"
+    for folder, names in ((a, ["x.tif", "z.tif"]), (b, ["y.tif"])):
+        folder.mkdir()
+        (folder / MARKER).write_text('{"images": []}')
+        for name in names:
+            (folder / f"{name}.h5").write_bytes(b"")
+    raw = ["/raw/y.tif", "/raw/x.tif", "/raw/z.tif"]
+    assert experiment_columns([a, b], raw) == [str(b / "y.tif.h5"), str(a / "x.tif.h5"),
+                                                 str(a / "z.tif.h5")]
+    with pytest.raises(LatticeGenomeError, match=r"no columns file for 1 image\(s\), e.g. /raw/w.tif; "
+                                                 "rerun find_columns for demo"):
+        experiment_columns([a, b], [*raw, "/raw/w.tif"], experiment="demo")
+    (b / MARKER).unlink()
+    with pytest.raises(LatticeGenomeError, match="batch_b: no batch.json .*remove that folder"):
+        experiment_columns([a, b], raw)
+
+
+def test_experiment_figures(tmp_path, statistics_file):
+    from latticegenome.figures.experiment import experiment_figures
+
+    out, _, raw, files = statistics_file
+    written = experiment_figures(out, raw, files, histograms_png=tmp_path / "h" / "histograms.png",
+                                 overview_dir=tmp_path / "images", layers_png=tmp_path / "layers.png",
+                                 title="demo", settings={"pixel_size_pm": 20.0})
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "first_µ.png", "second.png", "third.png"] == sorted(p.name for p in written)
+    for png in ("h/histograms.png", "layers.png"):
+        assert (tmp_path / png).stat().st_size > 0
+
+
+def test_the_library_never_chooses_a_matplotlib_backend():
+    """Only the entry points (the scripts, cli.main) set it."""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "latticegenome"
+    library = [p for p in src.rglob("*.py") if p != src / "cli.py"]
+    calls = [f"{p.name}:{node.lineno}" for p in library for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr in ("use", "switch_backend")
+             and getattr(node.func.value, "id", "") in ("matplotlib", "plt", "mpl")]
+    assert not calls, calls

@@ -124,17 +124,23 @@ def test_symlinks_are_refused_never_read(tmp_path, facility, secret_file):
     assert [n for n, _ in backend.list("exp1", "*.tif")] == ["img_0.tif", "img_1.tif", "img_2.tif"]
 
 
-def test_a_file_swapped_for_a_link_during_ingest_is_not_followed(tmp_path, facility, secret_file):
+def test_a_file_swapped_for_a_link_during_ingest_is_not_followed(tmp_path, facility, secret_file,
+                                                                 monkeypatch):
     """O_NOFOLLOW at open: no race between the check and the read."""
-    backend, src = facility
+    from latticegenome.ingest import local
 
-    def log(line):  # after the first copy, img_1 becomes a link to the secret
-        if line.startswith("copied img_0.tif"):
+    backend, src = facility
+    real_copy = local._copy_verified
+
+    def copy_then_swap(name, dest, **kw):  # after the first copy, img_1 becomes a link
+        out = real_copy(name, dest, **kw)
+        if name == "img_0.tif":
             (src / "img_1.tif").unlink()
             (src / "img_1.tif").symlink_to(secret_file)
+        return out
 
-    entries, refused = backend.ingest("exp1", "*.tif", tmp_path / "raw", tmp_path / "m.tsv",
-                                      log=log)
+    monkeypatch.setattr(local, "_copy_verified", copy_then_swap)
+    entries, refused = backend.ingest("exp1", "*.tif", tmp_path / "raw", tmp_path / "m.tsv")
     assert [e.file for e in entries] == ["img_0.tif", "img_2.tif"]
     assert [n for n, _ in refused] == ["img_1.tif"] and "symbolic link" in refused[0][1]
     assert not (tmp_path / "raw" / "img_1.tif").exists()
@@ -220,7 +226,7 @@ def test_refused_names_are_written_to_a_tsv_and_read_back(tmp_path, facility):
 # --- the manifest records the source's mtime; facility changes -----------------
 
 def test_manifest_records_source_mtime_and_reads_older_manifests(tmp_path, facility):
-    from latticegenome.ingest.manifest import MANIFEST_FIELDS, ManifestEntry
+    from latticegenome.ingest.manifest import MANIFEST_FIELDS, ManifestEntry, manifest_index
 
     backend, src = facility
     entries, _ = backend.ingest("exp1", "*.tif", tmp_path / "raw", tmp_path / "m.tsv")
@@ -234,6 +240,8 @@ def test_manifest_records_source_mtime_and_reads_older_manifests(tmp_path, facil
                    "a.tif\t3\tabc\tscope\tlocal:/x\texp1/a.tif\tt1\t2026-01-01T00:00:00Z\n")
     (e,) = read_manifest(old)
     assert e.size == 3 and e.source_mtime_ns == ""
+    assert manifest_index(old) == {"a.tif": (3, "abc")}
+    assert manifest_index(tmp_path / "m.tsv") == {r.file: (r.size, r.sha256) for r in rows}
     assert ManifestEntry("a", 1, "s", "f", "c", "p", "t", "now").source_mtime_ns == ""
 
 
@@ -313,3 +321,18 @@ def test_interrupted_ingest_resumes(tmp_path, facility):
     assert refused == [] and [e.file for e in entries] == ["img_0.tif", "img_1.tif", "img_2.tif"]
     assert sha256_file(raw / "img_2.tif") == sha256_file(src / "img_2.tif")
     assert [r.file for r in read_manifest(manifest)] == ["img_0.tif", "img_1.tif", "img_2.tif"]
+
+
+def test_progress_goes_to_the_module_logger(tmp_path, facility, caplog):
+    backend, src = facility
+    (src / "link.tif").symlink_to(src / "img_0.tif")
+    caplog.set_level("INFO", logger="latticegenome.ingest.local")
+    with pytest.warns(DeprecationWarning, match=r"LocalBackend.ingest\(log=...\)"):
+        backend.ingest("exp1", "*.tif", tmp_path / "raw", tmp_path / "m.tsv", log=print)
+    backend.ingest("exp1", "*.tif", tmp_path / "raw", tmp_path / "m.tsv")
+    said = [r.getMessage() for r in caplog.records if r.name == "latticegenome.ingest.local"]
+    assert any(m.startswith("copied img_0.tif (1000 bytes, sha256 ") for m in said)
+    assert "refused link.tif: a symbolic link: not followed" in said
+    assert any(m.startswith("resuming transfer task local-") for m in said)
+    rec = backend.publish(tmp_path / "m.tsv", "pub")
+    assert rec["files"][0]["file"] == "m.tsv" and caplog.records[-1].getMessage() == "published m.tsv"

@@ -9,30 +9,115 @@ with status 2; they never print a traceback.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import sys
+import types
 from pathlib import Path
+from typing import Annotated, Literal, NamedTuple, Union, get_args, get_origin
+
+import annotated_types as at
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from latticegenome import __version__
 from latticegenome.core.errors import LatticeGenomeError
+from latticegenome.core.settings import (
+    AnalysisSettings,
+    Experiment,
+    Integer,
+    Material,
+    PixelSizePm,
+)
 
 
-def number(low: float, high: float = math.inf, *, kind: type = float, unit: str = "",
-           low_open: bool = False):
-    """An argparse ``type``: a finite number of ``kind`` between ``low`` and ``high``.
+class FieldOption(NamedTuple):
+    """A command-line option made from a field of a settings model."""
 
-    Parameters
-    ----------
-    low, high : float
-        Inclusive bounds (``low`` exclusive with ``low_open``); ``high`` may be
-        infinite (no upper bound).
-    kind : type
-        ``float`` or ``int``: how the text is parsed.
-    unit : str
-        Named in the message (``pm``, ``px``).
-    low_open : bool
-        The value must be greater than ``low``.
+    model: type[BaseModel]
+    field: str
+    flag: str | None = None  # default --<field with dashes>
+    help: str | None = None  # default the field's description
+
+
+def _columns_options() -> type[AnalysisSettings]:
+    """:class:`AnalysisSettings`, with ``--stack frames`` too (each frame on its own:
+    the command line only; the workflow sums or aligns)."""
+    stack = copy.copy(AnalysisSettings.model_fields["stack"])
+    stack.description = "3-D stacks: each frame, their sum, or their aligned sum"
+    return create_model("ColumnsOptions", __base__=AnalysisSettings, __module__=__name__,
+                        stack=(Literal["frames", "sum", "align"], stack))
+
+
+ColumnsOptions = _columns_options()
+
+
+class SimulateOptions(BaseModel):
+    """Options of ``latticegenome simulate`` (the embedded demo's images)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    images: Integer = Field(12, ge=1, le=100_000, description="number of images")
+    size: Integer = Field(512, ge=64, le=16384, description="image side in pixels",
+                          json_schema_extra={"unit": "px"})
+    seed: Integer = Field(20261123, ge=0, description="seed of the simulation (the same seed "
+                                                      "writes the same images)")
+    pixel_size_pm: PixelSizePm = Field(20.0, description="pixel size of the images in pm")
+
+
+#: The options of each command made from settings fields (see :func:`add_field_option`).
+FIELD_OPTIONS = {
+    "simulate": [FieldOption(SimulateOptions, name) for name in SimulateOptions.model_fields],
+    "columns": [FieldOption(ColumnsOptions, name) for name in AnalysisSettings.column_fields()],
+    "cells": [FieldOption(AnalysisSettings, "pixel_size_pm", help="default: the file's"),
+              FieldOption(Material, "a_pm", "--reference-pm",
+                          "reference lattice parameter for strain in pm")],
+    "classify": [FieldOption(Material, "a_pm", "--nominal-pm",
+                             "reference lattice parameter for strain in pm"),
+                 FieldOption(Experiment, "stacking_axis"),
+                 *(FieldOption(AnalysisSettings, name) for name in AnalysisSettings.STATISTICS_ONLY)],
+}
+
+
+def _flatten(annotation):
+    """(type, choices, constraints) of a field annotation: Optional, Annotated
+    and Literal unwrapped."""
+    constraints = []
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation, *extra = get_args(annotation)
+            for item in extra:
+                constraints.extend(getattr(item, "metadata", None) or [item])
+        elif origin in (Union, types.UnionType):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        elif origin is Literal:
+            return str, tuple(get_args(annotation)), constraints
+        else:
+            return annotation, None, constraints
+
+
+def _bounds_text(constraints, unit: str) -> str:
+    """``between 0.5 and 2000 pm``, ``> 0``, ``> 0 and <= 0.5``: the range in words."""
+    low = [(c.gt, ">") for c in constraints if isinstance(c, at.Gt)] + \
+          [(c.ge, ">=") for c in constraints if isinstance(c, at.Ge)]
+    high = [(c.lt, "<") for c in constraints if isinstance(c, at.Lt)] + \
+           [(c.le, "<=") for c in constraints if isinstance(c, at.Le)]
+    if low and high and low[0][1] == ">=" and high[0][1] == "<=":
+        text = f"between {low[0][0]:g} and {high[0][0]:g}"
+    else:
+        text = " and ".join(f"{op} {value:g}" for value, op in low[:1] + high[:1])
+    return f"{text} {unit}".strip()
+
+
+def _unit(info, name: str) -> str:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return extra.get("unit") or next((u for u in ("pm", "px") if name.endswith(f"_{u}")), "")
+
+
+def field_type(model: type[BaseModel], name: str):
+    """An argparse ``type`` for a numeric field: a finite number of the field's
+    kind, within the field's range (its constraints, checked by pydantic).
 
     Returns
     -------
@@ -40,31 +125,56 @@ def number(low: float, high: float = math.inf, *, kind: type = float, unit: str 
         Parses the option's text; raises ``argparse.ArgumentTypeError`` (one
         line after ``argument --option:``) for anything else, NaN and
         infinities included.
+
+    Examples
+    --------
+    >>> field_type(AnalysisSettings, "b_search")("0.25")
+    0.25
     """
+    info = model.model_fields[name]
+    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    kind, _, constraints = _flatten(annotation)
+    adapter = TypeAdapter(annotation)
     what = "an integer" if kind is int else "a finite number"
-    if math.isinf(high):
-        bounds = f"{'>' if low_open else '>='} {low:g}"
-    else:
-        bounds = f"between {low:g} and {high:g}"
-    bounds += f" {unit}" if unit else ""
+    bounds = _bounds_text(constraints, _unit(info, name))
 
     def parse(text: str):
         try:
             value = kind(text)
-        except (TypeError, ValueError):
-            value = None
-        finite = value is not None and (kind is int or math.isfinite(value))
-        if not finite or value > high or value < low or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, not {text!r}")
-        return value
+            if kind is float and not math.isfinite(value):
+                raise ValueError(text)
+            return adapter.validate_python(value)
+        except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, not {text!r}") from None
 
     parse.__name__ = f"{kind.__name__} {bounds}"
     return parse
 
 
-PIXEL_SIZE_PM = number(0.5, 2000, unit="pm")
-LATTICE_PM = number(100, 2000, unit="pm")
-SIGNIFICANCE = number(0, low_open=True)
+def add_field_option(parser: argparse.ArgumentParser, option: FieldOption) -> None:
+    """Add the option of a settings field: its name, type, range, default and help.
+
+    The default is the field's; the help its description (or ``option.help``).
+    """
+    info = option.model.model_fields[option.field]
+    kind, choices, _ = _flatten(info.annotation)
+    default = None if info.is_required() else info.default
+    text = option.help or info.description or ""
+    if default is not None:
+        text += f" (default {default})"
+    kwargs = {"default": default, "help": text}
+    if choices:
+        kwargs["choices"] = choices
+    elif kind in (int, float):
+        kwargs["type"] = field_type(option.model, option.field)
+    flag = option.flag or "--" + option.field.replace("_", "-")
+    parser.add_argument(flag, dest=flag[2:].replace("-", "_"), **kwargs)
+
+
+def add_field_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """Every option of :data:`FIELD_OPTIONS` for ``command``."""
+    for option in FIELD_OPTIONS[command]:
+        add_field_option(parser, option)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -116,10 +226,10 @@ def _cmd_columns(args) -> int:
     from latticegenome.columns.analysis import analyse_file
     from latticegenome.columns.store import write_columns_csv, write_columns_h5
 
-    refuse_overwrite([args.csv, args.h5], [args.image])
-    res = analyse_file(args.image, pixel_size_pm=args.pixel_size_pm, spacing_pm=args.spacing_pm,
-                       hdf5_dataset=args.hdf5_dataset, stack=args.stack,
-                       significance=args.significance)
+    sidecar = Path(f"{args.csv}.json") if args.csv else None  # the CSV's metadata beside it
+    refuse_overwrite([args.csv, sidecar, args.h5], [args.image])
+    given = {name: getattr(args, name) for name in AnalysisSettings.column_fields()}
+    res = analyse_file(args.image, ColumnsOptions.model_validate(given))
     cols = res.merged()
     if args.csv:
         write_columns_csv(args.csv, cols, pixel_size_pm=res.pixel_size_pm, source=str(args.image))
@@ -190,7 +300,8 @@ def _cmd_classify(args) -> int:
     summary = aggregate(
         args.results, out, side["images.tsv"], side["rejected.tsv"],
         classes_csv=side["classes.csv"], layers_csv=side["layers.csv"],
-        nominal_pm=args.nominal_pm, stacking_axis=args.stacking_axis, log=lambda m: None,
+        nominal_pm=args.nominal_pm, stacking_axis=args.stacking_axis,
+        lattice_tolerance=args.lattice_tolerance,
     )
     print(f"{summary['cells']} cells from {summary['images_used']} files, {summary['classes']} classes; "
           f"class table {stem}.classes.csv, layers {stem}.layers.csv")
@@ -256,6 +367,31 @@ def _cmd_check_config(args) -> int:
     return 0
 
 
+#: The checkout's config/schema.yaml (made from the settings model).
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+def _cmd_settings_schema(args) -> int:
+    from latticegenome.core.fsutil import atomic_write
+    from latticegenome.core.settings import schema_yaml
+
+    text = schema_yaml()
+    try:
+        current = args.output.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = None
+    if current == text:
+        print(f"{args.output}: up to date")
+        return 0
+    if args.check:
+        print(f"{args.output}: differs from the settings model; run 'latticegenome settings-schema'")
+        return 1
+    with atomic_write(args.output, "w") as fh:
+        fh.write(text)
+    print(f"{args.output}: written from the settings model")
+    return 0
+
+
 def _cmd_login(args) -> int:
     from latticegenome.core.config import load_config
     from latticegenome.ingest.globus import login
@@ -276,43 +412,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="latticegenome", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"latticegenome {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_analysis_commands(sub)
+    _add_workflow_commands(sub)
+    return p
 
+
+def _add_analysis_commands(sub) -> None:
+    """simulate, columns, cells, classify: their settings options made from the model."""
     s = sub.add_parser("simulate", help="write the embedded demo experiment (seeded)")
     s.add_argument("outdir", type=Path)
-    s.add_argument("--images", type=number(1, 100_000, kind=int), default=12)
-    s.add_argument("--size", type=number(64, 16384, kind=int, unit="px"), default=512,
-                   help="image side in pixels")
-    s.add_argument("--seed", type=number(0, kind=int), default=20261123)
-    s.add_argument("--pixel-size-pm", type=PIXEL_SIZE_PM, default=20.0)
+    add_field_options(s, "simulate")
     s.set_defaults(func=_cmd_simulate)
 
     c = sub.add_parser("columns", help="find and refine the A and B columns of one image")
     c.add_argument("image", type=Path)
-    c.add_argument("--pixel-size-pm", type=PIXEL_SIZE_PM, help="used when the file has no pixel size")
-    c.add_argument("--spacing-pm", type=LATTICE_PM, help="nominal A-A spacing (hint)")
-    c.add_argument("--hdf5-dataset", help="dataset path inside an HDF5 file")
-    c.add_argument("--stack", choices=("frames", "sum", "align"), default="sum",
-                   help="3-D stacks: each frame, their sum, or their aligned sum")
-    c.add_argument("--significance", type=SIGNIFICANCE, default=5.0,
-                   help="keep a column when its amplitude is this many standard errors")
+    add_field_options(c, "columns")
     c.add_argument("--csv", type=Path, help="write the columns here (CSV)")
     c.add_argument("--h5", type=Path, help="write the columns here (HDF5)")
     c.set_defaults(func=_cmd_columns)
 
     e = sub.add_parser("cells", help="measure the unit cells of one image's columns")
     e.add_argument("columns", type=Path, help="CSV or HDF5 written by 'latticegenome columns'")
-    e.add_argument("--pixel-size-pm", type=PIXEL_SIZE_PM, help="default: the file's")
-    e.add_argument("--reference-pm", type=LATTICE_PM, help="reference lattice parameter for strain")
+    add_field_options(e, "cells")
     e.add_argument("--csv", type=Path, required=True)
     e.set_defaults(func=_cmd_cells)
 
     g = sub.add_parser("classify", help="classify and aggregate the cells of many images")
     g.add_argument("results", type=Path, nargs="+", help="column files (HDF5 or CSV)")
     g.add_argument("--out", type=Path, required=True, help="HDF5 file; CSV copies beside it")
-    g.add_argument("--nominal-pm", type=LATTICE_PM, help="reference lattice parameter for strain")
-    g.add_argument("--stacking-axis", choices=("x", "y"), default="y")
+    add_field_options(g, "classify")
     g.set_defaults(func=_cmd_classify)
 
+
+def _add_workflow_commands(sub) -> None:
+    """provenance, profiles, configuration and Globus login."""
     v = sub.add_parser(
         "provenance", help="the chain from a result back to the raw images",
         description="Print the chain from a result back to the raw images, checking every "
@@ -346,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "config/schema.yaml")
     k.set_defaults(func=_cmd_check_config)
 
+    m = sub.add_parser("settings-schema",
+                       help="write config/schema.yaml from the settings model "
+                            "(latticegenome.core.settings)")
+    m.add_argument("--output", type=Path, default=SCHEMA_PATH,
+                   help="default: the checkout's config/schema.yaml")
+    m.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if the file differs from the model's schema")
+    m.set_defaults(func=_cmd_settings_schema)
+
     for name, func, text in (
         ("login", _cmd_login, "log in to Globus (consent for every collection in the config)"),
         ("logout", _cmd_logout, "revoke and remove the stored Globus tokens"),
@@ -356,7 +498,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "login":
             a.add_argument("--force", action="store_true", help="log in again even if not needed")
         a.set_defaults(func=func)
-    return p
+
+
+def _figures_without_display() -> None:
+    """Matplotlib draws to files (Agg), set once here before any figure is
+    imported; the library never sets it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
 
     return_freed_memory()
     args = build_parser().parse_args(argv)
+    _figures_without_display()  # before any command imports a figure
     try:
         return args.func(args)
     except LatticeGenomeError as exc:
@@ -384,4 +534,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["main", "build_parser", "number", "refuse_overwrite"]
+__all__ = ["FIELD_OPTIONS", "FieldOption", "add_field_option", "build_parser", "field_type", "main",
+           "refuse_overwrite"]

@@ -6,6 +6,7 @@ per-image rule, so both give the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from latticegenome.columns.finder import Columns, find_columns
 from latticegenome.columns.readers import Image, read_image
 from latticegenome.core.errors import LatticeGenomeError
+from latticegenome.core.settings import AnalysisSettings
 
 
 @dataclass
@@ -45,43 +47,44 @@ class FileResult:
         return merged
 
 
-def analyse_file(
-    path: str | Path,
-    *,
-    pixel_size_pm: float | None = None,
-    spacing_pm: float | None = None,
-    hdf5_dataset: str | None = None,
-    stack: str = "sum",
-    significance: float = 5.0,
-    b_search: float = 0.3,
-) -> FileResult:
+def analyse_file(path: str | Path, settings: AnalysisSettings | Mapping | None = None,
+                 **overrides) -> FileResult:
     """Read an image file and find its A and B columns.
 
     Parameters
     ----------
     path : str or Path
-    pixel_size_pm : float, optional
-        Used when the file has no pixel size.
-    spacing_pm : float, optional
-        Nominal A-A spacing (the material's lattice parameter): a hint for
-        the lattice search, converted to pixels with the pixel size.
-    hdf5_dataset, stack
-        See :func:`latticegenome.columns.readers.read_image`.
-    significance, b_search
-        See :func:`latticegenome.columns.finder.find_columns`.
+    settings : AnalysisSettings, mapping or None
+        How to read and analyse the file (``pixel_size_pm``, used when the file
+        has no pixel size; ``spacing_pm``, the nominal A-A spacing, a hint for
+        the lattice search converted to pixels with the pixel size;
+        ``hdf5_dataset``; ``stack``; ``significance``; ``b_search``). A plain
+        dict is checked by the model; None: the defaults.
+    **overrides
+        Any field of :class:`~latticegenome.core.settings.AnalysisSettings` by
+        name, replacing the one of ``settings``.
 
     Raises
     ------
     LatticeGenomeError
         Naming the file: unreadable, no pixel size, no lattice.
+    pydantic.ValidationError
+        For an unknown setting or a value out of its range.
+
+    Examples
+    --------
+    >>> res = analyse_file("image.tif", pixel_size_pm=20.0)  # doctest: +SKIP
+    >>> res = analyse_file("image.tif", AnalysisSettings(significance=6.0))  # doctest: +SKIP
     """
-    images = read_image(path, pixel_size_pm=pixel_size_pm, hdf5_dataset=hdf5_dataset, stack=stack)
+    settings = AnalysisSettings.of(settings, **overrides)
+    images = read_image(path, pixel_size_pm=settings.pixel_size_pm,
+                        hdf5_dataset=settings.hdf5_dataset, stack=settings.stack)
     result = FileResult(str(path))
     for img in images:
-        spacing_px = spacing_pm / img.pixel_size_pm if spacing_pm else None
+        spacing_px = settings.spacing_pm / img.pixel_size_pm if settings.spacing_pm else None
         try:
-            cols = find_columns(img.data, spacing_px=spacing_px, significance=significance,
-                                b_search=b_search)
+            cols = find_columns(img.data, spacing_px=spacing_px, significance=settings.significance,
+                                b_search=settings.b_search)
         except LatticeGenomeError as exc:
             where = f" (frame {img.frame})" if img.frame is not None else ""
             raise type(exc)(exc.reason + where, str(path)) from None

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import logging
 import multiprocessing
 import os
 import shutil
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,13 +36,12 @@ import numpy as np
 
 from latticegenome.core.errors import LatticeGenomeError
 from latticegenome.core.fsutil import atomic_dir, atomic_write, sha256_file, stale_parts
+from latticegenome.core.settings import AnalysisSettings
+
+logger = logging.getLogger(__name__)
 
 #: The file that marks a batch folder as whole (written last).
 MARKER = "batch.json"
-
-#: Keys of the analysis settings passed to :func:`latticegenome.columns.analysis.analyse_file`.
-_ANALYSIS_KEYS = ("pixel_size_pm", "spacing_pm", "hdf5_dataset", "stack", "significance",
-                  "b_search")
 
 
 def output_name(source: str | os.PathLike) -> str:
@@ -106,8 +106,9 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def analyse_one(source: str, out: str, settings: dict, provenance: dict | None = None,
-                log_file: str | None = None, expected_sha256: str | None = None) -> dict:
+def analyse_one(source: str, out: str, settings: AnalysisSettings | Mapping | None,
+                provenance: dict | None = None, log_file: str | None = None,
+                expected_sha256: str | None = None) -> dict:
     """Analyse one image and write its columns (or its rejection) to ``out``.
 
     Parameters
@@ -116,11 +117,14 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
         Image file.
     out : str
         HDF5 file to write (atomically).
-    settings : dict
-        Analysis settings (see ``config/schema.yaml``, ``analysis``); ``pixel_size_pm``
-        is used only for files that carry no pixel size.
+    settings : AnalysisSettings, mapping or None
+        Analysis settings (:class:`~latticegenome.core.settings.AnalysisSettings`;
+        the workflow passes the experiment's merged settings; a plain dict is
+        checked by the model, None: the defaults); ``pixel_size_pm`` is used only
+        for files that carry no pixel size.
     provenance : dict, optional
-        ``rule``, ``workdir`` and ``params`` for the provenance record of ``out``.
+        ``rule``, ``workdir`` and ``params`` (default: the settings the column
+        finding uses) for the provenance record of ``out``.
     log_file : str, optional
         Named in the reason of an internal error (where its traceback is).
     expected_sha256 : str, optional
@@ -139,15 +143,16 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
     from latticegenome.core.records import make_record
 
     prov = provenance or {}
+    settings = AnalysisSettings.of(settings)
 
     def record(instrument=None):
         if not prov:
             return None
-        rec = make_record(out, rule=prov.get("rule", "find_columns"), params=prov.get("params", settings),
-                          inputs=[source], instrument=instrument, workdir=prov.get("workdir"))
+        rec = make_record(out, rule=prov.get("rule", "find_columns"),
+                          params=prov.get("params", settings.for_columns()), inputs=[source],
+                          instrument=instrument, workdir=prov.get("workdir"))
         return {**rec, "code_sha256": code_fingerprint()}
 
-    kwargs = {k: settings.get(k) for k in _ANALYSIS_KEYS if settings.get(k) is not None}
     digest = sha256_file(source) if Path(source).exists() else None
     if expected_sha256 and digest != expected_sha256:
         reason = (f"raw copy changed since ingest (sha256 {str(digest)[:12]}, manifest "
@@ -157,7 +162,7 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
         return {"source": source, "status": "rejected", "reason": f"{source}: {reason}",
                 "sha256": digest}
     try:
-        res = analyse_file(source, **kwargs)
+        res = analyse_file(source, settings)
     except LatticeGenomeError as exc:
         write_columns_h5(out, None, source=source, pixel_size_pm=None, status="rejected",
                          reason=exc.reason, provenance=record())
@@ -180,15 +185,16 @@ def analyse_one(source: str, out: str, settings: dict, provenance: dict | None =
             "dispersion": float(merged.dispersion), "sha256": digest}
 
 
-def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: dict, *,
-                  workers: int = 1, provenance: dict | None = None, log_file: str | None = None,
-                  log: Callable[[str], None] | None = None,
+def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike,
+                  settings: AnalysisSettings | Mapping | None, *, workers: int = 1,
+                  provenance: dict | None = None, log_file: str | None = None,
                   expected_sha256: Mapping[str, str] | None = None,
                   exclusive: bool = False) -> list[dict]:
     """Analyse a batch of images into ``out_dir/<image name>.h5``, one file each.
 
     ``out_dir`` appears whole or not at all (see the module's docstring): with
-    every image's file and the marker ``batch.json``.
+    every image's file and the marker ``batch.json``. One line per image goes
+    to this module's logger.
 
     Parameters
     ----------
@@ -196,15 +202,13 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
         Image files. Two with the same file name are refused (their outputs would collide).
     out_dir : path
         Folder for the outputs (replaced when whole).
-    settings : dict
+    settings : AnalysisSettings, mapping or None
         Analysis settings, as for :func:`analyse_one`.
     workers : int
         Processes analysing images at the same time (1: in this process). Each
         needs about 220-280 MB (512² to 2048² images; benchmarks/README.md).
     provenance, log_file
         As for :func:`analyse_one`.
-    log : callable, optional
-        Called with one line per image.
     expected_sha256 : mapping, optional
         Image file name -> SHA-256 recorded at ingest; an image whose bytes
         differ is rejected with the reason (see :func:`analyse_one`).
@@ -218,7 +222,7 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
     list of dict
         One summary per image (see :func:`analyse_one`), in the order of ``sources``.
     """
-    log = log or (lambda message: None)
+    settings = AnalysisSettings.of(settings)
     names = [output_name(s) for s in sources]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -227,7 +231,7 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
     out_dir = Path(out_dir)
     leftovers = stale_parts(out_dir, force=exclusive)
     with atomic_dir(out_dir) as tmp:
-        reused = _take_over(leftovers, sources, tmp, settings, provenance, expected, log)
+        reused = _take_over(leftovers, sources, tmp, settings, provenance, expected)
         jobs = [(str(s), str(tmp / n), settings, provenance, log_file, expected.get(Path(s).name))
                 for s, n in zip(sources, names) if n not in reused]
         fresh = iter(_run_jobs(jobs, workers))
@@ -237,11 +241,12 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike, settings: 
             shutil.rmtree(old, ignore_errors=True)
     for r in results:
         if r["status"] == "ok":
-            log(f"{r['source']}: {r['n_a']} A, {r['n_b']} B columns; dispersion {r['dispersion']:.3f}")
+            logger.info("%s: %d A, %d B columns; dispersion %.3f", r["source"], r["n_a"], r["n_b"],
+                        r["dispersion"])
         else:
-            log(f"{r['source']}: rejected: {r['reason']}")
+            logger.info("%s: rejected: %s", r["source"], r["reason"])
             if "traceback" in r:
-                log(r["traceback"])
+                logger.info("%s", r["traceback"])
     return results
 
 
@@ -263,11 +268,11 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
         return list(pool.map(_analyse_star, jobs, chunksize=1))
 
 
-def _write_marker(path: Path, results: list[dict], settings: dict) -> None:
+def _write_marker(path: Path, results: list[dict], settings: AnalysisSettings) -> None:
     images = [{"file": Path(r["source"]).name, "status": r["status"], "sha256": r.get("sha256")}
               for r in results]
     with atomic_write(path, "w") as fh:
-        json.dump({"images": images, "settings": settings}, fh, indent=1, default=str)
+        json.dump({"images": images, "settings": settings.for_columns()}, fh, indent=1, default=str)
 
 
 def batch_is_whole(folder: str | os.PathLike, names: Sequence[str]) -> str | None:
@@ -287,8 +292,8 @@ def batch_is_whole(folder: str | os.PathLike, names: Sequence[str]) -> str | Non
     return None
 
 
-def _take_over(leftovers: list[Path], sources, dest: Path, settings: dict, provenance,
-               expected: dict, log) -> dict[str, dict]:
+def _take_over(leftovers: list[Path], sources, dest: Path, settings: AnalysisSettings, provenance,
+               expected: dict) -> dict[str, dict]:
     """Image files of a killed run of this batch that can stand: moved into ``dest``.
 
     A file is taken over when it was made from the same raw bytes (SHA-256
@@ -298,7 +303,7 @@ def _take_over(leftovers: list[Path], sources, dest: Path, settings: dict, prove
     taken: dict[str, dict] = {}
     if not provenance:
         return taken
-    want = (_comparable(provenance.get("params", settings)), code_fingerprint())
+    want = (_comparable(provenance.get("params", settings.for_columns())), code_fingerprint())
     for old in sorted(leftovers, key=lambda p: p.stat().st_mtime, reverse=True):
         for source in sources:
             name = output_name(source)
@@ -310,7 +315,7 @@ def _take_over(leftovers: list[Path], sources, dest: Path, settings: dict, prove
                 os.replace(candidate, dest / name)
                 taken[name] = summary
     if taken:
-        log(f"{len(taken)} image(s) taken over from an interrupted run of this batch")
+        logger.info("%d image(s) taken over from an interrupted run of this batch", len(taken))
     return taken
 
 

@@ -1,12 +1,21 @@
 """Per-image column results: HDF5 for the workflow, CSV for the command line.
 
+This module owns both layouts (version :data:`FORMAT_VERSION`).
+
 An HDF5 result holds the group ``columns`` (one dataset per field of
 :data:`latticegenome.columns.finder.FIELDS`) and attributes: ``status`` (``ok`` or
 ``rejected``), ``reason`` (for rejected images), ``source`` (the image file),
 ``pixel_size_pm``, the lattice basis and origin (px), the image shape, the
-instrument metadata and the provenance record (JSON). A rejected image still
-gets a file, so a rerun does not try it again and the experiment's statistics
-can list it with its reason.
+instrument metadata, the provenance record (JSON) and ``format_version`` (a
+file without it is version 1). A rejected image still gets a file, so a rerun
+does not try it again and the experiment's statistics can list it with its
+reason.
+
+A CSV result is a plain CSV (the first line is the header, one row per
+column: :data:`CSV_FIELDS`), readable by any CSV reader with its defaults;
+its metadata (source, pixel size, basis, units, format version) is the JSON
+sidecar ``<file>.json`` (:func:`csv_sidecar`). A CSV without a sidecar still
+reads, with no pixel size.
 
 Files are written atomically: they appear whole or not at all.
 """
@@ -28,6 +37,22 @@ if TYPE_CHECKING:  # the column finder (and its compiled kernels) is not needed 
 
 CSV_FIELDS = ("x", "y", "site", "x_err", "y_err", "amplitude", "background",
               "amplitude_err", "sigma", "i", "j", "converged")
+
+#: Version of the layouts written here (the ``format_version`` attribute of an HDF5
+#: result, the ``format_version`` of a CSV's sidecar).
+FORMAT_VERSION = 1
+
+#: Units of a CSV result (its sidecar's ``units``).
+CSV_UNITS = "px (x = column index, y = row index, origin at the centre of pixel [0,0])"
+
+
+def _check_version(version, path) -> int:
+    """The format version of a file (1 when absent); newer ones are refused."""
+    version = 1 if version is None else int(version)
+    if version > FORMAT_VERSION:
+        raise ImageReadError(f"column file format version {version}; this latticegenome reads up "
+                             f"to {FORMAT_VERSION}: update it", path)
+    return version
 
 
 def write_columns_h5(
@@ -53,6 +78,7 @@ def write_columns_h5(
             f.attrs["pixel_size_pm"] = np.nan if pixel_size_pm is None else float(pixel_size_pm)
             f.attrs["metadata"] = json.dumps(metadata or {})
             f.attrs["provenance"] = json.dumps(provenance or {})
+            f.attrs["format_version"] = FORMAT_VERSION
             if shape is not None:
                 f.attrs["shape"] = np.asarray(shape, dtype=np.int64)
             g = f.create_group("columns")
@@ -78,12 +104,13 @@ def read_columns(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         Per-column arrays (``site`` as str).
     attrs : dict
         File attributes (``status``, ``reason``, ``pixel_size_pm``,
-        ``basis_px``, ... ; for CSV only what the header comments carry).
+        ``basis_px``, ``format_version`` (1 for files without it), ... ; for
+        CSV what its sidecar carries).
 
     Raises
     ------
     ImageReadError
-        If the file is not a column table.
+        If the file is not a column table, or has a newer format version.
     """
     path = Path(path)
     if path.suffix.lower() == ".csv":
@@ -102,73 +129,121 @@ def read_columns(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             cols = {k: g[k][()] for k in g}
     except (OSError, KeyError) as exc:
         raise ImageReadError(f"not a column table: {exc}", path) from None
+    attrs["format_version"] = _check_version(attrs.get("format_version"), path)
     if "site" in cols:
         cols["site"] = np.char.decode(np.asarray(cols["site"], dtype="S1"), "ascii")
     return cols, attrs
 
 
+def csv_sidecar(path: str | Path) -> Path:
+    """The metadata sidecar of a CSV result: ``<file>.json``.
+
+    Examples
+    --------
+    >>> csv_sidecar("out/cols.csv").as_posix()
+    'out/cols.csv.json'
+    """
+    return Path(f"{path}.json")
+
+
+def _csv_cell(name: str, value):
+    if name == "site":
+        return str(value)
+    if name in ("i", "j"):
+        return int(value)
+    if name == "converged":
+        return int(bool(value))
+    return f"{float(value):.6f}"
+
+
 def write_columns_csv(path: str | Path, columns: Columns, *, pixel_size_pm: float | None = None,
                       source: str = "") -> None:
-    """Write the columns as CSV (one row per column), atomically.
+    """Write the columns as a plain CSV and its metadata as ``<path>.json``, atomically.
 
-    Leading ``#`` lines record the source and the pixel size; the header
-    row follows. Positions are pixels, x = column index, y = row index,
-    origin at the centre of pixel [0, 0].
+    The CSV's first line is the header (:data:`CSV_FIELDS`), then one row
+    per column: positions in pixels, x = column index, y = row index, origin
+    at the centre of pixel [0, 0]. The sidecar (:func:`csv_sidecar`) holds
+    ``source``, ``pixel_size_pm`` (null when unknown), ``basis_px``,
+    ``units``, ``fields`` and ``format_version``. Both are written to
+    temporary files; the sidecar replaces its old copy once the whole CSV is
+    written, and the CSV follows.
+
+    Examples
+    --------
+    >>> import csv, tempfile, pathlib
+    >>> from latticegenome.columns.finder import Columns
+    >>> one = {k: np.zeros(1) for k in ("x", "y", "x_err", "y_err", "amplitude",
+    ...        "amplitude_err", "background", "sigma")}
+    >>> cols = Columns(**one, site=np.array(["A"]), i=np.zeros(1, int), j=np.zeros(1, int),
+    ...                converged=np.ones(1, bool), basis=np.eye(2) * 20, origin=np.zeros(2),
+    ...                dispersion=1.0)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "cols.csv"
+    >>> write_columns_csv(out, cols, pixel_size_pm=19.5, source="a.tif")
+    >>> next(csv.DictReader(open(out)))["site"]
+    'A'
+    >>> read_columns_csv(out)[1]["pixel_size_pm"]
+    19.5
     """
+    meta = {"source": str(source),
+            "pixel_size_pm": None if pixel_size_pm is None else float(pixel_size_pm),
+            "basis_px": np.asarray(columns.basis).tolist(), "units": CSV_UNITS,
+            "fields": list(CSV_FIELDS), "format_version": FORMAT_VERSION}
+    data = columns.as_dict()
     with atomic_write(path, "w") as fh:
-        fh.write(f"# source: {source}\n")
-        if pixel_size_pm is not None:
-            fh.write(f"# pixel_size_pm: {pixel_size_pm:.6g}\n")
-        fh.write(f"# basis_px: {json.dumps(np.asarray(columns.basis).tolist())}\n")
-        fh.write("# units: px (x = column index, y = row index, origin at the centre of pixel [0,0])\n")
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(CSV_FIELDS)
-        data = columns.as_dict()
         for k in range(len(columns)):
-            row = []
-            for name in CSV_FIELDS:
-                v = data[name][k]
-                if name in ("site",):
-                    row.append(str(v))
-                elif name in ("i", "j"):
-                    row.append(int(v))
-                elif name == "converged":
-                    row.append(int(bool(v)))
-                else:
-                    row.append(f"{float(v):.6f}")
-            w.writerow(row)
+            w.writerow([_csv_cell(name, data[name][k]) for name in CSV_FIELDS])
+        with atomic_write(csv_sidecar(path), "w") as side:
+            json.dump(meta, side, indent=1)
+            side.write("\n")
 
 
-def read_columns_csv(path: str | Path):
-    """Read a CSV written by :func:`write_columns_csv` (or any CSV with at
-    least ``x,y,site``)."""
-    path = Path(path)
-    attrs: dict = {"status": "ok"}
-    rows = []
+def _sidecar_attrs(path: Path) -> dict:
+    """The attributes in a CSV's sidecar (none without one)."""
+    side = csv_sidecar(path)
+    if not side.is_file():
+        return {}
     try:
-        with open(path, newline="") as fh:
-            lines = [ln for ln in fh]
-    except OSError as exc:
-        raise ImageReadError(f"cannot read: {exc.strerror}", path) from None
-    body = []
-    for ln in lines:
-        if ln.startswith("#"):
-            key, _, val = ln[1:].partition(":")
-            key, val = key.strip(), val.strip()
-            if key == "pixel_size_pm":
-                attrs["pixel_size_pm"] = float(val)
-            elif key == "basis_px":
-                attrs["basis_px"] = np.array(json.loads(val))
-            elif key == "source":
-                attrs["source"] = val
-        else:
-            body.append(ln)
-    reader = csv.DictReader(body)
-    if reader.fieldnames is None or not {"x", "y", "site"} <= set(reader.fieldnames):
-        raise ImageReadError("not a column table (needs at least the columns x, y, site)", path)
-    rows = list(reader)
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise ImageReadError("the metadata sidecar is not JSON", side) from None
+    if not isinstance(meta, dict):
+        raise ImageReadError("the metadata sidecar is not a JSON object", side)
+    attrs = {"format_version": _check_version(meta.get("format_version"), side)}
+    if meta.get("source") is not None:
+        attrs["source"] = str(meta["source"])
+    if meta.get("units") is not None:
+        attrs["units"] = str(meta["units"])
+    try:
+        if meta.get("pixel_size_pm") is not None:
+            attrs["pixel_size_pm"] = float(meta["pixel_size_pm"])
+        if meta.get("basis_px") is not None:
+            attrs["basis_px"] = np.array(meta["basis_px"], dtype=float)
+    except (TypeError, ValueError):
+        raise ImageReadError("pixel_size_pm or basis_px in the metadata sidecar is not a number",
+                             side) from None
+    return attrs
+
+
+def _comment_attrs(comments: list[str]) -> dict:
+    """Attributes from ``# key: value`` lines (CSVs written before the sidecar)."""
+    attrs: dict = {}
+    for ln in comments:
+        key, _, val = ln[1:].partition(":")
+        key, val = key.strip(), val.strip()
+        if key == "pixel_size_pm":
+            attrs["pixel_size_pm"] = float(val)
+        elif key == "basis_px":
+            attrs["basis_px"] = np.array(json.loads(val))
+        elif key == "source":
+            attrs["source"] = val
+    return attrs
+
+
+def _csv_columns(rows: list[dict], fieldnames, path: Path) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    for name in reader.fieldnames:
+    for name in fieldnames:
         vals = [r[name] for r in rows]
         if name == "site":
             cols[name] = np.array(vals, dtype=str)
@@ -179,7 +254,38 @@ def read_columns_csv(path: str | Path):
                 cols[name] = np.array([float(v) for v in vals], dtype=float)
             except ValueError:
                 raise ImageReadError(f"column '{name}' is not numeric", path) from None
-    return cols, attrs
+    return cols
 
 
-__all__ = ["write_columns_h5", "read_columns", "write_columns_csv", "read_columns_csv"]
+def read_columns_csv(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a CSV written by :func:`write_columns_csv` (or any CSV with at least
+    ``x,y,site``), with the attributes of its sidecar ``<path>.json`` when present.
+
+    Without a sidecar the attributes have no pixel size (``# key: value``
+    lines of CSVs written before the sidecar are still read).
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            lines = list(fh)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read: {exc.strerror}", path) from None
+    except UnicodeDecodeError:
+        raise ImageReadError("not a UTF-8 text file", path) from None
+    body = [ln for ln in lines if not ln.startswith("#")]
+    attrs = {"status": "ok", "format_version": 1,
+             **_comment_attrs([ln for ln in lines if ln.startswith("#")]), **_sidecar_attrs(path)}
+    reader = csv.DictReader(body)
+    if reader.fieldnames is None or not {"x", "y", "site"} <= set(reader.fieldnames):
+        raise ImageReadError("not a column table (needs at least the columns x, y, site)", path)
+    return _csv_columns(list(reader), reader.fieldnames, path), attrs
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "csv_sidecar",
+    "read_columns",
+    "read_columns_csv",
+    "write_columns_csv",
+    "write_columns_h5",
+]

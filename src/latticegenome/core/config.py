@@ -1,10 +1,13 @@
-"""Workflow configuration: load, validate against the schema, resolve.
+"""Workflow configuration: load, validate, resolve.
 
-The Snakefile validates with ``snakemake.utils.validate`` against the same
-schema (``config/schema.yaml``) and calls :func:`check_references`; this module
-gives the command line the same check with one-line messages naming the key,
-and resolves per-experiment settings (defaults merged with an experiment's
-overrides).
+Every setting, its range and its default are fields of the model
+:class:`latticegenome.core.settings.Settings`; ``config/schema.yaml`` is made
+from it. The Snakefile validates with ``snakemake.utils.validate`` against that
+schema (which fills in the defaults) and calls :func:`check_references`; this
+module gives the command line the same check with one-line messages naming the
+key, then builds the model (:func:`settings_from_config`), and resolves
+per-experiment settings (:func:`experiment_settings`: defaults merged with an
+experiment's overrides).
 
 Relative paths in a configuration (facility folders, scratch, results,
 structure files) are relative to the workflow root, the folder holding the
@@ -13,14 +16,25 @@ Snakefile (the Snakefile runs there).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import yaml
 
 from latticegenome.core.errors import ConfigError
+from latticegenome.core.settings import (
+    AnalysisSettings,
+    Facility,
+    Settings,
+    json_schema,
+)
+
+#: The backend of a facility block that names none.
+DEFAULT_BACKEND = Facility.model_fields["backend"].default
 
 
 def _with_defaults(validator_class):
@@ -32,7 +46,7 @@ def _with_defaults(validator_class):
         if isinstance(instance, dict):
             for prop, sub in properties.items():
                 if isinstance(sub, dict) and "default" in sub:
-                    instance.setdefault(prop, sub["default"])
+                    instance.setdefault(prop, copy.deepcopy(sub["default"]))
         yield from validate_props(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
@@ -48,16 +62,17 @@ def _read_schema(schema_path: str | Path) -> dict:
         raise ConfigError(f"the schema is not valid YAML: {exc}", str(schema_path)) from None
 
 
-def validate_config(config: dict, schema_path: str | Path, *, source: str = "config",
-                    base: str | Path | None = None) -> dict:
+def validate_config(config: dict, schema_path: str | Path | None = None, *,
+                    source: str = "config", base: str | Path | None = None) -> dict:
     """Validate ``config`` in place (defaults filled in); return it.
 
     Parameters
     ----------
     config : dict
         The configuration as read from YAML.
-    schema_path : path
-        The JSON schema (``config/schema.yaml``).
+    schema_path : path, optional
+        The JSON schema (``config/schema.yaml``); default the one made from the
+        model (:func:`latticegenome.core.settings.json_schema`).
     source : str
         Named in messages (the configuration file).
     base : path, optional
@@ -74,16 +89,58 @@ def validate_config(config: dict, schema_path: str | Path, *, source: str = "con
 
     base = Path.cwd() if base is None else Path(base)
     check_finite(config, source=source)
-    schema = _read_schema(schema_path)
+    schema = json_schema() if schema_path is None else _read_schema(schema_path)
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
         raise ConfigError(f"{key}: {e.message}", source)
+    settings_from_config(config, source=source)  # the model itself: also with an older schema
     check_references(config, source=source, base=base)
     check_structure_files(config, source=source, base=base)
     return config
+
+
+def model_error(exc, source: str = "config") -> ConfigError:
+    """A one-line :class:`ConfigError` naming the key of a pydantic ``ValidationError``."""
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"] if p != "[key]") or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{key}: {message}", source)
+
+
+def settings_from_config(config: Mapping | Settings, *, source: str = "config") -> Settings:
+    """The configuration as the typed model (every default from it).
+
+    Parameters
+    ----------
+    config : mapping or Settings
+        The configuration as read from YAML (validated or not); a
+        :class:`~latticegenome.core.settings.Settings` is returned as it is.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first offending key.
+
+    Examples
+    --------
+    >>> cfg = {"facilities": {"f": {"path": "raw"}}, "experiments": {"e": {
+    ...     "facility": "f", "path": "x", "materials": [
+    ...         {"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]}}}
+    >>> s = settings_from_config(cfg)
+    >>> s.batch_size, s.experiments["e"].stacking_axis, s.facilities["f"].backend
+    (100, 'y', 'local')
+    """
+    from pydantic import ValidationError
+
+    if isinstance(config, Settings):
+        return config
+    try:
+        return Settings.model_validate(dict(config))
+    except ValidationError as exc:
+        raise model_error(exc, source) from None
 
 
 def _non_finite(value, key: tuple = ()):
@@ -211,7 +268,7 @@ def check_experiment_paths(config: dict, *, base: str | Path = ".", source: str 
             raise ConfigError(f"{key}: {path!r} {problem}; give a folder relative to "
                               f"facilities.{fac}.path", source)
         block = facilities.get(fac) or {}
-        if block.get("backend", "local") != "local" or not block.get("path"):
+        if block.get("backend", DEFAULT_BACKEND) != "local" or not block.get("path"):
             continue
         try:
             root = _local_root(block, base)
@@ -259,7 +316,7 @@ def check_globus(config: dict, *, base: str | Path = ".", source: str = "config"
     root = Path(block["local_path"])
     root = (root if root.is_absolute() else Path(base) / root).resolve()
     for key in ("scratch", "results"):
-        p = Path(config.get(key, key))
+        p = Path(config.get(key, Settings.model_fields[key].default))
         p = (p if p.is_absolute() else Path(base) / p).resolve()
         if p != root and root not in p.parents:
             raise ConfigError(f"{key}: {p} is not below facilities.{host}.local_path {root}, "
@@ -319,18 +376,30 @@ def load_config(path: str | Path, schema_path: str | Path | None = None, *,
     return validate_config(config, schema_path, source=str(path), base=base)
 
 
-def experiment_settings(config: dict, name: str) -> dict:
-    """Analysis settings of one experiment: defaults, then its overrides.
+def load_settings(path: str | Path, schema_path: str | Path | None = None, *,
+                  base: str | Path | None = None) -> Settings:
+    """:func:`load_config`, as the typed model."""
+    return settings_from_config(load_config(path, schema_path, base=base), source=str(path))
 
-    Adds ``spacing_pm`` (the first material's lattice parameter) as the
-    lattice-search hint unless set.
+
+def experiment_settings(config: Mapping | Settings, name: str) -> AnalysisSettings:
+    """Analysis settings of one experiment: the defaults, then its overrides.
+
+    See :meth:`latticegenome.core.settings.Settings.analysis_for`: the
+    ``analysis:`` block, then the keys the experiment's own ``analysis:``
+    gives, its ``pixel_size_pm`` and ``hdf5_dataset``; ``spacing_pm`` (the
+    lattice-search hint) is the first material's lattice parameter unless set.
+
+    Parameters
+    ----------
+    config : mapping or Settings
+        The configuration (a dict as read and validated, or the model).
+    name : str
+        The experiment.
+
+    Raises
+    ------
+    ConfigError
+        If the configuration is not valid.
     """
-    exp = config["experiments"][name]
-    settings = dict(config.get("analysis", {}))
-    settings.update(exp.get("analysis", {}) or {})
-    materials = exp.get("materials") or []
-    if "spacing_pm" not in settings and materials:
-        settings["spacing_pm"] = materials[0]["a_pm"]
-    settings["pixel_size_pm"] = exp.get("pixel_size_pm")
-    settings["hdf5_dataset"] = exp.get("hdf5_dataset")
-    return settings
+    return settings_from_config(config).analysis_for(name)

@@ -5,8 +5,12 @@ A record is a JSON object:
     {"output": name, "rule": ..., "created_at": ..., "software": {"latticegenome":
      version, "git_commit": ..., "git_dirty": bool}, "params": {...},
      "inputs": [{"path": ..., "sha256": ..., "size": ...}, ...],
-     "raw": {facility, collection, source_path, sha256, task_id, transferred_at}  # raw images
+     "raw": {size, sha256, facility, collection, source_path, task_id,             # raw images
+             transferred_at, source_mtime_ns}
      "instrument": {...}}                                                          # if known
+
+The ``raw`` record is a manifest row without its file name; its layout belongs
+to :mod:`latticegenome.ingest.manifest` (``record_copy``, ``read_raw_provenance``).
 
 HDF5 outputs carry it in the file attribute ``provenance``; other files (CSV,
 TSV, PNG, CIF) in a sidecar ``<file>.prov.json``. The chain back to the raw

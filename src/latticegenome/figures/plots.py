@@ -1,13 +1,24 @@
 """Figures: an analysed image with its columns and cells, the experiment's
-histograms, the layer profile (matplotlib, written to PNG)."""
+histograms, the layer profile (matplotlib, written to PNG).
+
+These functions draw with whatever matplotlib backend is in use; they never
+choose one. Entry points that write files without a display set it once,
+before pyplot is first imported (``matplotlib.use("Agg")``). The statistics
+are read through :mod:`latticegenome.statistics.results`.
+"""
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 
-from latticegenome.statistics.aggregate import read_h5_strings  # noqa: F401
+from latticegenome.statistics.results import Statistics, read_statistics
+
+
+def _statistics(source: str | Path | Statistics) -> Statistics:
+    """The statistics of an experiment, read from its file unless given."""
+    return source if isinstance(source, Statistics) else read_statistics(source)
 
 # --- figures ---------------------------------------------------------------
 
@@ -38,10 +49,11 @@ def _class_colours(n):
 
 
 def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title="", classes=None):
-    """One image in four panels: columns, B displacement, strain e_yy, class map."""
-    import matplotlib
+    """One image in four panels: columns, B displacement, strain e_yy, class map.
 
-    matplotlib.use("Agg")
+    Positions (``columns``, ``cells``) in pixels of ``image``, displacements in
+    pm; ``classes``: the class of each cell (-1: unclassified).
+    """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -87,19 +99,16 @@ def plot_image_overview(image, columns, cells, pixel_size_pm, out, *, title="", 
     plt.close(fig)
 
 
-def plot_experiment(out_h5, out, *, title=""):
-    """Histograms of lattice parameters, displacement, intensity ratio; class populations."""
-    import h5py
-    import matplotlib
+def plot_experiment(statistics, out, *, title=""):
+    """Histograms of lattice parameters, displacement, intensity ratio; class populations.
 
-    matplotlib.use("Agg")
+    ``statistics``: the statistics file or what :func:`read_statistics` read from it.
+    """
     import matplotlib.pyplot as plt
 
-    with h5py.File(out_h5, "r") as f:
-        h = {k: (f[f"histograms/{k}/edges"][()], f[f"histograms/{k}/counts"][()])
-             for k in f["histograms"]}
-        summary = json.loads(f.attrs["summary"])
-        pop = f["classes/population"][()] if "classes/population" in f else np.zeros(0)
+    stats = _statistics(statistics)
+    h, summary = stats.histograms, stats.summary
+    pop = stats.classes.get("population", np.zeros(0))
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
 
     def zoom(ax, e, c):
@@ -137,20 +146,19 @@ def plot_experiment(out_h5, out, *, title=""):
     plt.close(fig)
 
 
-def plot_layers(out_h5, out, *, image=None, pixel_size_pm=None, title=""):
-    """Layer profile of one image along the stacking axis, interfaces marked."""
-    import h5py
-    import matplotlib
+def plot_layers(statistics, out, *, image=None, pixel_size_pm=None, title=""):
+    """Layer profile of one image along the stacking axis, interfaces marked.
 
-    matplotlib.use("Agg")
+    ``statistics``: the statistics file or what :func:`read_statistics` read
+    from it; ``image``: the image's name (default: the first); positions in
+    nm with ``pixel_size_pm``, else in px.
+    """
     import matplotlib.pyplot as plt
 
-    with h5py.File(out_h5, "r") as f:
-        lay = {k: f[f"layers/{k}"][()] for k in f["layers"] if k not in ("image", "material")}
-        imgs, mats = read_h5_strings(f["layers/image"]), read_h5_strings(f["layers/material"])
-        ifc_pos = f["interfaces/position_px"][()]
-        ifc_img = read_h5_strings(f["interfaces/image"])
-        summary = json.loads(f.attrs["summary"])
+    stats = _statistics(statistics)
+    lay, summary = stats.layers, stats.summary
+    imgs, mats = lay["image"], lay["material"]
+    ifc_pos, ifc_img = stats.interfaces["position_px"], stats.interfaces["image"]
     if image is None and imgs.size:
         image = imgs[0]
     m = imgs == image

@@ -3,7 +3,14 @@
 :class:`LocalBackend` copies an experiment's files from a facility folder into
 scratch, each verified by SHA-256, read-only, resumable; symbolic links and
 anything whose real path lies outside the facility root are refused, never
-read. :func:`facility_changes` tells which originals changed since ingest."""
+read. :func:`facility_changes` tells which originals changed since ingest.
+
+The parts: :func:`open_facility_folder` (the experiment folder, checked to lie
+inside the facility after it was opened), :func:`scan_folder` (what is taken
+and what refused), ``_FolderIngest`` (reuse or copy one file, verified) and
+:class:`LocalBackend` (the interface of
+:class:`latticegenome.ingest.backends.TransferBackend`). Progress goes to
+``logging.getLogger(__name__)``."""
 
 from __future__ import annotations
 
@@ -13,25 +20,29 @@ import errno
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import stat
-import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from latticegenome.core.errors import TransferError
 from latticegenome.core.fsutil import CHUNK, atomic_path, atomic_write, sha256_file
-from latticegenome.ingest.manifest import (  # noqa: F401
-    BOOKKEEPING,
+from latticegenome.ingest.manifest import (
     ManifestEntry,
-    _entry_from,
     _now,
+    _warn_log_ignored,
     check_name,
     display_name,
+    publishable_files,
     read_manifest,
+    read_raw_provenance,
+    record_copy,
     write_manifest,
-    write_raw_provenance,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class _Refused(TransferError):
@@ -165,16 +176,6 @@ def _copy_verified(src, dest: Path, *, dir_fd: int | None = None,
     return size, digest, st
 
 
-def _sidecar_record(dest: Path) -> ManifestEntry | None:
-    """The ingest record in a raw copy's ``.prov.json`` sidecar, if readable."""
-    side = Path(str(dest) + ".prov.json")
-    try:
-        raw = json.loads(side.read_text())["raw"]
-        return _entry_from(raw, file=dest.name)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _entry_refusal(entry: os.DirEntry) -> str | None:
     """Why a folder entry is not taken (unsafe name, link, not a file); None if fine."""
     try:
@@ -188,8 +189,228 @@ def _entry_refusal(entry: os.DirEntry) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- the facility folder
+
+
+def _outside(facility: str, root: Path, path: str, folder: str | None = None) -> TransferError:
+    shown = display_name(str(root / path))
+    where = f" (it resolves to {display_name(folder)})" if folder else ""
+    return TransferError(f"experiment folder lies outside facility '{facility}' "
+                         f"({display_name(str(root))}){where}: refused", shown)
+
+
+def _resolve_folder(facility: str, root: Path, path: str) -> Path:
+    """The experiment folder, resolved; it must lie inside the resolved root.
+
+    Raises
+    ------
+    TransferError
+        If it resolves outside the root (``..``, an absolute path, a
+        link to elsewhere); ``_FolderMissing`` if it does not exist.
+    """
+    try:
+        real_root = root.resolve()
+        folder = (root / path).resolve()
+    except (OSError, RuntimeError):
+        raise TransferError("cannot resolve the experiment folder (a link loop?)",
+                            display_name(str(root / path))) from None
+    if folder != real_root and real_root not in folder.parents:
+        raise _outside(facility, root, path)
+    if not folder.is_dir():
+        raise _FolderMissing(f"no such folder at facility '{facility}'",
+                             display_name(str(root / path)))
+    return folder
+
+
+@contextlib.contextmanager
+def open_facility_folder(facility: str, root: str | Path, path: str):
+    """A descriptor of the experiment folder ``root/path``, checked to lie inside
+    ``root`` after it was opened (no race with a link swapped in meanwhile).
+
+    Parameters
+    ----------
+    facility : str
+        The facility's name (for messages).
+    root : str or Path
+        The facility's base folder.
+    path : str
+        The experiment folder, relative to ``root``.
+
+    Raises
+    ------
+    TransferError
+        The folder lies outside ``root``; ``_FolderMissing`` (a
+        TransferError) when it does not exist.
+    """
+    root = Path(root)
+    folder = _resolve_folder(facility, root, path)
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC)
+    except FileNotFoundError:
+        raise _FolderMissing(f"no such folder at facility '{facility}'",
+                             display_name(str(root / path))) from None
+    except OSError:
+        raise _outside(facility, root, path) from None
+    try:
+        opened = os.path.realpath(f"/proc/self/fd/{fd}")
+        if os.path.isabs(opened) and not opened.startswith("/proc/"):
+            real_root = str(root.resolve())
+            if opened != real_root and not opened.startswith(real_root.rstrip(os.sep) + os.sep):
+                raise _outside(facility, root, path, opened)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def scan_folder(fd: int, pattern: str) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """Files of the folder open as ``fd`` matching ``pattern``: taken and refused.
+
+    Entries are lstat'ed, never followed; sub-folders are left out.
+
+    Returns
+    -------
+    files : list of (name, size in bytes)
+        Regular files with safe names, sorted by name.
+    refused : list of (name, reason)
+        Unsafe names, symbolic links and anything but a regular file, sorted.
+    """
+    files, refused = [], []
+    with os.scandir(fd) as it:
+        for entry in it:
+            if not fnmatch.fnmatch(entry.name, pattern):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                continue  # sub-folders are not images
+            reason = _entry_refusal(entry)
+            if reason:
+                refused.append((entry.name, reason))
+            else:
+                files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+    return sorted(files), sorted(refused)
+
+
+# --------------------------------------------------------------------------- one ingest
+
+
+def _task_state(state_path: Path, source: str, pattern: str, label: str | None) -> dict:
+    """The task's state file: reused when it exists, written before any copy."""
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        logger.info("resuming transfer task %s", state["task_id"])
+        return state
+    state = {"task_id": f"local-{uuid.uuid4()}", "source": source,
+             "pattern": pattern, "label": label, "submitted_at": _now()}
+    with atomic_write(state_path, "w") as fh:
+        json.dump(state, fh)
+    return state
+
+
+def _earlier_records(manifest: Path, dest_dir: Path, names) -> dict[str, ManifestEntry]:
+    """What an earlier ingest recorded: the manifest, else each copy's sidecar
+    (an ingest interrupted before it wrote the manifest)."""
+    out: dict[str, ManifestEntry] = {}
+    if manifest.exists():
+        try:
+            out = {e.file: e for e in read_manifest(manifest)}
+        except (OSError, ValueError, KeyError, TypeError, csv.Error):
+            out = {}
+    for name in names:
+        if name not in out:
+            rec = read_raw_provenance(dest_dir / name)
+            if rec is not None:
+                out[name] = rec
+    return out
+
+
+def _source_digest(fd: int, name: str, record: ManifestEntry):
+    """The facility file's SHA-256 and stat: the record's when size and mtime
+    are those recorded (no hashing), else computed."""
+    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        raise _Refused("a symbolic link: not followed")
+    if (record.source_mtime_ns and st.st_size == record.size
+            and str(st.st_mtime_ns) == record.source_mtime_ns):
+        return record.sha256, st
+    return _hash_source(fd, name)
+
+
+@dataclass
+class _FolderIngest:
+    """Files of one open facility folder into ``dest_dir``, under one task.
+
+    Parameters
+    ----------
+    fd : int
+        Descriptor of the facility folder (:func:`open_facility_folder`).
+    dest_dir : Path
+        Where the raw copies go.
+    facility, collection : str
+        The facility's name and collection label (manifest columns).
+    path : str
+        The experiment folder at the facility (for ``source_path``).
+    task_id : str
+    """
+
+    fd: int
+    dest_dir: Path
+    facility: str
+    collection: str
+    path: str
+    task_id: str
+
+    def take(self, name: str, record: ManifestEntry | None) -> ManifestEntry:
+        """Reuse or copy one file; return its manifest entry (or raise _Refused)."""
+        dest = self.dest_dir / name
+        if dest.exists():
+            entry = self._reuse(name, dest, record)
+            if entry is not None:
+                return entry
+        nbytes, digest, st = _copy_verified(name, dest, dir_fd=self.fd, expect=record)
+        logger.info("copied %s (%d bytes, sha256 %s)", display_name(name), nbytes, digest[:12])
+        return self._entry(dest, nbytes, digest, st)
+
+    def _reuse(self, name: str, dest: Path, record: ManifestEntry | None) -> ManifestEntry | None:
+        """The entry of the raw copy ``dest`` if it is the facility file, None
+        to copy it again (a damaged copy of an unchanged file).
+
+        Raises
+        ------
+        _Refused
+            The facility file differs from the record (the copy and its
+            record are kept), or from a copy without any record.
+        """
+        copy = sha256_file(dest)
+        if record is None:
+            digest, st = _hash_source(self.fd, name)
+            if digest == copy:
+                return self._entry(dest, st.st_size, digest, st)
+            raise _Refused("the raw copy differs from the facility file and has no ingest "
+                           f"record ({_change_text(copy, digest, dest.stat().st_size, st.st_size)})"
+                           "; kept, left out (delete it to ingest the facility file)")
+        digest, st = _source_digest(self.fd, name, record)
+        if digest != record.sha256:
+            if copy == record.sha256:
+                raise _Refused(f"{_changed(record, digest, st.st_size)}; the raw copy and its "
+                               "record are kept", keep=record)
+            raise _Refused(f"{_changed(record, digest, st.st_size)}; the raw copy differs from "
+                           "its record too: left out")
+        if copy == record.sha256:
+            return self._entry(dest, record.size, copy, st)
+        return None
+
+    def _entry(self, dest: Path, size: int, digest: str, st: os.stat_result) -> ManifestEntry:
+        return record_copy(dest, size=size, sha256=digest, facility=self.facility,
+                           collection=self.collection, source_path=f"{self.path}/{dest.name}",
+                           task_id=self.task_id, source_mtime_ns=str(st.st_mtime_ns))
+
+
+# --------------------------------------------------------------------------- the backend
+
+
 class LocalBackend:
     """A facility that is a folder on a local or mounted file system.
+
+    One of the backends of :class:`latticegenome.ingest.backends.TransferBackend`.
 
     Parameters
     ----------
@@ -208,87 +429,24 @@ class LocalBackend:
 
     @property
     def collection(self) -> str:
+        """``local:<resolved root>``, the manifest's ``collection`` column."""
         return f"local:{self.root.resolve()}"
 
-    def _outside(self, path: str, folder: str | None = None) -> TransferError:
-        shown = display_name(str(self.root / path))
-        where = f" (it resolves to {display_name(folder)})" if folder else ""
-        return TransferError(f"experiment folder lies outside facility '{self.name}' "
-                             f"({display_name(str(self.root))}){where}: refused", shown)
+    @property
+    def collection_label(self) -> str:
+        """The same as :attr:`collection` (the name every backend has)."""
+        return self.collection
 
-    def _folder(self, path: str) -> Path:
-        """The experiment folder, resolved; it must lie inside the resolved root.
-
-        Raises
-        ------
-        TransferError
-            If it resolves outside the root (``..``, an absolute path, a
-            link to elsewhere); ``_FolderMissing`` if it does not exist.
-        """
-        try:
-            root = self.root.resolve()
-            folder = (self.root / path).resolve()
-        except (OSError, RuntimeError):
-            raise TransferError("cannot resolve the experiment folder (a link loop?)",
-                                display_name(str(self.root / path))) from None
-        if folder != root and root not in folder.parents:
-            raise self._outside(path)
-        if not folder.is_dir():
-            raise _FolderMissing(f"no such folder at facility '{self.name}'",
-                                 display_name(str(self.root / path)))
-        return folder
-
-    @contextlib.contextmanager
     def _open_folder(self, path: str):
-        """A descriptor of the experiment folder, checked to lie inside the root
-        after it was opened (no race with a link swapped in meanwhile)."""
-        folder = self._folder(path)
-        try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC)
-        except FileNotFoundError:
-            raise _FolderMissing(f"no such folder at facility '{self.name}'",
-                                 display_name(str(self.root / path))) from None
-        except OSError:
-            raise self._outside(path) from None
-        try:
-            opened = os.path.realpath(f"/proc/self/fd/{fd}")
-            if os.path.isabs(opened) and not opened.startswith("/proc/"):
-                root = str(self.root.resolve())
-                if opened != root and not opened.startswith(root.rstrip(os.sep) + os.sep):
-                    raise self._outside(path, opened)
-            yield fd
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _scan_fd(fd: int, pattern: str) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
-        """:meth:`scan` of the folder open as ``fd`` (entries are lstat'ed, never followed)."""
-        files, refused = [], []
-        with os.scandir(fd) as it:
-            for entry in it:
-                if not fnmatch.fnmatch(entry.name, pattern):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    continue  # sub-folders are not images
-                reason = _entry_refusal(entry)
-                if reason:
-                    refused.append((entry.name, reason))
-                else:
-                    files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
-        return sorted(files), sorted(refused)
+        """:func:`open_facility_folder` of the experiment folder ``path``."""
+        return open_facility_folder(self.name, self.root, path)
 
     def scan(self, path: str, pattern: str = "*"
              ) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
         """Files in ``path`` matching ``pattern``: those taken and those refused.
 
-        Returns
-        -------
-        files : list of (name, size)
-            Regular files with safe names, sorted by name.
-        refused : list of (name, reason)
-            Unsafe names, symbolic links (wherever they point; never
-            followed) and anything but a regular file. Sub-folders are
-            left out.
+        See :func:`scan_folder`: symbolic links are refused wherever they
+        point (never followed), sub-folders left out.
 
         Raises
         ------
@@ -296,52 +454,16 @@ class LocalBackend:
             If the folder is missing or lies outside the facility's root.
         """
         with self._open_folder(path) as fd:
-            return self._scan_fd(fd, pattern)
+            return scan_folder(fd, pattern)
 
     def list(self, path: str, pattern: str = "*") -> list[tuple[str, int]]:
         """Files (name, size) in ``path`` matching ``pattern``, sorted by name
         (links and unsafe names left out: see :meth:`scan`)."""
         return self.scan(path, pattern)[0]
 
-    def _task_state(self, state_path: Path, path: str, pattern: str, label, log) -> dict:
-        """The task's state file: reused when it exists, written before any copy."""
-        if state_path.exists():
-            state = json.loads(state_path.read_text())
-            log(f"resuming transfer task {state['task_id']}")
-            return state
-        state = {"task_id": f"local-{uuid.uuid4()}", "source": f"{self.collection}/{path}",
-                 "pattern": pattern, "label": label, "submitted_at": _now()}
-        with atomic_write(state_path, "w") as fh:
-            json.dump(state, fh)
-        return state
-
-    @staticmethod
-    def _records(manifest: Path, dest_dir: Path, names) -> dict[str, ManifestEntry]:
-        """What an earlier ingest recorded: the manifest, else each copy's sidecar
-        (an ingest interrupted before it wrote the manifest)."""
-        out: dict[str, ManifestEntry] = {}
-        if manifest.exists():
-            try:
-                out = {e.file: e for e in read_manifest(manifest)}
-            except (OSError, ValueError, KeyError, TypeError, csv.Error):
-                out = {}
-        for name in names:
-            if name not in out:
-                rec = _sidecar_record(dest_dir / name)
-                if rec is not None:
-                    out[name] = rec
-        return out
-
-    def ingest(
-        self,
-        path: str,
-        pattern: str,
-        dest_dir: str | Path,
-        manifest: str | Path,
-        *,
-        label: str | None = None,
-        log=print,
-    ) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
+    def ingest(self, path: str, pattern: str, dest_dir: str | Path, manifest: str | Path, *,
+               label: str | None = None, log=None
+               ) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
         """Copy matching files into ``dest_dir`` and write the manifest.
 
         ``label`` names the task in its state file (as a Globus task label).
@@ -349,6 +471,8 @@ class LocalBackend:
         file; when the facility file changed since it was ingested (its
         record in the manifest or the copy's sidecar), the copy and its
         record are kept and the file is reported, never silently replaced.
+        Progress goes to this module's logger; ``log`` is deprecated and
+        ignored.
 
         Returns
         -------
@@ -363,117 +487,53 @@ class LocalBackend:
             If the source folder is missing or outside the facility's root,
             nothing matches, or a copy fails its checksum.
         """
+        _warn_log_ignored(log, "LocalBackend.ingest", __name__)
         dest_dir, manifest = Path(dest_dir), Path(manifest)
         with self._open_folder(path) as fd:
-            files, refused = self._scan_fd(fd, pattern)
+            files, refused = scan_folder(fd, pattern)
             if not files and not refused:
                 raise TransferError(f"no files match '{pattern}' at facility '{self.name}'",
                                     display_name(str(self.root / path)))
             dest_dir.mkdir(parents=True, exist_ok=True)
-            state = self._task_state(dest_dir / ".transfer.json", path, pattern, label, log)
-            records = self._records(manifest, dest_dir, [n for n, _ in files])
+            state = _task_state(dest_dir / ".transfer.json", f"{self.collection}/{path}",
+                                pattern, label)
+            records = _earlier_records(manifest, dest_dir, [n for n, _ in files])
+            run = _FolderIngest(fd, dest_dir, self.name, self.collection, path, state["task_id"])
             entries: list[ManifestEntry] = []
             for name, _ in files:
                 try:
-                    entries.append(self._ingest_one(fd, name, dest_dir, records.get(name),
-                                                    path, state, log))
+                    entries.append(run.take(name, records.get(name)))
                 except _Refused as exc:
                     refused.append((name, exc.reason))
                     if exc.keep is not None:
                         entries.append(exc.keep)
         for name, reason in sorted(refused):
-            log(f"refused {display_name(name)}: {reason}")
+            logger.info("refused %s: %s", display_name(name), reason)
         write_manifest(manifest, entries)
         return entries, sorted(refused)
 
-    def _ingest_one(self, fd: int, name: str, dest_dir: Path, record: ManifestEntry | None,
-                    path: str, state: dict, log) -> ManifestEntry:
-        """Reuse or copy one file; return its manifest entry (or raise _Refused)."""
-        dest = dest_dir / name
-        if dest.exists():
-            entry = self._reuse(fd, name, dest, record, path, state)
-            if entry is not None:
-                return entry
-        nbytes, digest, st = _copy_verified(name, dest, dir_fd=fd, expect=record)
-        log(f"copied {display_name(name)} ({nbytes} bytes, sha256 {digest[:12]})")
-        return self._entry(name, nbytes, digest, path, state, dest, st)
-
-    def _source_digest(self, fd: int, name: str, record: ManifestEntry):
-        """The facility file's SHA-256 and stat: the record's when size and mtime
-        are those recorded (no hashing), else computed."""
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            raise _Refused("a symbolic link: not followed")
-        if (record.source_mtime_ns and st.st_size == record.size
-                and str(st.st_mtime_ns) == record.source_mtime_ns):
-            return record.sha256, st
-        return _hash_source(fd, name)
-
-    def _reuse(self, fd, name, dest, record, path, state) -> ManifestEntry | None:
-        """The entry of the raw copy ``dest`` if it is the facility file, None
-        to copy it again (a damaged copy of an unchanged file).
-
-        Raises
-        ------
-        _Refused
-            The facility file differs from the record (the copy and its
-            record are kept), or from a copy without any record.
-        """
-        copy = sha256_file(dest)
-        if record is None:
-            digest, st = _hash_source(fd, name)
-            if digest == copy:
-                return self._entry(name, st.st_size, digest, path, state, dest, st)
-            raise _Refused("the raw copy differs from the facility file and has no ingest "
-                           f"record ({_change_text(copy, digest, dest.stat().st_size, st.st_size)})"
-                           "; kept, left out (delete it to ingest the facility file)")
-        digest, st = self._source_digest(fd, name, record)
-        if digest != record.sha256:
-            if copy == record.sha256:
-                raise _Refused(f"{_changed(record, digest, st.st_size)}; the raw copy and its "
-                               "record are kept", keep=record)
-            raise _Refused(f"{_changed(record, digest, st.st_size)}; the raw copy differs from "
-                           "its record too: left out")
-        if copy == record.sha256:
-            return self._entry(name, record.size, copy, path, state, dest, st)
-        return None
-
-    def _entry(self, name, size, digest, path, state, dest, st) -> ManifestEntry:
-        entry = ManifestEntry(
-            file=name, size=int(size), sha256=digest, facility=self.name,
-            collection=self.collection, source_path=f"{path}/{name}",
-            task_id=state["task_id"],
-            transferred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dest.stat().st_mtime)),
-            source_mtime_ns=str(st.st_mtime_ns),
-        )
-        write_raw_provenance(dest, entry)
-        return entry
-
     def publish(self, source: str | Path, dest: str, *, label: str | None = None,
-                log=print) -> dict:
+                log=None) -> dict:
         """Copy a package folder (or one file) to ``root/dest``, checksummed.
 
-        Relative paths are kept; every path component must be a safe name.
-        Returns the record of where it went (facility, collection, path,
-        task id, files with size and SHA-256).
+        Relative paths are kept; every path component must be a safe name
+        (checked for all files before any is copied). Returns the record of
+        where it went (facility, collection, path, task id, files with size
+        and SHA-256). ``log`` is deprecated and ignored.
         """
-        source = Path(source)
+        _warn_log_ignored(log, "LocalBackend.publish", __name__)
+        pairs = publishable_files(source)
         target = self.root / dest
         target.mkdir(parents=True, exist_ok=True)
         task_id = f"local-{uuid.uuid4()}"
-        files = [source] if source.is_file() else sorted(
-            p for p in source.rglob("*") if p.is_file() and p.name not in BOOKKEEPING)
         out = []
-        for f in files:
-            rel = Path(f.name) if source.is_file() else f.relative_to(source)
-            for part in rel.parts:
-                check_name(part)
+        for f, rel in pairs:
             dest_file = target / rel
             if dest_file.exists():
                 os.chmod(dest_file, 0o644)  # a previous publication of ours
             size, digest, _ = _copy_verified(f, dest_file)
             out.append({"file": rel.as_posix(), "size": size, "sha256": digest})
-            log(f"published {rel.as_posix()}")
+            logger.info("published %s", rel.as_posix())
         return {"facility": self.name, "collection": self.collection, "path": dest,
                 "task_id": task_id, "files": out, "published_at": _now()}
 

@@ -8,19 +8,27 @@ refuses names with ``..``, absolute paths, path separators, control
 characters, leading dots or bytes that are not UTF-8; messages show a name
 through :func:`display_name`, so a hostile name cannot break a log line or a
 TSV row. Refused files are listed with :func:`write_refused`.
+
+This module owns both layouts (the manifest TSV, :data:`MANIFEST_FIELDS`, and
+the refused list, :data:`REFUSED_FIELDS`) and the ``raw`` record of a raw
+copy's sidecar (:func:`record_copy`, :func:`read_raw_provenance`): nothing
+else writes or parses them by hand.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 import unicodedata
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from latticegenome.core.errors import TransferError
 from latticegenome.core.fsutil import atomic_write
+from latticegenome.core.records import SIDECAR, make_record, write_sidecar
 
 #: Files a workflow engine leaves in output folders: never published.
 BOOKKEEPING = {".snakemake_timestamp"}
@@ -146,13 +154,49 @@ def read_refused(path: str | Path) -> list[tuple[str, str]]:
     return [(r["file"], r["reason"]) for r in rows]
 
 
-def write_raw_provenance(dest: Path, entry: ManifestEntry) -> None:
-    """Sidecar ``<raw file>.prov.json``: where the raw copy came from."""
-    from latticegenome.core.records import make_record, write_sidecar
-
+def raw_record(entry: ManifestEntry) -> dict:
+    """The ``raw`` record of a provenance record: a manifest row without its file name."""
     raw = asdict(entry)
     raw.pop("file")
-    write_sidecar(dest, make_record(dest, rule="ingest", raw=raw))
+    return raw
+
+
+def write_raw_provenance(dest: Path, entry: ManifestEntry) -> None:
+    """Sidecar ``<raw file>.prov.json``: where the raw copy came from."""
+    write_sidecar(dest, make_record(dest, rule="ingest", raw=raw_record(entry)))
+
+
+def read_raw_provenance(dest: Path) -> ManifestEntry | None:
+    """The ingest record in a raw copy's ``.prov.json`` sidecar; None if unreadable."""
+    side = Path(str(dest) + SIDECAR)
+    try:
+        raw = json.loads(side.read_text())["raw"]
+        return _entry_from(raw, file=Path(dest).name)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_copy(dest: Path, *, size: int, sha256: str, facility: str, collection: str,
+                source_path: str, task_id: str, source_mtime_ns: str = "") -> ManifestEntry:
+    """The manifest entry of a raw copy that arrived at ``dest``; its sidecar is written.
+
+    ``transferred_at`` is the copy's modification time (UTC).
+
+    Parameters
+    ----------
+    dest : Path
+        The raw copy (its name is the entry's ``file``).
+    size : int
+        Bytes.
+    sha256, facility, collection, source_path, task_id, source_mtime_ns : str
+        The other columns of :data:`MANIFEST_FIELDS`.
+    """
+    entry = ManifestEntry(
+        file=dest.name, size=int(size), sha256=sha256, facility=facility,
+        collection=collection, source_path=source_path, task_id=task_id,
+        transferred_at=timestamp(dest.stat().st_mtime), source_mtime_ns=source_mtime_ns)
+    write_raw_provenance(dest, entry)
+    return entry
 
 
 def _entry_from(row: dict, **override) -> ManifestEntry:
@@ -175,6 +219,17 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
     return [_entry_from(r) for r in rows]
 
 
+def manifest_index(path: str | Path) -> dict[str, tuple[int, str]]:
+    """``{file: (size in bytes, sha256)}`` of a manifest, in its order.
+
+    What workflow planning needs of a manifest, read without building a
+    :class:`ManifestEntry` per row (fast for tens of thousands of images).
+    """
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["file"]: (int(row["size"]), row["sha256"])
+                for row in csv.DictReader(fh, delimiter="\t")}
+
+
 def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> None:
     """Write a manifest (TSV, one row per file) atomically."""
     with atomic_write(path, "w") as fh:
@@ -184,7 +239,52 @@ def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> None:
             w.writerow(asdict(e))
 
 
+def timestamp(seconds: float | None = None) -> str:
+    """A time as the manifest and the transfer records write it (ISO 8601, UTC).
+
+    Examples
+    --------
+    >>> timestamp(0)
+    '1970-01-01T00:00:00Z'
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return timestamp()
+
+
+def _warn_log_ignored(log, call: str, logger: str) -> None:
+    """Warn (DeprecationWarning, at the caller's caller) that ``call(log=...)`` is ignored.
+
+    Shared by the ingest modules: their progress goes to ``logger`` now.
+    """
+    if log is not None:
+        warnings.warn(f"{call}(log=...) is deprecated and ignored: progress goes to the logger "
+                      f"{logger!r}", DeprecationWarning, stacklevel=3)
+
+
+def publishable_files(source: str | Path) -> list[tuple[Path, Path]]:
+    """The files of a package folder (or one file) to publish, with their paths in it.
+
+    Workflow bookkeeping (:data:`BOOKKEEPING`) is left out; every path
+    component must be a safe name (:func:`check_name`), checked for all
+    files before any is sent.
+
+    Returns
+    -------
+    list of (file, relative path)
+        Sorted by file; a single file's relative path is its name.
+    """
+    source = Path(source)
+    if source.is_file():
+        pairs = [(source, Path(source.name))]
+    else:
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.name not in BOOKKEEPING)
+        pairs = [(f, f.relative_to(source)) for f in files]
+    for _, rel in pairs:
+        for part in rel.parts:
+            check_name(part)
+    return pairs
 
 

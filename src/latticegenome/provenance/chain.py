@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from latticegenome.core.fsutil import sha256_file
-from latticegenome.core.records import SIDECAR  # noqa: F401
+from latticegenome.core.records import SIDECAR
+from latticegenome.ingest.manifest import raw_record, read_manifest
 
 
 def _manifest_of(p: Path) -> Path | None:
@@ -26,8 +27,6 @@ def _manifest_of(p: Path) -> Path | None:
 @lru_cache(maxsize=8)
 def _manifest_rows(manifest: str, mtime_ns: int) -> dict:
     """{file name: ManifestEntry} of a manifest (cached while the file is unchanged)."""
-    from latticegenome.ingest.manifest import read_manifest
-
     return {e.file: e for e in read_manifest(manifest)}
 
 
@@ -47,8 +46,7 @@ def _from_manifest(p: Path) -> dict | None:
     if found is None or found[1] is None:
         return None
     manifest, e = found
-    raw = {k: v for k, v in e.__dict__.items() if k != "file"}
-    return {"output": p.name, "rule": "ingest", "raw": raw, "inputs": [],
+    return {"output": p.name, "rule": "ingest", "raw": raw_record(e), "inputs": [],
             "software": {}, "params": {}, "from": str(manifest)}
 
 

@@ -7,18 +7,20 @@ file with its size and SHA-256, the workflow and its version (package version
 and git commit), the run that made the results (a ``CreateAction`` whose
 instruments are the workflow and the microscope), the people and the facility
 from the configuration. The package is then sent through the configured
-transfer backend (:func:`latticegenome.ingest.backends.backend_for`).
+transfer backend (:func:`latticegenome.ingest.backends.backend_for`) and
+:func:`record_publication` writes where it went, with its provenance.
 """
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import shutil
 import time
 from pathlib import Path
 
-from latticegenome.core.fsutil import sha256_file
-from latticegenome.core.records import software
+from latticegenome.core.fsutil import atomic_write, sha256_file
+from latticegenome.core.records import SIDECAR, make_record, software, write_sidecar
 from latticegenome.ingest.manifest import BOOKKEEPING
 
 WORKFLOW_URL = "https://github.com/latticegenome/latticegenome"
@@ -53,7 +55,6 @@ def check_report(report: str | Path, results: list[str | Path], *, experiment: s
     """
     import base64
     import hashlib
-    import json
     import re
 
     from latticegenome.core.errors import LatticeGenomeError
@@ -91,6 +92,123 @@ def describe(path: Path) -> str:
 def _one(items: list):
     """A single value for a one-element list (RO-Crate 1.3 JSON-LD recommendation)."""
     return items[0] if len(items) == 1 else items
+
+
+def copy_results(files: list[str | Path], package: Path) -> list[Path]:
+    """Copy result files and folders into ``package``; return the copies.
+
+    A folder is copied whole (workflow bookkeeping left out) under its own
+    name; a file goes with its provenance sidecar (``.prov.json``) if any.
+    """
+    copied: list[Path] = []
+    for f in map(Path, files):
+        if f.is_dir():
+            for sub in sorted(p for p in f.rglob("*") if p.is_file() and p.name not in BOOKKEEPING):
+                dest = package / f.name / sub.relative_to(f)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(sub, dest)
+                copied.append(dest)
+        else:
+            for src in (f, Path(str(f) + SIDECAR)):
+                if src.exists():
+                    shutil.copy2(src, package / src.name)
+                    copied.append(package / src.name)
+    return copied
+
+
+def media_type(path: Path) -> str:
+    """The encoding format of a packaged file (HDF5 and TSV named explicitly).
+
+    Examples
+    --------
+    >>> media_type(Path("statistics.h5")), media_type(Path("images.tsv"))
+    ('application/x-hdf5', 'text/tab-separated-values')
+    """
+    return mimetypes.guess_type(path.name)[0] or (
+        "application/x-hdf5" if path.suffix == ".h5" else "text/tab-separated-values"
+        if path.suffix == ".tsv" else "application/octet-stream")
+
+
+def _add_people(crate, people: list[dict]) -> list:
+    """The authors (an ORCID iD when known) as crate Persons."""
+    from rocrate.model.person import Person
+
+    authors = []
+    for k, person in enumerate(people):
+        pid = (f"https://orcid.org/{person['orcid'].rsplit('/', 1)[-1]}" if person.get("orcid")
+               else f"#person-{k}")
+        props = {"name": person["name"]}
+        if person.get("affiliation"):
+            props["affiliation"] = person["affiliation"]
+        authors.append(crate.add(Person(crate, pid, properties=props)))
+    if authors:
+        crate.root_dataset["author"] = _one(authors)
+    return authors
+
+
+def _add_instruments(crate, sw: dict, instrument: dict | None) -> list:
+    """The workflow (version, git commit) and the microscope; the facility as publisher."""
+    from rocrate.model.contextentity import ContextEntity
+
+    workflow = crate.add(ContextEntity(crate, WORKFLOW_URL, properties={
+        "@type": "SoftwareApplication",
+        "name": "latticegenome Snakemake workflow",
+        "url": WORKFLOW_URL,
+        "version": sw.get("latticegenome"),
+        "identifier": sw.get("git_commit") or "unknown",
+        "programmingLanguage": "Snakemake",
+    }))
+    instruments = [workflow]
+    if instrument:
+        micro = crate.add(ContextEntity(crate, "#instrument", properties={
+            "@type": "IndividualProduct", "name": str(instrument.get("microscope", "microscope")),
+            "description": ", ".join(f"{k}: {v}" for k, v in instrument.items()),
+        }))
+        instruments.append(micro)
+        if instrument.get("facility"):
+            crate.root_dataset["publisher"] = crate.add(ContextEntity(crate, "#facility", properties={
+                "@type": "Organization", "name": str(instrument["facility"])}))
+    return instruments
+
+
+def _add_files(crate, package: Path, copied: list[Path]) -> list:
+    """Every packaged file with its description, size (bytes), format and SHA-256."""
+    parts = []
+    for path in copied:
+        props = {"name": path.name, "description": describe(path),
+                 "contentSize": str(path.stat().st_size), "encodingFormat": media_type(path),
+                 "sha256": sha256_file(path)}
+        parts.append(crate.add_file(path, dest_path=path.relative_to(package).as_posix(),
+                                    properties=props))
+    return parts
+
+
+def _add_raw_images(crate, raw_images: list[dict]) -> list:
+    """The raw images the results came from (collection, source path, checksum, task)."""
+    from rocrate.model.contextentity import ContextEntity
+
+    return [crate.add(ContextEntity(crate, f"#raw-{k}", properties={
+        "@type": "CreativeWork", "name": str(raw.get("source_path")),
+        "identifier": f"{raw.get('collection')}/{raw.get('source_path')}",
+        "sha256": raw.get("sha256"), "description": f"raw image, transfer task {raw.get('task_id')}",
+    })) for k, raw in enumerate(raw_images)]
+
+
+def _add_run(crate, experiment: str, *, instruments: list, parts: list, objects: list,
+             authors: list) -> None:
+    """The run that made the results: a CreateAction, mentioned by the root dataset."""
+    from rocrate.model.contextentity import ContextEntity
+
+    action_props = {"@type": "CreateAction", "name": f"latticegenome run on {experiment}",
+                    "endTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    action = crate.add(ContextEntity(crate, "#run", properties=action_props))
+    action["instrument"] = _one(instruments)
+    action["result"] = _one(parts)
+    if objects:
+        action["object"] = _one(objects)
+    if authors:
+        action["agent"] = authors[0]
+    crate.root_dataset["mentions"] = action
 
 
 def build_package(
@@ -133,88 +251,52 @@ def build_package(
     Path
         The package folder.
     """
-    from rocrate.model.contextentity import ContextEntity
-    from rocrate.model.person import Person
     from rocrate.rocrate import ROCrate
 
     package = Path(package_dir)
     if package.exists():
         shutil.rmtree(package)
     package.mkdir(parents=True)
-    copied: list[Path] = []
-    for f in files:
-        f = Path(f)
-        if f.is_dir():
-            for sub in sorted(p for p in f.rglob("*") if p.is_file() and p.name not in BOOKKEEPING):
-                dest = package / f.name / sub.relative_to(f)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(sub, dest)
-                copied.append(dest)
-        else:
-            for src in (f, Path(str(f) + ".prov.json")):
-                if src.exists():
-                    shutil.copy2(src, package / src.name)
-                    copied.append(package / src.name)
-
-    sw = software(workdir)
+    copied = copy_results(files, package)
     crate = ROCrate()
     crate.name = f"latticegenome results: {experiment}"
     crate.description = description or f"Local lattice configurations of experiment {experiment}."
     crate.license = license
     crate.datePublished = time.strftime("%Y-%m-%d", time.gmtime())
-    authors = []
-    for k, person in enumerate(people or []):
-        pid = f"https://orcid.org/{person['orcid'].rsplit('/', 1)[-1]}" if person.get("orcid") else f"#person-{k}"
-        props = {"name": person["name"]}
-        if person.get("affiliation"):
-            props["affiliation"] = person["affiliation"]
-        authors.append(crate.add(Person(crate, pid, properties=props)))
-    if authors:
-        crate.root_dataset["author"] = _one(authors)
-    workflow = crate.add(ContextEntity(crate, WORKFLOW_URL, properties={
-        "@type": "SoftwareApplication",
-        "name": "latticegenome Snakemake workflow",
-        "url": WORKFLOW_URL,
-        "version": sw.get("latticegenome"),
-        "identifier": sw.get("git_commit") or "unknown",
-        "programmingLanguage": "Snakemake",
-    }))
-    instruments = [workflow]
-    if instrument:
-        micro = crate.add(ContextEntity(crate, "#instrument", properties={
-            "@type": "IndividualProduct", "name": str(instrument.get("microscope", "microscope")),
-            "description": ", ".join(f"{k}: {v}" for k, v in instrument.items()),
-        }))
-        instruments.append(micro)
-        if instrument.get("facility"):
-            crate.root_dataset["publisher"] = crate.add(ContextEntity(crate, "#facility", properties={
-                "@type": "Organization", "name": str(instrument["facility"])}))
-    parts = []
-    for path in copied:
-        rel = path.relative_to(package).as_posix()
-        mime = mimetypes.guess_type(path.name)[0] or (
-            "application/x-hdf5" if path.suffix == ".h5" else "text/tab-separated-values"
-            if path.suffix == ".tsv" else "application/octet-stream")
-        parts.append(crate.add_file(path, dest_path=rel, properties={
-            "name": path.name, "description": describe(path), "contentSize": str(path.stat().st_size),
-            "encodingFormat": mime, "sha256": sha256_file(path),
-        }))
-    objects = []
-    for k, raw in enumerate(raw_images or []):
-        objects.append(crate.add(ContextEntity(crate, f"#raw-{k}", properties={
-            "@type": "CreativeWork", "name": str(raw.get("source_path")),
-            "identifier": f"{raw.get('collection')}/{raw.get('source_path')}",
-            "sha256": raw.get("sha256"), "description": f"raw image, transfer task {raw.get('task_id')}",
-        })))
-    action_props = {"@type": "CreateAction", "name": f"latticegenome run on {experiment}",
-                    "endTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    action = crate.add(ContextEntity(crate, "#run", properties=action_props))
-    action["instrument"] = _one(instruments)
-    action["result"] = _one(parts)
-    if objects:
-        action["object"] = _one(objects)
-    if authors:
-        action["agent"] = authors[0]
-    crate.root_dataset["mentions"] = action
+    authors = _add_people(crate, people or [])
+    instruments = _add_instruments(crate, software(workdir), instrument)
+    parts = _add_files(crate, package, copied)
+    objects = _add_raw_images(crate, raw_images or [])
+    _add_run(crate, experiment, instruments=instruments, parts=parts, objects=objects,
+             authors=authors)
     crate.metadata.write(package)  # ro-crate-metadata.json; the files are in place already
     return package
+
+
+def record_publication(record_path: str | Path, record: dict, package: str | Path) -> Path:
+    """Write a publication's record (``published.json``) and its provenance sidecar.
+
+    Parameters
+    ----------
+    record_path : path
+        Where the record goes (written atomically).
+    record : dict
+        What :meth:`~latticegenome.ingest.backends.TransferBackend.publish`
+        returned (facility, collection, path, task id, files, time).
+    package : path
+        The package folder that was published: its files are the record's inputs.
+
+    Returns
+    -------
+    Path
+        The sidecar.
+    """
+    with atomic_write(record_path, "w") as fh:
+        json.dump(record, fh, indent=1)
+    prov = make_record(record_path, rule="publish",
+                       params={"facility": record["facility"], "path": record["path"]},
+                       inputs=[p for p in sorted(Path(package).rglob("*")) if p.is_file()
+                               and p.name not in BOOKKEEPING])
+    prov["transfer"] = {k: record[k] for k in ("facility", "collection", "path", "task_id",
+                                               "published_at")}
+    return write_sidecar(record_path, prov)

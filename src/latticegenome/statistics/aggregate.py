@@ -5,23 +5,49 @@ their cells, appends them to an HDF5 table on disk and keeps only fixed-size
 running summaries in memory, so memory does not grow with the number of
 images. Rejected images (unreadable, no lattice, no complete cell, lattice
 parameters far from the configured materials', names refused at ingest) are
-listed with their reason and left out of the statistics. Names (image files,
-materials) are stored as UTF-8 strings; read them with
-:func:`read_h5_strings`.
+listed with their reason and left out of the statistics. The steps:
+:func:`measure_pass` (cells, histograms, a sample of descriptors),
+:func:`fit_class_model`, :func:`assignment_pass` (classes and layers), then
+the writers; the statistics file's layout belongs to
+:mod:`latticegenome.statistics.results` (read it with
+:func:`~latticegenome.statistics.results.read_statistics`). Progress goes to
+``logging.getLogger(__name__)`` at level INFO.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from latticegenome.columns.store import read_columns
-from latticegenome.core.fsutil import atomic_path
+from latticegenome.core.records import write_sidecar
 from latticegenome.core.tables import write_table_csv
-from latticegenome.statistics.cells import CELL_FIELDS, measure_cells
+from latticegenome.statistics.cells import measure_cells
+from latticegenome.statistics.classes import (
+    DESCRIPTORS,
+    ClassModel,
+    ClassTable,
+    Reservoir,
+    descriptor_matrix,
+    fit_classes,
+)
+from latticegenome.statistics.layers import (
+    LAYER_FIELDS,
+    image_layers,
+    layer_means,
+    name_layers,
+)
+from latticegenome.statistics.results import (  # noqa: F401 (read_h5_strings: for older callers)
+    StatisticsWriter,
+    read_h5_strings,
+    statistics_writer,
+)
+
+logger = logging.getLogger(__name__)
 
 IMAGE_FIELDS = ("image", "n_A", "n_B", "n_cells", "pixel_size_pm", "a_pm", "b_pm",
                 "dx_pm", "dy_pm", "intensity_ratio", "dispersion", "mean_x_err_A_pm",
@@ -41,27 +67,6 @@ class Histogram:
     def add(self, values: np.ndarray) -> None:
         v = np.asarray(values, float)
         self.counts += np.histogram(v[np.isfinite(v)], self.edges)[0]
-
-
-class CellTable:
-    """An extendible HDF5 table of cells (one dataset per field)."""
-
-    def __init__(self, h5file, fields=CELL_FIELDS):
-        self.group = h5file.create_group("cells")
-        self.fields = list(fields) + ["image"]
-        for name in self.fields:
-            dtype = np.int64 if name in ("i", "j", "image") else (bool if name == "has_B" else float)
-            self.group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                      chunks=(65536,), compression="gzip", shuffle=True)
-        self.n = 0
-
-    def append(self, cells: dict, image_index: int) -> None:
-        m = len(cells["x"])
-        for name in self.fields:
-            ds = self.group[name]
-            ds.resize((self.n + m,))
-            ds[self.n :] = np.full(m, image_index) if name == "image" else cells[name]
-        self.n += m
 
 
 def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_px=None):
@@ -147,47 +152,14 @@ def _median(values) -> float:
     return float(np.median(v)) if v.size else np.nan
 
 
-def read_h5_strings(dataset) -> np.ndarray:
-    """The names in an HDF5 dataset (image files, materials) as an array of str.
-
-    Names are UTF-8: variable-length UTF-8 strings since names may be
-    non-ASCII, fixed-length bytes in older files; an empty dataset of any
-    type gives an empty array.
-    """
-    import h5py
-
-    if dataset.dtype.kind == "S" or h5py.check_string_dtype(dataset.dtype) is not None:
-        return np.asarray(dataset.asstr("utf-8")[()], dtype=str).reshape(dataset.shape)
-    if dataset.size == 0:
-        return np.zeros(dataset.shape, dtype=str)
-    raise TypeError(f"{dataset.name} holds {dataset.dtype}, not names")
-
-
-def _write_names(group, name: str, values) -> None:
-    """Names (image files, materials) as a dataset of UTF-8 strings."""
-    import h5py
-
-    group.create_dataset(name, data=np.array(list(values), dtype=h5py.string_dtype("utf-8")))
-
-
-def _write_rows(f, group: str, rows: dict, text=("image", "material")) -> None:
-    """One dataset per column of ``rows``; the columns in ``text`` as names."""
-    g = f.create_group(group)
-    for name, values in rows.items():
-        if name in text:
-            _write_names(g, name, values)
-        else:
-            g.create_dataset(name, data=np.asarray(values))
-
-
 class _Rejections:
     """The rows of rejected.tsv: file name, reason, source."""
 
-    def __init__(self, extra=(), log=print):
+    def __init__(self, extra=()):
         self.rows = {"file": [], "source": [], "reason": []}
         for name, reason in extra:
             self.add(name, reason, source="refused at ingest")
-            log(f"{name}: refused at ingest: {reason}")
+            logger.info("%s: refused at ingest: %s", name, reason)
 
     def add(self, file: str, reason: str, *, source: str) -> None:
         self.rows["file"].append(file)
@@ -198,7 +170,7 @@ class _Rejections:
         return len(self.rows["file"])
 
 
-def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_tolerance, log):
+def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_tolerance):
     """One column file's columns and cells, or why it is set aside.
 
     Returns
@@ -224,7 +196,7 @@ def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_t
         reason = lattice_sanity(_median(cells["a_pm"]), _median(cells["b_pm"]), materials,
                                 nominal_pm, lattice_tolerance)
     if reason:
-        log(f"{source}: set aside: {reason}")
+        logger.info("%s: set aside: %s", source, reason)
         return source, reason
     return source, (cols, attrs, px, cells)
 
@@ -244,231 +216,263 @@ def _add_image_row(rows: dict, name: str, cols: dict, attrs: dict, px: float, ce
     rows["mean_x_err_B_pm"].append(float(np.mean(cols["x_err"][~is_a]) * px) if (~is_a).any() else np.nan)
 
 
-def aggregate(
-    results: list[str | Path],
-    out_h5: str | Path,
-    images_tsv: str | Path,
-    rejected_tsv: str | Path,
-    *,
-    classes_csv: str | Path | None = None,
-    layers_csv: str | Path | None = None,
-    nominal_pm: float | None = None,
-    stacking_axis: str = "y",
-    materials: list[dict] | None = None,
-    reference_region_px: list[float] | None = None,
-    sample_size: int = 20000,
-    max_classes: int = 8,
-    seed: int = 0,
-    lattice_tolerance: float | None = 0.15,
-    extra_rejected: list[tuple[str, str]] = (),
-    provenance: dict | None = None,
-    log=print,
-) -> dict:
-    """Measure, classify and aggregate the cells of every image of an experiment.
+def experiment_histograms(nominal_pm: float | None = None) -> dict[str, Histogram]:
+    """The experiment's empty histograms: fixed bins, lengths in pm.
 
-    Two streaming passes over the per-image results, holding one image at a
-    time: (1) measure cells, append them to the on-disk table, fill fixed-bin
-    histograms and a uniform sample of descriptors; fit the class model on
-    the sample; (2) assign every cell its class, accumulate the class table,
-    and build each image's layer profile along the stacking axis.
-
-    Parameters
-    ----------
-    results : list of path
-        Per-image column files (HDF5), rejected ones included.
-    out_h5 : path
-        Written: ``cells`` (with ``image``, ``class``, ``class_probability``),
-        ``images``, ``histograms``, ``classes`` (the class table; BIC per
-        number of classes in its attributes), ``layers`` (per-plane profile of
-        every image) and ``interfaces``; summary attributes. Image and
-        material names are UTF-8 strings (:func:`read_h5_strings`).
-    images_tsv, rejected_tsv : path
-        Per-image summary; rejected images with their reason.
-    classes_csv, layers_csv : path, optional
-        CSV copies of the class table and of the layer profiles.
-    nominal_pm : float, optional
-        Nominal lattice parameter of the reference (first) material: centres
-        the histograms and is the strain reference.
-    stacking_axis : {"y", "x"}
-    materials : list of dict, optional
-        The experiment's materials, to name the layers.
-    sample_size : int
-        Cells drawn uniformly across all images to fit the class model.
-    max_classes : int
-        Largest number of classes compared by BIC.
-    seed : int
-        Seed of the sample and of the mixture fit (reproducible classes).
-    lattice_tolerance : float or None
-        An image whose median a or b (pm) lies further than this fraction
-        outside [min, max] of the materials' ``a_pm`` (or ``nominal_pm``
-        without materials) is rejected with the reason (most likely a wrong
-        pixel size) and none of its cells is used; None: no check. See
-        :func:`lattice_sanity`.
-    extra_rejected : list of (str, str)
-        Files refused before analysis (e.g. names refused at ingest) as
-        (display name, reason): listed in ``rejected_tsv`` with the source
-        ``refused at ingest`` and counted in ``images_rejected``.
-    provenance : dict, optional
-        Provenance record of the run: stored in ``out_h5`` and, with the
-        output's own name, beside each CSV/TSV (``.prov.json``).
-    log : callable
-        Receives progress messages.
-    reference_region_px : [x0, y0, x1, y1], optional
-        The cells whose centres lie in this box (pixels) of each image are the
-        strain reference of that image (e.g. the substrate), instead of the
-        nominal lattice parameter.
-
-    Returns
-    -------
-    dict
-        Summary (images used and rejected, cells, classes, period, per-layer
-        means).
+    ``a_pm`` and ``b_pm`` span 0.85 to 1.15 times ``nominal_pm`` (400 pm
+    without one) in 120 bins; ``dx_pm`` and ``dy_pm`` -40 to 40 pm in 160;
+    ``intensity_ratio`` 0 to 1.5 in 150.
     """
-    import h5py
-
-    from latticegenome.statistics.classes import (
-        DESCRIPTORS,
-        ClassTable,
-        Reservoir,
-        descriptor_matrix,
-        fit_classes,
-    )
-    from latticegenome.statistics.layers import (
-        PROFILE_FIELDS,
-        name_layers,
-        plane_profile,
-        segment_layers,
-    )
-
     centre = nominal_pm or 400.0
-    hist = {
+    return {
         "a_pm": Histogram(np.linspace(0.85 * centre, 1.15 * centre, 121)),
         "b_pm": Histogram(np.linspace(0.85 * centre, 1.15 * centre, 121)),
         "dx_pm": Histogram(np.linspace(-40, 40, 161)),
         "dy_pm": Histogram(np.linspace(-40, 40, 161)),
         "intensity_ratio": Histogram(np.linspace(0, 1.5, 151)),
     }
-    rows = {k: [] for k in IMAGE_FIELDS}
-    rejected = _Rejections(extra_rejected, log)
-    names, spans = [], []
-    reservoir = Reservoir(sample_size, len(DESCRIPTORS), seed=seed)
-    layer_names = name_layers(materials or [])
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
-        table = CellTable(f)
-        for path in results:
-            source, usable = _usable_image(
-                Path(path), nominal_pm=nominal_pm, reference_region_px=reference_region_px,
-                materials=materials, lattice_tolerance=lattice_tolerance, log=log)
-            if isinstance(usable, str):
-                rejected.add(Path(source).name, usable, source=source)
-                continue
-            cols, attrs, px, cells = usable
-            k = len(names)
-            names.append(Path(source).name)
-            spans.append((table.n, len(cells["x"])))
-            table.append(cells, k)
-            x, ok = descriptor_matrix(cells)
-            reservoir.add(x[ok], k)
-            for name, h in hist.items():
-                h.add(cells[name])
-            _add_image_row(rows, names[k], cols, attrs, px, cells)
-        _write_names(f, "images", names)
-        g = f.create_group("histograms")
-        for name, h in hist.items():
-            g.create_dataset(f"{name}/edges", data=h.edges)
-            g.create_dataset(f"{name}/counts", data=h.counts)
 
-        # Classes: fitted on a sample across images, assigned to every cell.
-        model = None
-        try:
-            model = fit_classes(reservoir.sample, max_classes=max_classes, seed=seed)
-            log(f"{model.n_classes} classes (BIC by number of classes: {model.bic})")
-        except ValueError as exc:
-            log(f"no classification: {exc}")
-        n_classes = model.n_classes if model else 0
-        labels_ds = f["cells"].create_dataset("class", shape=(table.n,), dtype=np.int64)
-        prob_ds = f["cells"].create_dataset("class_probability", shape=(table.n,), dtype=float)
-        class_table = ClassTable(max(n_classes, 1))
-        layer_rows = {k: [] for k in ("image", *PROFILE_FIELDS, "majority_class", "layer", "material")}
-        iface_rows = {"image": [], "position_px": [], "plane": []}
-        periods, layer_stats = [], {0: [], 1: []}
-        for k, (start, count) in enumerate(spans):
-            cells = {name: f[f"cells/{name}"][start : start + count] for name in table.fields}
-            if model is not None:
-                labels, prob = model.assign(descriptor_matrix(cells)[0])
-            else:
-                labels, prob = np.full(count, -1), np.full(count, np.nan)
-            labels_ds[start : start + count] = labels
-            prob_ds[start : start + count] = prob
-            class_table.add(cells, labels)
-            prof = plane_profile({**cells, "class": labels}, stacking_axis=stacking_axis)
-            if prof["plane"].size == 0:
-                continue
-            seg = segment_layers(prof)
-            idx = np.asarray(cells["v"] if stacking_axis == "y" else cells["u"])
-            for j, plane in enumerate(prof["plane"]):
-                cl = labels[(idx == plane) & (labels >= 0)]
-                layer_rows["majority_class"].append(int(np.bincount(cl).argmax()) if cl.size else -1)
-                layer_rows["image"].append(names[k])
-                for fld in PROFILE_FIELDS:
-                    layer_rows[fld].append(prof[fld][j])
-                lab = int(seg["label"][j]) if seg["separation"] > 0 and len(seg["interfaces_px"]) else -1
-                layer_rows["layer"].append(lab)
-                layer_rows["material"].append(layer_names[lab] if lab >= 0 else "")
-                if lab >= 0:
-                    layer_stats[lab].append([prof["n_cells"][j], prof["a_pm"][j], prof["b_pm"][j],
-                                             prof["dx_pm"][j], prof["dy_pm"][j]])
-            for pos, plane in zip(seg["interfaces_px"], seg["interface_planes"]):
-                iface_rows["image"].append(names[k])
-                iface_rows["position_px"].append(float(pos))
-                iface_rows["plane"].append(int(plane))
-            if np.isfinite(seg["period_planes"]):
-                periods.append(seg["period_planes"])
-        ctab = class_table.table() if model is not None else {}
-        cg = f.create_group("classes")
-        for name, arr in ctab.items():
-            cg.create_dataset(name, data=arr)
-        if model is not None:
-            cg.attrs["bic"] = json.dumps(model.bic)
-            cg.attrs["descriptors"] = json.dumps(list(DESCRIPTORS))
-        _write_rows(f, "layers", layer_rows)
-        _write_rows(f, "interfaces", iface_rows)
-        per_layer = {}
-        for lab, vals in layer_stats.items():
-            if vals:
-                v = np.asarray(vals)
-                w = v[:, 0]
-                per_layer[layer_names[lab]] = {
-                    name: float(np.nansum(w * v[:, i]) / np.sum(w[np.isfinite(v[:, i])]))
-                    for i, name in enumerate(("a_pm", "b_pm", "dx_pm", "dy_pm"), start=1)
-                } | {"planes": int(len(v))}
-        summary = {
-            "images_used": len(names),
-            "images_rejected": len(rejected),
-            "cells": int(table.n),
-            "classes": n_classes,
-            "period_planes_mean": float(np.mean(periods)) if periods else None,
-            "period_planes_std": float(np.std(periods)) if periods else None,
-            "interfaces": len(iface_rows["position_px"]),
-            "layers": per_layer,
-        }
-        f.attrs["summary"] = json.dumps(summary)
-        if provenance is not None:
-            f.attrs["provenance"] = json.dumps({**provenance, "output": Path(out_h5).name})
-        f.attrs["units"] = json.dumps({"positions": "px", "lengths": "pm", "strain": "1",
-                                       "angles": "deg"})
-    write_table_csv(images_tsv, rows, IMAGE_FIELDS, delimiter="\t")
+
+@dataclass
+class MeasuredImages:
+    """What the measure pass keeps in memory: fixed-size summaries and one row per image.
+
+    Attributes
+    ----------
+    names : list of str
+        File names of the images used; image ``k`` is ``names[k]``.
+    spans : list of (int, int)
+        (start, count) of each image's cells in the cell table.
+    rows : dict of list
+        The rows of images.tsv (:data:`IMAGE_FIELDS`).
+    histograms : dict of Histogram
+    reservoir : Reservoir
+        A uniform sample of the cells' descriptors across images.
+    """
+
+    histograms: dict
+    reservoir: Reservoir
+    names: list = field(default_factory=list)
+    spans: list = field(default_factory=list)
+    rows: dict = field(default_factory=lambda: {k: [] for k in IMAGE_FIELDS})
+
+    def add(self, writer: StatisticsWriter, name: str, cols: dict, attrs: dict, px: float,
+            cells: dict) -> None:
+        """Append one usable image: its cells to the table, its summaries here."""
+        k = len(self.names)
+        self.names.append(name)
+        self.spans.append(writer.append_cells(cells, k))
+        x, ok = descriptor_matrix(cells)
+        self.reservoir.add(x[ok], k)
+        for field_name, h in self.histograms.items():
+            h.add(cells[field_name])
+        _add_image_row(self.rows, name, cols, attrs, px, cells)
+
+
+def measure_pass(results, writer: StatisticsWriter, rejected: _Rejections, *,
+                 nominal_pm: float | None = None, reference_region_px=None,
+                 materials: list[dict] | None = None, lattice_tolerance: float | None = 0.15,
+                 sample_size: int = 20000, seed: int = 0) -> MeasuredImages:
+    """First pass: measure the cells of every usable image, one image at a time.
+
+    Each image's cells are appended to ``writer``'s cell table, its
+    descriptors offered to a uniform sample of ``sample_size`` rows, its
+    values added to the histograms and its summary to images.tsv's rows.
+    Unusable images (see :func:`_usable_image`) go to ``rejected``.
+    """
+    measured = MeasuredImages(experiment_histograms(nominal_pm),
+                              Reservoir(sample_size, len(DESCRIPTORS), seed=seed))
+    for path in results:
+        source, usable = _usable_image(
+            Path(path), nominal_pm=nominal_pm, reference_region_px=reference_region_px,
+            materials=materials, lattice_tolerance=lattice_tolerance)
+        if isinstance(usable, str):
+            rejected.add(Path(source).name, usable, source=source)
+        else:
+            measured.add(writer, Path(source).name, *usable)
+    return measured
+
+
+def fit_class_model(sample: np.ndarray, *, max_classes: int = 8, seed: int = 0) -> ClassModel | None:
+    """The class model fitted on a sample of descriptors, or None with too few cells."""
+    try:
+        model = fit_classes(sample, max_classes=max_classes, seed=seed)
+    except ValueError as exc:
+        logger.info("no classification: %s", exc)
+        return None
+    logger.info("%s classes (BIC by number of classes: %s)", model.n_classes, model.bic)
+    return model
+
+
+def assign_classes(model: ClassModel | None, cells: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Class of each cell and its probability (-1 and NaN without a model)."""
+    if model is None:
+        count = len(cells["x"])
+        return np.full(count, -1), np.full(count, np.nan)
+    return model.assign(descriptor_matrix(cells)[0])
+
+
+@dataclass
+class LayerRows:
+    """Rows of the layer profiles (:data:`~latticegenome.statistics.layers.LAYER_FIELDS`),
+    of the interfaces, and the superlattice period of each image that has one."""
+
+    rows: dict = field(default_factory=lambda: {k: [] for k in LAYER_FIELDS})
+    interfaces: dict = field(default_factory=lambda: {"image": [], "position_px": [], "plane": []})
+    periods: list = field(default_factory=list)
+
+    def add(self, layers: dict | None) -> None:
+        """Append one image's result of :func:`~latticegenome.statistics.layers.image_layers`."""
+        if layers is None:
+            return
+        for target, part in ((self.rows, layers["rows"]), (self.interfaces, layers["interfaces"])):
+            for name, values in part.items():
+                target[name].extend(values)
+        if np.isfinite(layers["period_planes"]):
+            self.periods.append(layers["period_planes"])
+
+
+def assignment_pass(writer: StatisticsWriter, measured: MeasuredImages, model: ClassModel | None,
+                    *, stacking_axis: str = "y", layer_names=("layer 0", "layer 1"),
+                    ) -> tuple[dict, LayerRows]:
+    """Second pass: class of every cell, the class table and each image's layers.
+
+    The cells are read back from ``writer``'s table image by image (as
+    stored); their classes are written beside them.
+
+    Returns
+    -------
+    class_table : dict of ndarray
+        Empty without a model.
+    layers : LayerRows
+    """
+    writer.start_classes()
+    class_table = ClassTable(max(model.n_classes if model else 0, 1))
+    layers = LayerRows()
+    for name, (start, count) in zip(measured.names, measured.spans):
+        cells = writer.read_cells(start, count)
+        labels, prob = assign_classes(model, cells)
+        writer.write_assignment(start, labels, prob)
+        class_table.add(cells, labels)
+        layers.add(image_layers(name, cells, labels, stacking_axis=stacking_axis,
+                                layer_names=layer_names))
+    return (class_table.table() if model is not None else {}), layers
+
+
+def experiment_summary(measured: MeasuredImages, rejected: _Rejections, n_cells: int,
+                       n_classes: int, layers: LayerRows, layer_names) -> dict:
+    """The summary: images used and rejected, cells, classes, period, per-layer means."""
+    periods = layers.periods
+    return {
+        "images_used": len(measured.names),
+        "images_rejected": len(rejected),
+        "cells": int(n_cells),
+        "classes": n_classes,
+        "period_planes_mean": float(np.mean(periods)) if periods else None,
+        "period_planes_std": float(np.std(periods)) if periods else None,
+        "interfaces": len(layers.interfaces["position_px"]),
+        "layers": layer_means(layers.rows, layer_names),
+    }
+
+
+def write_tables(images_tsv, rejected_tsv, measured: MeasuredImages, rejected: _Rejections, *,
+                 classes_csv=None, class_table: dict | None = None, layers_csv=None,
+                 layers: LayerRows | None = None, provenance: dict | None = None) -> None:
+    """images.tsv, rejected.tsv and the optional CSV copies of the class table and the
+    layer profiles, each with its provenance sidecar (``.prov.json``) when given."""
+    write_table_csv(images_tsv, measured.rows, IMAGE_FIELDS, delimiter="\t")
     write_table_csv(rejected_tsv, rejected.rows, ("file", "reason", "source"), delimiter="\t")
     if classes_csv is not None:
-        write_table_csv(classes_csv, ctab if ctab else {"class": []})
+        write_table_csv(classes_csv, class_table if class_table else {"class": []})
     if layers_csv is not None:
-        write_table_csv(layers_csv, layer_rows)
+        write_table_csv(layers_csv, layers.rows)
     if provenance is not None:
-        from latticegenome.core.records import write_sidecar
-
         for table in (images_tsv, rejected_tsv, classes_csv, layers_csv):
             if table is not None:
                 write_sidecar(table, {**provenance, "output": Path(table).name})
+
+
+def _warn_log_deprecated(log) -> None:
+    if log is not None:
+        warnings.warn("aggregate(log=...) is deprecated and ignored: progress goes to the logger "
+                      f"{__name__!r}", DeprecationWarning, stacklevel=3)
+
+
+def aggregate(results: list[str | Path], out_h5: str | Path, images_tsv: str | Path,
+              rejected_tsv: str | Path, *, classes_csv: str | Path | None = None,
+              layers_csv: str | Path | None = None, nominal_pm: float | None = None,
+              stacking_axis: str = "y", materials: list[dict] | None = None,
+              reference_region_px: list[float] | None = None, sample_size: int = 20000,
+              max_classes: int = 8, seed: int = 0, lattice_tolerance: float | None = 0.15,
+              extra_rejected: list[tuple[str, str]] = (), provenance: dict | None = None,
+              log=None) -> dict:
+    """Measure, classify and aggregate the cells of every image of an experiment.
+
+    Two streaming passes over the per-image results, one image in memory at
+    a time: :func:`measure_pass`, then the class model fitted on the sample
+    (:func:`fit_class_model`), then :func:`assignment_pass`.
+
+    Parameters
+    ----------
+    results : list of path
+        Per-image column files (HDF5), rejected ones included.
+    out_h5 : path
+        The statistics file (layout: :mod:`latticegenome.statistics.results`).
+    images_tsv, rejected_tsv : path
+        Per-image summary; rejected images with their reason and source.
+    classes_csv, layers_csv : path, optional
+        CSV copies of the class table and of the layer profiles.
+    nominal_pm : float, optional
+        Nominal lattice parameter (pm) of the reference (first) material:
+        centres the histograms and is the strain reference.
+    stacking_axis : {"y", "x"}
+    materials : list of dict, optional
+        The experiment's materials, to name the layers (:func:`name_layers`).
+    reference_region_px : [x0, y0, x1, y1], optional
+        The cells whose centres lie in this box (px) of each image are the
+        strain reference of that image, instead of ``nominal_pm``.
+    sample_size, max_classes, seed : int
+        Cells sampled across all images to fit the class model; the largest
+        number of classes compared by BIC; the seed of sample and fit.
+    lattice_tolerance : float or None
+        Images whose median a or b lies further outside the materials'
+        ``a_pm`` range are rejected (:func:`lattice_sanity`); None: no check.
+    extra_rejected : list of (str, str)
+        Files refused before analysis as (display name, reason): listed with
+        the source ``refused at ingest`` and counted in ``images_rejected``.
+    provenance : dict, optional
+        Provenance record: stored in ``out_h5`` and, with the output's own
+        name, beside each CSV/TSV (``.prov.json``).
+    log : None
+        Deprecated and ignored (a DeprecationWarning when given): progress
+        goes to ``logging.getLogger("latticegenome.statistics.aggregate")``.
+
+    Returns
+    -------
+    dict
+        Summary (:func:`experiment_summary`).
+    """
+    _warn_log_deprecated(log)
+    layer_names = name_layers(materials or [])
+    rejected = _Rejections(extra_rejected)
+    with statistics_writer(out_h5) as writer:
+        measured = measure_pass(results, writer, rejected, nominal_pm=nominal_pm,
+                                reference_region_px=reference_region_px, materials=materials,
+                                lattice_tolerance=lattice_tolerance, sample_size=sample_size,
+                                seed=seed)
+        writer.write_images(measured.names)
+        writer.write_histograms(measured.histograms)
+        model = fit_class_model(measured.reservoir.sample, max_classes=max_classes, seed=seed)
+        class_table, layers = assignment_pass(writer, measured, model, stacking_axis=stacking_axis,
+                                              layer_names=layer_names)
+        writer.write_classes(class_table, bic=model.bic if model else None, descriptors=DESCRIPTORS)
+        writer.write_rows("layers", layers.rows)
+        writer.write_rows("interfaces", layers.interfaces)
+        summary = experiment_summary(measured, rejected, writer.n_cells,
+                                     model.n_classes if model else 0, layers, layer_names)
+        writer.write_attributes(summary, None if provenance is None
+                                else {**provenance, "output": Path(out_h5).name})
+    write_tables(images_tsv, rejected_tsv, measured, rejected, classes_csv=classes_csv,
+                 class_table=class_table, layers_csv=layers_csv, layers=layers,
+                 provenance=provenance)
     return summary
-
-

@@ -24,6 +24,8 @@ Conventions
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from latticegenome.columns.model import column_counts
@@ -41,6 +43,120 @@ def _grid(i, j):
     grid = np.full((int(i.max()) - i0 + 3, int(j.max()) - j0 + 3), -1, dtype=np.int64)
     grid[i - i0, j - j0] = np.arange(i.size)
     return grid, i0, j0
+
+
+@dataclass
+class _ACells:
+    """The A columns of an image and the corners of its complete cells.
+
+    ``k00, k10, k01, k11`` index the A columns at (i, j), (i+1, j), (i, j+1),
+    (i+1, j+1) of each complete cell; ``full`` marks the A columns that are
+    the (i, j) corner of one; ``grid[i - i0, j - j0]`` is the A column at
+    (i, j) (-1 where none).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    x_err: np.ndarray
+    y_err: np.ndarray
+    intensity: np.ndarray
+    grid: np.ndarray
+    i0: int
+    j0: int
+    full: np.ndarray
+    k00: np.ndarray
+    k10: np.ndarray
+    k01: np.ndarray
+    k11: np.ndarray
+
+
+def _a_cells(columns: dict, is_a: np.ndarray) -> _ACells:
+    """The complete cells (four A corners) found through the lattice indices."""
+    if is_a.sum() < 4:
+        raise ValueError("fewer than four A columns: no unit cell")
+    ia, ja = columns["i"][is_a].astype(np.int64), columns["j"][is_a].astype(np.int64)
+    grid, i0, j0 = _grid(ia, ja)
+    k00 = np.arange(ia.size)
+    k10 = grid[ia - i0 + 1, ja - j0]
+    k01 = grid[ia - i0, ja - j0 + 1]
+    k11 = grid[ia - i0 + 1, ja - j0 + 1]
+    full = (k10 >= 0) & (k01 >= 0) & (k11 >= 0)
+    if not full.any():
+        raise ValueError("no complete unit cell (four A corners)")
+    return _ACells(
+        x=columns["x"][is_a], y=columns["y"][is_a], i=ia, j=ja,
+        x_err=columns["x_err"][is_a], y_err=columns["y_err"][is_a],
+        intensity=column_counts(columns["amplitude"][is_a], columns["sigma"][is_a]),
+        grid=grid, i0=i0, j0=j0, full=full,
+        k00=k00[full], k10=k10[full], k01=k01[full], k11=k11[full])
+
+
+def _cell_vectors(a: _ACells):
+    """Centres (px) and the vectors along a and b (px) of each cell; whether index i is a.
+
+    ``a`` is the index direction closest to the image x axis.
+    """
+    p = np.column_stack([a.x, a.y])
+    p00, p10, p01, p11 = p[a.k00], p[a.k10], p[a.k01], p[a.k11]
+    centre = (p00 + p10 + p01 + p11) / 4
+    v_i = ((p10 - p00) + (p11 - p01)) / 2  # along index i
+    v_j = ((p01 - p00) + (p11 - p10)) / 2  # along index j
+    mean_i, mean_j = v_i.mean(axis=0), v_j.mean(axis=0)
+    i_is_a = abs(mean_i[0]) / np.hypot(*mean_i) >= abs(mean_j[0]) / np.hypot(*mean_j)
+    va, vb = (v_i, v_j) if i_is_a else (v_j, v_i)
+    return centre, va, vb, i_is_a
+
+
+def _strain(m: np.ndarray, reference_pm=None, reference_cells=None) -> dict[str, np.ndarray]:
+    """Strain and rotation (deg) of the cells ``m`` (n, 2, 2; pm, vectors as columns)
+    against the reference cell (see the module's conventions)."""
+    if reference_cells is not None and np.any(reference_cells):
+        ref = m[np.asarray(reference_cells, bool)].mean(axis=0)
+    else:
+        ref = np.median(m, axis=0)
+    if reference_pm is not None:
+        # Nominal lengths along the reference directions, at right angles.
+        ua = ref[:, 0] / np.hypot(*ref[:, 0])
+        ub = np.array([-ua[1], ua[0]])
+        if ub @ ref[:, 1] < 0:
+            ub = -ub
+        ref = np.column_stack([ua * reference_pm[0], ub * reference_pm[1]])
+    f = m @ np.linalg.inv(ref)
+    return {"exx": f[:, 0, 0] - 1, "eyy": f[:, 1, 1] - 1, "exy": (f[:, 0, 1] + f[:, 1, 0]) / 2,
+            "rotation_deg": np.degrees(np.arctan2(f[:, 1, 0] - f[:, 0, 1], f[:, 0, 0] + f[:, 1, 1]))}
+
+
+def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, centre: np.ndarray,
+                    pixel_size_pm: float) -> dict[str, np.ndarray]:
+    """Displacement of the B column of each cell from its centre, its error (pm) and
+    the B intensity; NaN for cells without a B column."""
+    n = centre.shape[0]
+    out = {k: np.full(n, np.nan) for k in ("dx_pm", "dy_pm", "dx_err_pm", "dy_err_pm", "intensity_B")}
+    if not is_b.any():
+        return out
+    grid, i0, j0 = a.grid, a.i0, a.j0
+    ib, jb = columns["i"][is_b].astype(np.int64), columns["j"][is_b].astype(np.int64)
+    inside = (ib - i0 >= 0) & (ib - i0 < grid.shape[0]) & (jb - j0 >= 0) & (jb - j0 < grid.shape[1])
+    cell_of_a = np.full(a.i.size, -1, dtype=np.int64)
+    cell_of_a[np.flatnonzero(a.full)] = np.arange(n)
+    owner = np.full(ib.size, -1, dtype=np.int64)
+    corner = grid[np.clip(ib - i0, 0, grid.shape[0] - 1), np.clip(jb - j0, 0, grid.shape[1] - 1)]
+    ok = inside & (corner >= 0)
+    owner[ok] = cell_of_a[corner[ok]]
+    has = owner >= 0
+    c = owner[has]
+    xb, yb = columns["x"][is_b][has], columns["y"][is_b][has]
+    out["dx_pm"][c] = (xb - centre[c, 0]) * pixel_size_pm
+    out["dy_pm"][c] = (yb - centre[c, 1]) * pixel_size_pm
+    ex, ey = a.x_err, a.y_err
+    corner_var_x = (ex[a.k00] ** 2 + ex[a.k10] ** 2 + ex[a.k01] ** 2 + ex[a.k11] ** 2) / 16
+    corner_var_y = (ey[a.k00] ** 2 + ey[a.k10] ** 2 + ey[a.k01] ** 2 + ey[a.k11] ** 2) / 16
+    out["dx_err_pm"][c] = np.sqrt(columns["x_err"][is_b][has] ** 2 + corner_var_x[c]) * pixel_size_pm
+    out["dy_err_pm"][c] = np.sqrt(columns["y_err"][is_b][has] ** 2 + corner_var_y[c]) * pixel_size_pm
+    out["intensity_B"][c] = column_counts(columns["amplitude"][is_b][has], columns["sigma"][is_b][has])
+    return out
 
 
 def measure_cells(
@@ -77,89 +193,24 @@ def measure_cells(
         If there are no A columns or no complete cell.
     """
     site = np.asarray(columns["site"]).astype(str)
-    is_a = site == "A"
-    if is_a.sum() < 4:
-        raise ValueError("fewer than four A columns: no unit cell")
-    xa, ya = columns["x"][is_a], columns["y"][is_a]
-    ia, ja = columns["i"][is_a].astype(np.int64), columns["j"][is_a].astype(np.int64)
-    ex_a, ey_a = columns["x_err"][is_a], columns["y_err"][is_a]
-    inten_a = column_counts(columns["amplitude"][is_a], columns["sigma"][is_a])
-    grid, i0, j0 = _grid(ia, ja)
-    k00 = np.arange(ia.size)
-    k10 = grid[ia - i0 + 1, ja - j0]
-    k01 = grid[ia - i0, ja - j0 + 1]
-    k11 = grid[ia - i0 + 1, ja - j0 + 1]
-    full = (k10 >= 0) & (k01 >= 0) & (k11 >= 0)
-    if not full.any():
-        raise ValueError("no complete unit cell (four A corners)")
-    k00, k10, k01, k11 = k00[full], k10[full], k01[full], k11[full]
-    p = np.column_stack([xa, ya])
-    p00, p10, p01, p11 = p[k00], p[k10], p[k01], p[k11]
-    centre = (p00 + p10 + p01 + p11) / 4
-    v_i = ((p10 - p00) + (p11 - p01)) / 2  # along index i
-    v_j = ((p01 - p00) + (p11 - p10)) / 2  # along index j
-    # Which index direction is "a" (closest to the image x axis)?
-    mean_i, mean_j = v_i.mean(axis=0), v_j.mean(axis=0)
-    i_is_a = abs(mean_i[0]) / np.hypot(*mean_i) >= abs(mean_j[0]) / np.hypot(*mean_j)
-    va, vb = (v_i, v_j) if i_is_a else (v_j, v_i)
-    a_pm = np.hypot(va[:, 0], va[:, 1]) * pixel_size_pm
-    b_pm = np.hypot(vb[:, 0], vb[:, 1]) * pixel_size_pm
+    a = _a_cells(columns, site == "A")
+    centre, va, vb, i_is_a = _cell_vectors(a)
     cross = va[:, 0] * vb[:, 1] - va[:, 1] * vb[:, 0]
-    angle = np.degrees(np.arctan2(np.abs(cross), np.einsum("nd,nd->n", va, vb)))
-    area = np.abs(cross) * pixel_size_pm**2
-    # Strain and rotation against the reference cell.
     m = np.stack([va, vb], axis=2) * pixel_size_pm  # (n, 2, 2), vectors as columns
-    if reference_cells is not None and np.any(reference_cells):
-        ref = m[np.asarray(reference_cells, bool)].mean(axis=0)
-    else:
-        ref = np.median(m, axis=0)
-    if reference_pm is not None:
-        # Nominal lengths along the reference directions, at right angles.
-        ua = ref[:, 0] / np.hypot(*ref[:, 0])
-        ub = np.array([-ua[1], ua[0]])
-        if ub @ ref[:, 1] < 0:
-            ub = -ub
-        ref = np.column_stack([ua * reference_pm[0], ub * reference_pm[1]])
-    f = m @ np.linalg.inv(ref)
-    exx = f[:, 0, 0] - 1
-    eyy = f[:, 1, 1] - 1
-    exy = (f[:, 0, 1] + f[:, 1, 0]) / 2
-    rotation = np.degrees(np.arctan2(f[:, 1, 0] - f[:, 0, 1], f[:, 0, 0] + f[:, 1, 1]))
-    # B columns inside each cell.
-    is_b = site == "B"
-    n = centre.shape[0]
-    dx = np.full(n, np.nan)
-    dy = np.full(n, np.nan)
-    dx_err = np.full(n, np.nan)
-    dy_err = np.full(n, np.nan)
-    inten_b = np.full(n, np.nan)
-    if is_b.any():
-        ib, jb = columns["i"][is_b].astype(np.int64), columns["j"][is_b].astype(np.int64)
-        inside = (ib - i0 >= 0) & (ib - i0 < grid.shape[0]) & (jb - j0 >= 0) & (jb - j0 < grid.shape[1])
-        cell_of_a = np.full(ia.size, -1, dtype=np.int64)
-        cell_of_a[np.flatnonzero(full)] = np.arange(n)
-        owner = np.full(ib.size, -1, dtype=np.int64)
-        corner = grid[np.clip(ib - i0, 0, grid.shape[0] - 1), np.clip(jb - j0, 0, grid.shape[1] - 1)]
-        ok = inside & (corner >= 0)
-        owner[ok] = cell_of_a[corner[ok]]
-        has = owner >= 0
-        c = owner[has]
-        xb, yb = columns["x"][is_b][has], columns["y"][is_b][has]
-        dx[c] = (xb - centre[c, 0]) * pixel_size_pm
-        dy[c] = (yb - centre[c, 1]) * pixel_size_pm
-        corner_var_x = (ex_a[k00] ** 2 + ex_a[k10] ** 2 + ex_a[k01] ** 2 + ex_a[k11] ** 2) / 16
-        corner_var_y = (ey_a[k00] ** 2 + ey_a[k10] ** 2 + ey_a[k01] ** 2 + ey_a[k11] ** 2) / 16
-        dx_err[c] = np.sqrt(columns["x_err"][is_b][has] ** 2 + corner_var_x[c]) * pixel_size_pm
-        dy_err[c] = np.sqrt(columns["y_err"][is_b][has] ** 2 + corner_var_y[c]) * pixel_size_pm
-        inten_b[c] = column_counts(columns["amplitude"][is_b][has], columns["sigma"][is_b][has])
-    intensity_a = (inten_a[k00] + inten_a[k10] + inten_a[k01] + inten_a[k11]) / 4
+    b = _b_displacement(columns, site == "B", a, centre, pixel_size_pm)
+    intensity_a = (a.intensity[a.k00] + a.intensity[a.k10] + a.intensity[a.k01]
+                   + a.intensity[a.k11]) / 4
+    i00, j00 = a.i[a.k00], a.j[a.k00]
     return {
-        "x": centre[:, 0], "y": centre[:, 1], "i": ia[k00], "j": ja[k00],
+        "x": centre[:, 0], "y": centre[:, 1], "i": i00, "j": j00,
         # lattice indices along a (closest to image x) and along b
-        "u": ia[k00] if i_is_a else ja[k00], "v": ja[k00] if i_is_a else ia[k00],
-        "a_pm": a_pm, "b_pm": b_pm, "angle_deg": angle, "area_pm2": area,
-        "exx": exx, "eyy": eyy, "exy": exy, "rotation_deg": rotation,
-        "dx_pm": dx, "dy_pm": dy, "dx_err_pm": dx_err, "dy_err_pm": dy_err,
-        "intensity_A": intensity_a, "intensity_B": inten_b,
-        "intensity_ratio": inten_b / intensity_a, "has_B": np.isfinite(dx),
+        "u": i00 if i_is_a else j00, "v": j00 if i_is_a else i00,
+        "a_pm": np.hypot(va[:, 0], va[:, 1]) * pixel_size_pm,
+        "b_pm": np.hypot(vb[:, 0], vb[:, 1]) * pixel_size_pm,
+        "angle_deg": np.degrees(np.arctan2(np.abs(cross), np.einsum("nd,nd->n", va, vb))),
+        "area_pm2": np.abs(cross) * pixel_size_pm**2,
+        **_strain(m, reference_pm, reference_cells),
+        "dx_pm": b["dx_pm"], "dy_pm": b["dy_pm"], "dx_err_pm": b["dx_err_pm"],
+        "dy_err_pm": b["dy_err_pm"], "intensity_A": intensity_a, "intensity_B": b["intensity_B"],
+        "intensity_ratio": b["intensity_B"] / intensity_a, "has_B": np.isfinite(b["dx_pm"]),
     }

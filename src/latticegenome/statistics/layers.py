@@ -7,7 +7,7 @@ of layer by Otsu's threshold on its first principal component (when the
 profile is bimodal at all); interfaces are where the kind changes, the period
 is the mean distance between every second interface. Layers are named after
 the configured materials by Z-contrast: the brighter A site is the heavier
-A species.
+A species (atomic numbers from pymatgen).
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ import numpy as np
 
 PROFILE_FIELDS = ("plane", "position_px", "n_cells", "a_pm", "b_pm", "intensity_A",
                   "intensity_ratio", "dx_pm", "dy_pm")
+
+#: Columns of the layer table (``layers`` of the statistics file, layers.csv): the
+#: image, its plane profile, the majority class of each plane, its layer label
+#: (-1: not layered) and the material of that label.
+LAYER_FIELDS = ("image", *PROFILE_FIELDS, "majority_class", "layer", "material")
 
 
 def plane_profile(cells: dict, *, stacking_axis: str = "y", min_cells: int = 3) -> dict:
@@ -114,15 +119,130 @@ def segment_layers(profile: dict, *, min_separation: float = 0.6) -> dict:
             "period_planes": period_planes, "period_px": period_px, "separation": separation}
 
 
+def image_layers(name: str, cells: dict, labels: np.ndarray, *, stacking_axis: str = "y",
+                 layer_names=("layer 0", "layer 1")) -> dict | None:
+    """The layer rows and interfaces of one image.
+
+    Parameters
+    ----------
+    name : str
+        The image's name, repeated in every row.
+    cells : dict of ndarray
+        Its cells (:func:`latticegenome.statistics.cells.measure_cells`).
+    labels : ndarray of int
+        The class of each cell (-1: not classified).
+    stacking_axis : {"y", "x"}
+    layer_names : (str, str)
+        Names of labels 0 and 1 (:func:`name_layers`).
+
+    Returns
+    -------
+    dict or None
+        ``rows`` (lists per :data:`LAYER_FIELDS`, one entry per plane),
+        ``interfaces`` (lists ``image``, ``position_px``, ``plane``) and
+        ``period_planes`` (NaN without one); None if no plane has enough cells.
+        Planes are labelled only when the profile has two kinds of layer
+        and an interface.
+    """
+    prof = plane_profile({**cells, "class": labels}, stacking_axis=stacking_axis)
+    if prof["plane"].size == 0:
+        return None
+    seg = segment_layers(prof)
+    idx = np.asarray(cells["v"] if stacking_axis == "y" else cells["u"])
+    layered = seg["separation"] > 0 and len(seg["interfaces_px"])
+    rows = {k: [] for k in LAYER_FIELDS}
+    for j, plane in enumerate(prof["plane"]):
+        cl = labels[(idx == plane) & (labels >= 0)]
+        rows["majority_class"].append(int(np.bincount(cl).argmax()) if cl.size else -1)
+        rows["image"].append(name)
+        for fld in PROFILE_FIELDS:
+            rows[fld].append(prof[fld][j])
+        lab = int(seg["label"][j]) if layered else -1
+        rows["layer"].append(lab)
+        rows["material"].append(layer_names[lab] if lab >= 0 else "")
+    interfaces = {"image": [name] * len(seg["interfaces_px"]),
+                  "position_px": [float(p) for p in seg["interfaces_px"]],
+                  "plane": [int(p) for p in seg["interface_planes"]]}
+    return {"rows": rows, "interfaces": interfaces, "period_planes": seg["period_planes"]}
+
+
+def layer_means(rows: dict, layer_names) -> dict[str, dict]:
+    """Per layer (by name): a, b, d_x, d_y (pm) over its planes, weighted by their
+    cells, and the number of planes; from the rows of :func:`image_layers`.
+
+    Examples
+    --------
+    >>> rows = {"layer": [0, 1, 0, -1], "n_cells": [10, 10, 30, 5], "a_pm": [390.0, 400.0, 394.0, 0.0],
+    ...         "b_pm": [390.0, 410.0, 394.0, 0.0], "dx_pm": [0.0, 1.0, 0.0, 0.0],
+    ...         "dy_pm": [0.0, 12.0, float("nan"), 0.0]}
+    >>> means = layer_means(rows, ["SrTiO3", "BaTiO3"])
+    >>> means["SrTiO3"]["a_pm"], means["SrTiO3"]["dy_pm"], means["SrTiO3"]["planes"]
+    (393.0, 0.0, 2)
+    """
+    measures = ("n_cells", "a_pm", "b_pm", "dx_pm", "dy_pm")
+    out = {}
+    for lab in (0, 1):
+        vals = [[rows[m][j] for m in measures] for j, k in enumerate(rows["layer"]) if k == lab]
+        if vals:
+            v = np.asarray(vals)
+            w = v[:, 0]
+            out[layer_names[lab]] = {
+                name: float(np.nansum(w * v[:, i]) / np.sum(w[np.isfinite(v[:, i])]))
+                for i, name in enumerate(measures[1:], start=1)
+            } | {"planes": int(len(v))}
+    return out
+
+
+def a_site_z(species: str) -> float:
+    """Atomic number of an A-site species (pymatgen), the mean for a mixed site.
+
+    Examples
+    --------
+    >>> a_site_z("Bi"), a_site_z("K")
+    (83.0, 19.0)
+    >>> round(a_site_z("La0.7Sr0.3"), 1)
+    51.3
+    """
+    from pymatgen.core import Composition, Element
+
+    try:
+        comp = Composition(species)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        comp = None
+    if not comp or not all(isinstance(el, Element) for el in comp):
+        raise ValueError(f"A-site species {species!r} is not an element symbol (such as 'Sr') "
+                         "or a mixed site (such as 'La0.7Sr0.3')")
+    return float(sum(el.Z * amount for el, amount in comp.items()) / comp.num_atoms)
+
+
 def name_layers(materials: list[dict]) -> list[str]:
     """Names for labels 0 (dimmer A) and 1 (brighter A) from the materials.
 
-    The A-site brightness follows Z^1.7; with fewer than two materials the
-    labels are ``layer 0`` and ``layer 1``.
-    """
-    from latticegenome.columns.simulate import Z
+    The A-site brightness grows with Z (about Z^1.7): of the first two
+    materials, the one with the lighter A species (:func:`a_site_z`) is
+    label 0. With fewer than two materials the labels are ``layer 0`` and
+    ``layer 1``.
 
+    Raises
+    ------
+    ValueError
+        If the A species of one of the two materials is missing or not an
+        element.
+
+    Examples
+    --------
+    >>> name_layers([{"formula": "BiFeO3", "A": "Bi"}, {"formula": "SrTiO3", "A": "Sr"}])
+    ['SrTiO3', 'BiFeO3']
+    """
     if len(materials) < 2:
         return ["layer 0", "layer 1"]
-    mats = sorted(materials[:2], key=lambda m: Z.get(m.get("A", ""), 0))
+
+    def z(material: dict) -> float:
+        try:
+            return a_site_z(material.get("A"))
+        except ValueError as exc:
+            raise ValueError(f"material {material.get('name') or material.get('formula')}: "
+                             f"{exc}") from None
+
+    mats = sorted(materials[:2], key=z)
     return [m.get("name") or m["formula"] for m in mats]
