@@ -27,10 +27,11 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from pymatgen.core import Lattice, Structure
     import latticegenome.dft.calculations as dft
+    import latticegenome.dft.stopping as stopping
 
     work, command = Path(sys.argv[1]), sys.argv[2:]
     if "STOP_GRACE_S" in os.environ:
-        dft.STOP_GRACE_S = float(os.environ["STOP_GRACE_S"])
+        stopping.STOP_GRACE_S = float(os.environ["STOP_GRACE_S"])
     if command[0] == "cp2k":
         sto = Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
                         [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
@@ -171,9 +172,8 @@ def test_stop_kills_ranks_in_other_process_groups_that_ignore_sigterm(tmp_path):
 
 def test_custodian_terminate_stops_the_whole_session(tmp_path, monkeypatch):
     """custodian's own terminate() (a handler's correction): every process of the run."""
-    from latticegenome.dft.calculations import _custodian_classes
+    from latticegenome.dft.jobs import OwnCp2kJob
 
-    OwnCp2kJob, _ = _custodian_classes()
     (tmp_path / "launcher.py").write_text(LAUNCHER)
     job = OwnCp2kJob([sys.executable, str(tmp_path / "launcher.py"), "#"], input_file="cp2k.inp")
     p = job.run(str(tmp_path))
@@ -181,7 +181,7 @@ def test_custodian_terminate_stops_the_whole_session(tmp_path, monkeypatch):
         end = time.time() + 30
         while not (tmp_path / "rank.started").exists() and time.time() < end:
             time.sleep(0.1)
-        monkeypatch.setattr("latticegenome.dft.calculations.STOP_GRACE_S", 1.0, raising=False)
+        monkeypatch.setattr("latticegenome.dft.stopping.STOP_GRACE_S", 1.0)
         job.terminate(str(tmp_path))
         assert p.poll() is not None
         assert not [q for q in _procs() if q["sid"] == p.pid], "a rank survived terminate()"

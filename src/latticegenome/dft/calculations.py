@@ -1,51 +1,56 @@
 """DFT on the structure models, under custodian: CP2K here, VASP on HPC.
 
+:func:`run_model` is one calculation on one model (the ``dft`` rule): the
+engine of the settings, its k-point grid, the result with the model's record
+and the energy per formula unit; :func:`dft_table` joins the results with the
+class table (the ``dft_table`` rule).
+
 CP2K (Debian's ``cp2k``): inputs from :mod:`pymatgen.io.cp2k` with settings
 that converge for small perovskite cells (closed shell, 400 Ry, Monkhorst-Pack
 k-points with diagonalisation and added MOs, DZVP-MOLOPT-SR / GTH-PBE from
-CP2K's own data files), run by :class:`OwnCp2kJob` under custodian with its
-SCF, frozen-job, abort, precision and stderr handlers, our
-:class:`MaxScfHandler`, and the output validator.
+CP2K's own data files), run by :class:`~latticegenome.dft.jobs.OwnCp2kJob`
+under custodian with its SCF, frozen-job, abort, precision and stderr
+handlers, our :class:`~latticegenome.dft.jobs.MaxScfHandler`, and the output
+validator.
 
 The band gap is computed here from CP2K's DOS histogram (occupied vs empty
 states over all k-points): pymatgen's CP2K DOS parse is wrong with k-points.
 
 VASP: :func:`write_vasp_inputs` (``MPStaticSet``/``MPRelaxSet``, POTCAR spec
-when POTCARs are absent) and :func:`vasp_custodian` (``VaspJob`` with the
-standard handlers) with the launch command from the machine profile.
+when POTCARs are absent) and :func:`vasp_custodian`
+(:class:`~latticegenome.dft.jobs.OwnVaspJob` with the standard handlers) with
+the launch command from the machine profile.
 
-Stopping: the DFT runs in a session of its own (``start_new_session``), where
-SIGTERM from the batch system and Ctrl-C do not reach it. While a run is under
-custodian, SIGTERM, SIGINT and SIGHUP are forwarded to every process of that
-session (Open MPI puts each rank in a process group of its own), which gets
-:data:`STOP_GRACE_S` to end before SIGKILL; once none is left the previous
-handlers are back and the signal is acted on (``KeyboardInterrupt`` for
-Ctrl-C, else ``SystemExit(128 + signal)``), so nothing is returned as a result.
+Stopping: the DFT runs in a session of its own; while it runs under custodian,
+SIGTERM, SIGINT and SIGHUP stop every process of it and nothing is returned as
+a result (:mod:`latticegenome.dft.stopping`).
+
+No global state: the DFT processes get their directory (``cwd=``) and their
+environment (one OpenMP thread per MPI rank, ``env=``) from ``Popen``; this
+process's working directory and environment stay as they are.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import signal
-import subprocess
-import threading
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from latticegenome.core.errors import ConfigError
+from latticegenome.dft.stopping import DftStopped, StopGuard, stop_session
+from latticegenome.dft.structures import read_model
+
 HARTREE_EV = 27.211386245988
 BASIS = "DZVP-MOLOPT-SR-GTH"
 POTENTIAL = "GTH-PBE"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-STOP_GRACE_S = 10.0  # SIGTERM to SIGKILL when a run is stopped
-STOP_KILL_WAIT_S = 5.0
-
-log = logging.getLogger(__name__)
+# Open MPI refuses to start as root (containers, CI) unless these are set: set
+# for the CP2K processes where the environment does not say otherwise.
+MPI_AS_ROOT = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
 
 
 def kpoint_grid(structure, density_A: float = 16.0) -> tuple[int, int, int]:
@@ -61,6 +66,17 @@ def cp2k_input(structure, *, cutoff_ry: float = 400, rel_cutoff_ry: float = 50,
     Monkhorst-Pack grids (never pymatgen's symmetry-reduced Gamma lists, which
     CP2K runs with SYMMETRY off and get wrong energies), diagonalisation with
     ``added_mos`` empty bands per k-point for the gap, DOS and forces printed.
+    Every atom kind gets :data:`BASIS` and :data:`POTENTIAL` from CP2K's own
+    data files (``BASIS_MOLOPT``, ``GTH_POTENTIALS``), whatever pymatgen's
+    CP2K data directory holds (see :func:`_explicit_kinds`).
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> sto = Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
+    ...                 [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+    >>> "SCHEME MONKHORST-PACK 4 4 4" in cp2k_input(sto).get_str()
+    True
     """
     from pymatgen.io.cp2k.inputs import Keyword
     from pymatgen.io.cp2k.sets import StaticSet
@@ -69,21 +85,13 @@ def cp2k_input(structure, *, cutoff_ry: float = 400, rel_cutoff_ry: float = 50,
     grid = kpoints or kpoint_grid(structure)
     bp = {el: {"basis": BASIS, "potential": POTENTIAL, "basis_filename": "BASIS_MOLOPT",
                "potential_filename": "GTH_POTENTIALS"} for el in structure.symbol_set}
-    prev = os.environ.get("PMG_CP2K_DATA_DIR")
-    os.environ["PMG_CP2K_DATA_DIR"] = "/nonexistent"  # explicit names: no pymatgen matching
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            inp = StaticSet(structure=structure, project_name=project, spin_polarized=False,
-                            cutoff=cutoff_ry, rel_cutoff=rel_cutoff_ry, eps_default=1e-10,
-                            eps_scf=eps_scf, max_scf=max_scf, xc_functionals=["PBE"],
-                            kpoints=Kpoints.monkhorst_automatic(grid),
-                            basis_and_potential=bp)
-    finally:
-        if prev is None:
-            os.environ.pop("PMG_CP2K_DATA_DIR", None)
-        else:
-            os.environ["PMG_CP2K_DATA_DIR"] = prev
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "unable to validate basis": no data file, as meant
+        inp = StaticSet(structure=structure, project_name=project, spin_polarized=False,
+                        cutoff=cutoff_ry, rel_cutoff=rel_cutoff_ry, eps_default=1e-10,
+                        eps_scf=eps_scf, max_scf=max_scf, xc_functionals=["PBE"],
+                        kpoints=Kpoints.monkhorst_automatic(grid), basis_and_potential=bp)
+    _explicit_kinds(inp)
     inp.print_forces()
     # No stress tensor: with k-points and a displaced B site, CP2K 2023.1 spent
     # more than 10 min on the analytical stress of a 5-atom cell (30 s without).
@@ -101,284 +109,22 @@ def cp2k_input(structure, *, cutoff_ry: float = 400, rel_cutoff_ry: float = 50,
     return inp
 
 
-# --------------------------------------------------------------------------- stopping a run
+def _explicit_kinds(inp) -> None:
+    """Name :data:`BASIS` and :data:`POTENTIAL` in every ``KIND`` of ``inp`` (in place).
 
-
-def _proc_stat(pid: int | str) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the command name (state first), or ``None``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()
-
-
-def _session_members(sid: int) -> list[tuple[int, int]]:
-    """``(pid, pgid)`` of the live (not zombie) processes in session ``sid``.
-
-    Read from ``/proc``; without it (not Linux) the process group ``sid``
-    stands for the session.
+    Given names, pymatgen puts them in the input as they are, unless its CP2K
+    data directory (``CP2K_DATA_DIR``, else the ``PMG_CP2K_DATA_DIR``
+    setting, else the working directory) holds an element file of its own
+    format to match them against. Setting them here keeps CP2K's names
+    whatever that directory holds, without changing pymatgen's settings or
+    the environment.
     """
-    if not os.path.isdir("/proc"):
-        try:
-            os.killpg(sid, 0)
-            return [(sid, sid)]
-        except OSError:
-            return []
-    members = []
-    for d in os.listdir("/proc"):
-        f = _proc_stat(d) if d.isdigit() else None
-        if f and int(f[3]) == sid and f[0] not in "ZX":
-            members.append((int(d), int(f[2])))
-    return members
+    from pymatgen.io.cp2k.inputs import Keyword
 
-
-def _leader_alive(proc: subprocess.Popen) -> bool:
-    """Whether ``proc`` still runs (a zombie not reaped yet counts as ended)."""
-    if proc.poll() is not None:
-        return False
-    f = _proc_stat(proc.pid) if os.path.isdir("/proc") else ["R"]
-    return bool(f) and f[0] not in "ZX"
-
-
-def _signal_session(proc: subprocess.Popen, sig: int) -> None:
-    """Send ``sig`` to every process group of the session ``proc`` leads, and to ``proc``."""
-    groups = {g for _, g in _session_members(proc.pid)}
-    if _leader_alive(proc):  # not reaped: its pid cannot have been reused
-        try:
-            leads_group = os.getpgid(proc.pid) == proc.pid
-        except ProcessLookupError:
-            leads_group = False
-        if leads_group:
-            groups.add(proc.pid)
-        else:  # started without a group of its own: the process alone
-            proc.send_signal(sig)
-    groups.discard(os.getpgrp())  # never this process's own group
-    for pgid in groups:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def stop_session(proc: subprocess.Popen, grace_s: float | None = None,
-                 kill_wait_s: float = STOP_KILL_WAIT_S) -> bool:
-    """Stop ``proc`` and everything in the session it leads: SIGTERM, then SIGKILL.
-
-    Parameters
-    ----------
-    proc : subprocess.Popen
-        The launcher (``mpirun``, ``srun``, the DFT binary), started with
-        ``start_new_session=True``: its session holds all the run's processes,
-        MPI ranks in process groups of their own included.
-    grace_s : float, optional
-        Seconds from SIGTERM to SIGKILL (default :data:`STOP_GRACE_S`).
-    kill_wait_s : float
-        Seconds to wait for the processes to be gone after SIGKILL.
-
-    Returns
-    -------
-    bool
-        ``True`` once no process of the session is left (``proc`` reaped).
-    """
-    grace_s = STOP_GRACE_S if grace_s is None else grace_s
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
-        _signal_session(proc, sig)
-        end = time.monotonic() + wait
-        while _leader_alive(proc) or _session_members(proc.pid):
-            if time.monotonic() >= end:
-                break
-            time.sleep(0.05)
-        else:
-            return True
-    return False
-
-
-class DftStopped(BaseException):
-    """A stop signal arrived during a guarded run (internal: see :class:`_StopGuard`).
-
-    A ``BaseException``, so that custodian's and our ``except Exception``
-    cannot turn a stopped run into a failed (or corrected) calculation.
-    """
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _act_on_stop(signum: int, previous) -> None:
-    """After the run stopped: do what the process would have done with ``signum``.
-
-    The previous Python handler runs (``KeyboardInterrupt`` for Ctrl-C); if
-    there is none, or it returns, :class:`SystemExit` ``(128 + signum)``.
-    """
-    log.warning("DFT run stopped by %s: its processes are ended, its outputs are no result",
-                signal.Signals(signum).name)
-    if callable(previous):
-        try:
-            previous(signum, None)
-        except BaseException as exc:
-            raise exc from None
-    raise SystemExit(128 + signum) from None
-
-
-class _StopGuard:
-    """Forward SIGTERM, SIGINT and SIGHUP to the DFT processes of a custodian run.
-
-    A context manager around ``Custodian.run()`` with every job passed to
-    :meth:`track`. On a signal the sessions of the processes the jobs started
-    are stopped (:func:`stop_session`), then :class:`DftStopped` ends the run;
-    on leaving, whatever ended the run, no process of it is left, the previous
-    handlers are back and the signal is acted on (:func:`_act_on_stop`). A
-    signal while a job is starting its process is acted on as soon as the
-    process is known; a second signal while stopping sends SIGKILL at once.
-    Signals ignored before (``nohup``, background jobs) stay ignored. Outside
-    the main thread no handler can be set: the run goes ahead without.
-    """
-
-    def __init__(self):
-        self.procs, self.signum, self._previous = [], None, {}
-        self._launching, self._defer, self._jobs = 0, False, []
-
-    def __enter__(self):
-        if threading.current_thread() is not threading.main_thread():
-            log.warning("DFT run outside the main thread: stop signals are not forwarded")
-            return self
-        self._defer = True  # a signal now is acted on once every handler is set
-        for sig in STOP_SIGNALS:
-            previous = signal.getsignal(sig)
-            if previous in (signal.SIG_IGN, None):  # None: set outside Python
-                continue
-            try:
-                signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main interpreter
-                log.warning("stop signals cannot be forwarded here: %s not handled", sig.name)
-                continue
-            self._previous[sig] = previous
-        self._defer = False
-        if self.signum is not None:
-            self.__exit__(None, None, None)
-        return self
-
-    def track(self, job):
-        """Wrap ``job.run`` so each process it starts is known before a signal is acted on."""
-        run = job.run
-
-        def tracked_run(directory="./"):
-            self.procs = [q for q in self.procs if _leader_alive(q) or _session_members(q.pid)]
-            self._launching += 1
-            try:
-                p = run(directory=directory)
-                if isinstance(p, subprocess.Popen):
-                    self.procs.append(p)
-            finally:
-                self._launching -= 1
-                if self.signum is not None and not self._launching and not self._defer:
-                    self._stop_all()
-                    raise DftStopped(self.signum)
-            return p
-
-        job.run = tracked_run
-        self._jobs.append(job)
-        return job
-
-    def _on_signal(self, signum, frame):
-        if self.signum is not None:  # a second signal: no more grace
-            for p in self.procs:
-                _signal_session(p, signal.SIGKILL)
-            return
-        self.signum = signum
-        if self._launching or self._defer:
-            return
-        self._stop_all()
-        raise DftStopped(signum)
-
-    def _stop_all(self):
-        for p in list(self.procs):
-            if stop_session(p):
-                self.procs.remove(p)  # gone: never signal its (reusable) ids again
-            else:
-                log.error("processes of the DFT session %d did not end after SIGKILL", p.pid)
-
-    def __exit__(self, kind, exc, tb):
-        self._defer = True
-        try:
-            self._stop_all()  # nothing of the run outlives it, whatever ended it
-        finally:
-            for sig, previous in self._previous.items():
-                signal.signal(sig, previous)
-            for job in self._jobs:
-                vars(job).pop("run", None)
-        if self.signum is not None:
-            _act_on_stop(self.signum, self._previous.get(self.signum, signal.SIG_DFL))
-        return False
-
-
-# --------------------------------------------------------------------------- custodian
-
-
-def _custodian_classes():
-    from custodian.cp2k.jobs import Cp2kJob
-    from custodian.custodian import ErrorHandler
-
-    class OwnCp2kJob(Cp2kJob):
-        """custodian's Cp2kJob that only ever stops its own process group.
-
-        Upstream ``terminate()`` runs ``killall cp2k...``, which kills every
-        CP2K on the node, other jobs' included; this one ends the session of
-        the run (:func:`stop_session`).
-        """
-
-        _proc = None
-
-        def run(self, directory="./"):
-            cmd = [*self.cp2k_cmd, "-i", self.input_file]
-            with open(os.path.join(directory, self.output_file), "w") as out, \
-                    open(os.path.join(directory, self.stderr_file), "w", buffering=1) as err:
-                self._proc = subprocess.Popen(cmd, cwd=directory, stdout=out, stderr=err,
-                                              start_new_session=True)
-            return self._proc
-
-        def terminate(self, directory="./"):
-            if self._proc is not None:
-                stop_session(self._proc)  # MPI ranks too: not in mpirun's process group
-
-    class MaxScfHandler(ErrorHandler):
-        """SCF not converged within MAX_SCF: allow more iterations (check, then correct).
-
-        custodian's own SCF handler changes the mixing but never raises
-        MAX_SCF; this one multiplies it by ``factor`` up to ``limit``.
-        """
-
-        is_monitor = False
-
-        def __init__(self, input_file="cp2k.inp", output_file="cp2k.out", factor=4, limit=400):
-            self.input_file, self.output_file = input_file, output_file
-            self.factor, self.limit = factor, limit
-
-        def _max_scf(self, directory):
-            from pymatgen.io.cp2k.inputs import Cp2kInput
-
-            inp = Cp2kInput.from_file(os.path.join(directory, self.input_file))
-            return inp, int(inp["FORCE_EVAL"]["DFT"]["SCF"]["MAX_SCF"].values[0])
-
-        def check(self, directory="./"):
-            out = Path(directory) / self.output_file
-            text = out.read_text(errors="replace") if out.exists() else ""
-            if "SCF run NOT converged" not in text:
-                return False
-            return self._max_scf(directory)[1] < self.limit
-
-        def correct(self, directory="./"):
-            from pymatgen.io.cp2k.inputs import Keyword
-
-            inp, n = self._max_scf(directory)
-            new = min(self.limit, n * self.factor)
-            inp["FORCE_EVAL"]["DFT"]["SCF"].keywords["MAX_SCF"] = Keyword("MAX_SCF", new)
-            inp.write_file(self.input_file, directory)
-            return {"errors": ["SCF not converged"], "actions": [{"MAX_SCF": [n, new]}]}
-
-    return OwnCp2kJob, MaxScfHandler
+    for kind in inp["FORCE_EVAL"]["SUBSYS"].subsections.values():
+        if kind.name.upper() == "KIND":
+            kind.keywords["BASIS_SET"] = Keyword("BASIS_SET", BASIS)
+            kind.keywords["POTENTIAL"] = Keyword("POTENTIAL", POTENTIAL)
 
 
 def cp2k_command(launcher: str = "mpirun", ntasks: int = 1, binary: str = "cp2k.psmp") -> list[str]:
@@ -393,11 +139,12 @@ def cp2k_command(launcher: str = "mpirun", ntasks: int = 1, binary: str = "cp2k.
 def _custodian_run(c) -> tuple[str, str, list]:
     """Run a Custodian: ``(status, reason, corrections)``; never raises for a failed run.
 
-    Stop signals are forwarded to the DFT processes (:class:`_StopGuard`):
-    a stopped run raises ``KeyboardInterrupt`` or ``SystemExit(128 + signal)``
-    once none of its processes is left, and returns nothing.
+    Stop signals are forwarded to the DFT processes
+    (:class:`~latticegenome.dft.stopping.StopGuard`): a stopped run raises
+    ``KeyboardInterrupt`` or ``SystemExit(128 + signal)`` once none of its
+    processes is left, and returns nothing.
     """
-    with _StopGuard() as guard:
+    with StopGuard() as guard:
         for job in c.jobs:
             guard.track(job)
         try:
@@ -411,43 +158,65 @@ def _custodian_run(c) -> tuple[str, str, list]:
     return status, reason, json.loads(json.dumps(corrections, default=str))
 
 
-def run_cp2k(directory: str | Path, command: list[str], *, max_errors: int = 5,
-             omp_threads: int = 1) -> dict:
-    """Run CP2K in ``directory`` (input ``cp2k.inp``) under custodian; parse the result.
+def _dft_env(omp_threads: int, *, mpi_as_root: bool = False) -> dict[str, str]:
+    """Environment overrides for the DFT processes (this process's stays as it is).
 
-    Never raises for a failed calculation: returns ``status: failed`` with
-    the reason (custodian's last error, or the validator's) instead.
+    One OpenMP thread per MPI rank: Snakemake sets ``OMP_NUM_THREADS`` to the
+    job's threads, and ranks x threads > cores made CP2K ~20x slower here.
+    With ``mpi_as_root``, :data:`MPI_AS_ROOT` set to ``1`` unless set already.
+
+    Examples
+    --------
+    >>> _dft_env(1)
+    {'OMP_NUM_THREADS': '1'}
+    """
+    env = {"OMP_NUM_THREADS": str(omp_threads)}
+    if mpi_as_root:
+        env.update({k: os.environ.get(k, "1") for k in MPI_AS_ROOT})
+    return env
+
+
+def cp2k_custodian(directory: str | Path, command: list[str], *, max_errors: int = 5,
+                   omp_threads: int = 1):
+    """A :class:`custodian.Custodian` running CP2K (input ``cp2k.inp``) in ``directory``.
+
+    custodian's SCF, frozen-job, abort, precision and stderr handlers with our
+    :class:`~latticegenome.dft.jobs.MaxScfHandler` first, and the output
+    validator; the job's processes get ``omp_threads`` (:func:`_dft_env`).
     """
     from custodian import Custodian
     from custodian.cp2k.handlers import (
         AbortHandler,
         FrozenJobErrorHandler,
         NumericalPrecisionHandler,
-        StdErrHandler,
         UnconvergedScfErrorHandler,
     )
     from custodian.cp2k.validators import Cp2kOutputValidator
 
-    OwnCp2kJob, MaxScfHandler = _custodian_classes()
-    directory = Path(directory).resolve()
-    # One OpenMP thread per MPI rank: Snakemake sets OMP_NUM_THREADS to the
-    # job's threads, and ranks x threads > cores made CP2K ~20x slower here.
-    os.environ["OMP_NUM_THREADS"] = str(omp_threads)
-    for k in ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"):
-        os.environ.setdefault(k, "1")
+    from latticegenome.dft.jobs import Cp2kStdErrHandler, MaxScfHandler, OwnCp2kJob
+
     handlers = [MaxScfHandler(), UnconvergedScfErrorHandler(), FrozenJobErrorHandler(timeout=3600),
-                AbortHandler(), NumericalPrecisionHandler(), StdErrHandler()]
+                AbortHandler(), NumericalPrecisionHandler(), Cp2kStdErrHandler()]
     job = OwnCp2kJob(command, input_file="cp2k.inp", output_file="cp2k.out",
                      stderr_file="std_err.txt", suffix="", final=True, backup=True)
+    job.env = _dft_env(omp_threads, mpi_as_root=True)
+    return Custodian(handlers, [job], [Cp2kOutputValidator()], max_errors=max_errors,
+                     directory=str(directory), polling_time_step=2, monitor_freq=5)
+
+
+def run_cp2k(directory: str | Path, command: list[str], *, max_errors: int = 5,
+             omp_threads: int = 1) -> dict:
+    """Run CP2K in ``directory`` (input ``cp2k.inp``) under custodian; parse the result.
+
+    Never raises for a failed calculation: returns ``status: failed`` with
+    the reason (custodian's last error, or the validator's) instead. CP2K runs
+    in ``directory`` with ``omp_threads`` OpenMP threads per MPI rank; the
+    working directory and the environment of this process are left as they are.
+    """
+    directory = Path(directory).resolve()
     t0 = time.time()
-    cwd = os.getcwd()
-    os.chdir(directory)  # StdErrHandler.check() ignores its directory argument
-    try:
-        c = Custodian(handlers, [job], [Cp2kOutputValidator()], max_errors=max_errors,
-                      directory=str(directory), polling_time_step=2, monitor_freq=5)
-        status, reason, corrections = _custodian_run(c)
-    finally:
-        os.chdir(cwd)
+    c = cp2k_custodian(directory, command, max_errors=max_errors, omp_threads=omp_threads)
+    status, reason, corrections = _custodian_run(c)
     result = parse_cp2k(directory)
     if status == "ok" and not result["converged"]:
         status, reason = "failed", "SCF not converged"
@@ -530,8 +299,13 @@ def vasp_command(launcher: str = "srun", ntasks: int = 1, binary: str = "vasp_st
     return [launcher, "-n", str(ntasks), binary]
 
 
-def vasp_custodian(directory: str | Path, command: list[str], *, max_errors: int = 5):
-    """A :class:`custodian.Custodian` running VASP in ``directory`` with the standard handlers."""
+def vasp_custodian(directory: str | Path, command: list[str], *, max_errors: int = 5,
+                   omp_threads: int = 1):
+    """A :class:`custodian.Custodian` running VASP in ``directory`` with the standard handlers.
+
+    The job (:class:`~latticegenome.dft.jobs.OwnVaspJob`) starts VASP with
+    ``omp_threads`` OpenMP threads per MPI rank (:func:`_dft_env`).
+    """
     from custodian import Custodian
     from custodian.vasp.handlers import (
         FrozenJobErrorHandler,
@@ -541,12 +315,15 @@ def vasp_custodian(directory: str | Path, command: list[str], *, max_errors: int
         UnconvergedErrorHandler,
         VaspErrorHandler,
     )
-    from custodian.vasp.jobs import VaspJob
     from custodian.vasp.validators import VasprunXMLValidator
+
+    from latticegenome.dft.jobs import OwnVaspJob
 
     handlers = [VaspErrorHandler(), UnconvergedErrorHandler(), NonConvergingErrorHandler(),
                 PotimErrorHandler(), FrozenJobErrorHandler(), StdErrHandler()]
-    return Custodian(handlers, [VaspJob(command, final=True)], [VasprunXMLValidator()],
+    job = OwnVaspJob(command, final=True)
+    job.env = _dft_env(omp_threads)
+    return Custodian(handlers, [job], [VasprunXMLValidator()],
                      max_errors=max_errors, directory=str(directory))
 
 
@@ -564,28 +341,91 @@ def run_vasp(directory: str | Path, command: list[str], *, max_errors: int = 5,
         ``converged``, ``status``, ``reason``, ``runtime_s``, ``corrections``.
     """
     directory = Path(directory).resolve()
-    os.environ["OMP_NUM_THREADS"] = str(omp_threads)
     t0 = time.time()
-    c = vasp_custodian(directory, command, max_errors=max_errors)
+    c = vasp_custodian(directory, command, max_errors=max_errors, omp_threads=omp_threads)
     result = {"energy_eV": None, "band_gap_eV": None, "max_force_eV_per_A": None,
               "converged": False}
     status, reason, corrections = _custodian_run(c)
     if status == "ok":
         try:
-            from pymatgen.io.vasp.outputs import Vasprun
-
-            vr = Vasprun(str(directory / "vasprun.xml"), parse_potcar_file=False)
-            forces = np.asarray(vr.ionic_steps[-1].get("forces") or [[0, 0, 0]], float)
-            result.update(energy_eV=float(vr.final_energy),
-                          band_gap_eV=float(vr.get_band_structure().get_band_gap()["energy"]),
-                          max_force_eV_per_A=float(np.linalg.norm(forces, axis=1).max()),
-                          converged=bool(vr.converged))
-            if not vr.converged:
+            result.update(parse_vasprun(directory / "vasprun.xml"))
+            if not result["converged"]:
                 status, reason = "failed", "not converged (electronic or ionic)"
         except Exception as exc:
             status, reason = "failed", f"unreadable vasprun.xml: {type(exc).__name__}: {exc}"[:300]
     result.update(status=status, reason=reason, runtime_s=round(time.time() - t0, 1),
                   corrections=corrections)
+    return result
+
+
+def parse_vasprun(path: str | Path) -> dict:
+    """Final energy (eV, whole cell), band gap (eV), largest force (eV/Å), convergence.
+
+    Raises whatever pymatgen raises for an unreadable ``vasprun.xml``.
+    """
+    from pymatgen.io.vasp.outputs import Vasprun
+
+    vr = Vasprun(str(path), parse_potcar_file=False)
+    forces = np.asarray(vr.ionic_steps[-1].get("forces") or [[0, 0, 0]], float)
+    return {"energy_eV": float(vr.final_energy),
+            "band_gap_eV": float(vr.get_band_structure().get_band_gap()["energy"]),
+            "max_force_eV_per_A": float(np.linalg.norm(forces, axis=1).max()),
+            "converged": bool(vr.converged)}
+
+
+# --------------------------------------------------------------------------- one model, the table
+
+
+def _run_cp2k_on(structure, work: Path, grid, settings: dict, launcher: str, ntasks: int) -> dict:
+    cp2k_input(structure, cutoff_ry=settings.get("cutoff_ry", 400),
+               max_scf=settings.get("max_scf", 100), kpoints=grid).write_file("cp2k.inp", str(work))
+    return run_cp2k(work, cp2k_command(launcher, ntasks))
+
+
+def _run_vasp_on(structure, work: Path, grid, settings: dict, launcher: str, ntasks: int) -> dict:
+    write_vasp_inputs(structure, work, relax=settings.get("relax", False))
+    return run_vasp(work, vasp_command(launcher, ntasks, settings.get("vasp_binary", "vasp_std")))
+
+
+ENGINES = {"cp2k": _run_cp2k_on, "vasp": _run_vasp_on}
+
+
+def run_model(model_json: str | Path, workdir: str | Path, settings: dict, *,
+              launcher: str = "mpirun", ntasks: int = 1) -> dict:
+    """One DFT calculation on one model (the ``dft`` rule); never raises for a failed run.
+
+    Parameters
+    ----------
+    model_json : path
+        A model written by :func:`latticegenome.dft.structures.write_model`.
+    workdir : path
+        The calculation's folder (made if absent): inputs, outputs, custodian's log.
+    settings : dict
+        The configuration's ``dft`` block: ``engine`` (``cp2k`` or ``vasp``),
+        ``kpoint_density_A`` (k-points per axis x lattice length, Å), CP2K's
+        ``cutoff_ry`` and ``max_scf``, VASP's ``relax`` and ``vasp_binary``.
+    launcher, ntasks : str, int
+        The MPI launcher and its number of tasks (one task: no launcher for CP2K).
+
+    Returns
+    -------
+    dict
+        The engine's result (:func:`run_cp2k` or :func:`run_vasp`) with
+        ``model`` (the model's record), ``engine``, ``kpoints``, ``n_atoms``,
+        ``formula_units`` and ``energy_per_fu_eV`` (``None`` without an energy).
+    """
+    structure, meta = read_model(model_json)
+    engine = settings.get("engine", "cp2k")
+    if engine not in ENGINES:
+        raise ConfigError(f"dft.engine: {engine!r} is not one of {sorted(ENGINES)}")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    grid = kpoint_grid(structure, settings.get("kpoint_density_A", 16))
+    result = ENGINES[engine](structure, work, grid, settings, launcher, int(ntasks))
+    nfu = structure.composition.get_reduced_composition_and_factor()[1]
+    result.update(model=meta, engine=engine, kpoints=list(grid), n_atoms=len(structure),
+                  formula_units=nfu,
+                  energy_per_fu_eV=result["energy_eV"] / nfu if result.get("energy_eV") else None)
     return result
 
 
@@ -628,6 +468,7 @@ def dft_table(result_paths, classes: list[dict]) -> dict:
     return table
 
 
-__all__ = ["DftStopped", "band_gap_from_dos", "cp2k_command", "cp2k_input", "dft_table",
-           "kpoint_grid", "parse_cp2k", "run_cp2k", "stop_session", "vasp_command",
-           "vasp_custodian", "write_vasp_inputs"]
+__all__ = ["ENGINES", "DftStopped", "band_gap_from_dos", "cp2k_command", "cp2k_custodian",
+           "cp2k_input", "dft_table", "kpoint_grid", "parse_cp2k", "parse_vasprun", "run_cp2k",
+           "run_model", "run_vasp", "stop_session", "vasp_command", "vasp_custodian",
+           "write_vasp_inputs"]

@@ -17,12 +17,20 @@ Models (pymatgen)
     crystal ``a`` and the stacking axis is crystal ``c`` (increasing image
     row or column = +c). For a superlattice, a stack of the measured layer
     sequence along ``c``.
+
+The models folder (the ``models`` rule)
+    :func:`write_models`: a model per material (its reference), a model per
+    class, and the superlattice of the first image's measured layers, each as
+    ``name.cif`` and ``name.json``, with ``index.json`` listing them and
+    whether each is to be run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -30,9 +38,13 @@ import numpy as np
 
 from latticegenome.core.errors import ConfigError
 from latticegenome.core.fsutil import atomic_write
+from latticegenome.core.tables import read_table
 
 MP_ENDPOINT = "https://api.materialsproject.org/"
 PM_PER_ANGSTROM = 100.0
+LATTICE_PARAMETER = {"x": "a", "y": "b"}  # image axis -> its lattice parameter (a_pm, b_pm)
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- references
@@ -79,8 +91,10 @@ def fetch_mp_reference(formula: str, api_key: str, *, endpoint: str = MP_ENDPOIN
 
 def reference_structures(materials: list[dict], *, cache_path: str | Path,
                          api_key: str | None = None, base: str | Path = ".",
-                         endpoint: str = MP_ENDPOINT, timeout: float = 20.0, log=print) -> dict:
+                         endpoint: str = MP_ENDPOINT, timeout: float = 20.0) -> dict:
     """The reference structure of each material: Materials Project, cache, or a file.
+
+    What is fetched, and a Materials Project out of reach, is logged (INFO).
 
     Parameters
     ----------
@@ -107,7 +121,8 @@ def reference_structures(materials: list[dict], *, cache_path: str | Path,
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     online = bool(api_key) and _mp_reachable(endpoint, timeout)
     if api_key and not online:
-        log(f"Materials Project not reachable at {endpoint}: using the cache or structure files")
+        log.info("Materials Project not reachable at %s: using the cache or structure files",
+                 endpoint)
     out = {}
     for mat in materials:
         formula = mat["formula"]
@@ -118,8 +133,8 @@ def reference_structures(materials: list[dict], *, cache_path: str | Path,
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(cache_path, "w") as fh:
                 json.dump(cache, fh, indent=1)
-            log(f"{formula}: {entry['material_id']} "
-                f"(Materials Project {entry['database_version']})")
+            log.info("%s: %s (Materials Project %s)", formula, entry["material_id"],
+                     entry["database_version"])
         if entry is not None:
             out[formula] = {"structure": Structure.from_dict(entry["structure"]),
                             "source": {k: entry.get(k) for k in (
@@ -217,13 +232,34 @@ def superlattice_model(cells: list, *, inplane_pm: float):
     return Structure(Lattice.tetragonal(a, total), species, coords)
 
 
+def image_axes(stacking_axis: str) -> tuple[str, str]:
+    """The image axes ``(in-plane, stacking)``: crystal ``a`` and crystal ``c``.
+
+    Examples
+    --------
+    >>> image_axes("y")
+    ('x', 'y')
+    >>> image_axes("x")
+    ('y', 'x')
+    """
+    return ("x", "y") if stacking_axis == "y" else ("y", "x")
+
+
 def image_to_crystal(row: dict, stacking_axis: str) -> dict:
-    """Measured class means in crystal terms: in-plane ``a``, out-of-plane ``c`` (pm)."""
-    if stacking_axis == "y":
-        return {"inplane_pm": row["a_pm_mean"], "outofplane_pm": row["b_pm_mean"],
-                "displacement_pm": (row["dx_pm_mean"], row["dy_pm_mean"])}
-    return {"inplane_pm": row["b_pm_mean"], "outofplane_pm": row["a_pm_mean"],
-            "displacement_pm": (row["dy_pm_mean"], row["dx_pm_mean"])}
+    """Measured class means in crystal terms: in-plane ``a``, out-of-plane ``c`` (pm).
+
+    Examples
+    --------
+    >>> row = {"a_pm_mean": 390.5, "b_pm_mean": 412.0, "dx_pm_mean": 0.5, "dy_pm_mean": 12.0}
+    >>> image_to_crystal(row, "y")
+    {'inplane_pm': 390.5, 'outofplane_pm': 412.0, 'displacement_pm': (0.5, 12.0)}
+    >>> image_to_crystal(row, "x")["outofplane_pm"]
+    390.5
+    """
+    inplane, stacking = image_axes(stacking_axis)
+    return {"inplane_pm": row[f"{LATTICE_PARAMETER[inplane]}_pm_mean"],
+            "outofplane_pm": row[f"{LATTICE_PARAMETER[stacking]}_pm_mean"],
+            "displacement_pm": (row[f"d{inplane}_pm_mean"], row[f"d{stacking}_pm_mean"])}
 
 
 def class_materials(classes: list[dict], layers: list[dict], materials: list[dict],
@@ -279,11 +315,139 @@ def read_model(path: str | Path):
     return Structure.from_dict(doc["structure"]), doc["latticegenome"]
 
 
+# --------------------------------------------------------------------------- the models folder
+
+
+def read_classes(path: str | Path) -> list[dict]:
+    """The rows of a class table (``classes.csv``), numbers as float, ``class`` as written."""
+    return [{k: (v if k == "class" else float(v)) for k, v in r.items()} for r in read_table(path)]
+
+
+def _model(name: str, structure, metadata: dict, entry: dict) -> dict:
+    """A model: its structure, its record (``name.json``) and its ``index.json`` entry."""
+    return {"name": name, "structure": structure, "metadata": metadata,
+            "entry": {"name": name, **entry}}
+
+
+def _reference_model(material: dict, ref: dict) -> dict:
+    formula = material["formula"]
+    s = pseudocubic_cell(ref["structure"], material["A"], material["B"])
+    return _model(f"reference_{formula}", s,
+                  {"kind": "reference", "material": formula, "reference": ref["source"]},
+                  {"kind": "reference", "material": formula, "run": True})
+
+
+def _class_model(row: dict, material: dict, ref: dict, *, stacking_axis: str,
+                 min_fraction: float, source: str) -> dict:
+    formula, m = material["formula"], image_to_crystal(row, stacking_axis)
+    s = class_model(ref["structure"], a_site=material["A"], b_site=material["B"], **m)
+    meta = {"kind": "class", "class": row["class"], "material": formula,
+            "population": int(row["population"]), "fraction": row["fraction"],
+            "measured": {**m, "source": source}, "reference": ref["source"]}
+    return _model(f"class_{row['class']}", s, meta,
+                  {"kind": "class", "class": row["class"], "material": formula,
+                   "run": float(row["fraction"]) >= min_fraction})
+
+
+def _superlattice(layers: list[dict], by_class: dict, stacking_axis: str) -> dict | None:
+    """The measured layer sequence of the first image as one stack (not run by default).
+
+    Its in-plane parameter is the layers' mean along the in-plane image axis
+    (pm); ``None`` without a layer whose majority class has a model.
+    """
+    first = layers[0]["image"] if layers else None
+    seq = [r for r in layers if r["image"] == first and str(r["majority_class"]) in by_class]
+    if not seq:
+        return None
+    key = f"{LATTICE_PARAMETER[image_axes(stacking_axis)[0]]}_pm"
+    inplane = sum(float(r[key]) for r in seq) / len(seq)
+    stack = superlattice_model([by_class[str(r["majority_class"])] for r in seq],
+                               inplane_pm=inplane)
+    return _model("superlattice", stack, {"kind": "superlattice", "image": first,
+                                          "layers": [str(r["majority_class"]) for r in seq]},
+                  {"kind": "superlattice", "run": False})
+
+
+def measured_models(refs: dict, classes: list[dict], layers: list[dict], materials: list[dict],
+                    *, stacking_axis: str = "y", min_fraction: float = 0.01,
+                    source: str = "") -> list[dict]:
+    """Every model of an experiment, in the order of the index.
+
+    Parameters
+    ----------
+    refs : dict
+        :func:`reference_structures` of ``materials``.
+    classes, layers : list of dict
+        The class table (:func:`read_classes`) and the layer table.
+    stacking_axis : {"y", "x"}
+        The image axis along which the layers stack (crystal ``c``).
+    min_fraction : float
+        Classes with a smaller fraction of the cells are written, not run.
+    source : str
+        Where the class means come from (recorded with each class model).
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``structure`` (pymatgen), ``metadata`` (the record written
+        with it) and ``entry`` (its ``index.json`` entry: ``name``, ``kind``,
+        ``class``/``material`` where they apply, ``run``): the reference of
+        each material, each class, then the superlattice if there are layers.
+    """
+    models = [_reference_model(m, refs[m["formula"]]) for m in materials]
+    owner = class_materials(classes, layers, materials, stacking_axis)
+    by_class = {}
+    for row in classes:
+        material = owner[str(row["class"])]
+        model = _class_model(row, material, refs[material["formula"]],
+                             stacking_axis=stacking_axis, min_fraction=min_fraction,
+                             source=source)
+        by_class[str(row["class"])] = model["structure"]
+        models.append(model)
+    stack = _superlattice(layers, by_class, stacking_axis)
+    return models + ([stack] if stack else [])
+
+
+def write_models(classes_csv: str | Path, layers_csv: str | Path, out_dir: str | Path, *,
+                 materials: list[dict], mp_cache: str | Path, stacking_axis: str = "y",
+                 min_fraction: float = 0.01, api_key: str | None = None) -> list[dict]:
+    """The models folder of an experiment (the ``models`` rule); returns its index.
+
+    The references (:func:`reference_structures`, cache ``mp_cache``), then
+    :func:`measured_models` from the class and layer tables, each written as
+    ``name.cif`` and ``name.json`` (:func:`write_model`) with ``index.json``
+    (``{"models": [entry, ...]}``) into ``out_dir``. The folder is made as
+    ``<out_dir>.tmp`` and renamed to ``out_dir`` (replacing it) when whole.
+
+    Returns
+    -------
+    list of dict
+        The index entries (``name``, ``kind``, ..., ``run``).
+    """
+    refs = reference_structures(materials, cache_path=mp_cache, api_key=api_key)
+    models = measured_models(refs, read_classes(classes_csv), read_table(layers_csv), materials,
+                             stacking_axis=stacking_axis, min_fraction=min_fraction,
+                             source=str(classes_csv))
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for m in models:
+        write_model(m["structure"], tmp, m["name"], m["metadata"])
+    index = [m["entry"] for m in models]
+    with atomic_write(tmp / "index.json", "w") as fh:
+        json.dump({"models": index}, fh, indent=1)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return index
+
+
 def mp_api_key() -> str | None:
     """``MP_API_KEY`` from the environment (never from files in the repository)."""
     return os.environ.get("MP_API_KEY") or None
 
 
-__all__ = ["class_materials", "class_model", "fetch_mp_reference", "image_to_crystal",
-           "mp_api_key", "pseudocubic_cell", "read_model", "reference_structures",
-           "superlattice_model", "write_model"]
+__all__ = ["class_materials", "class_model", "fetch_mp_reference", "image_axes",
+           "image_to_crystal", "measured_models", "mp_api_key", "pseudocubic_cell",
+           "read_classes", "read_model", "reference_structures", "superlattice_model",
+           "write_model", "write_models"]
