@@ -2,7 +2,23 @@ import numpy as np
 import pytest
 from conftest import match, recall_precision
 
-from latticegenome.columns.finder import find_columns
+from latticegenome.columns.finder import (
+    Candidates,
+    _missing_sites,
+    add_missing_sites,
+    candidate_maxima,
+    find_columns,
+    index_maxima,
+    lattice_vectors,
+    place_outside_sites,
+    residual_maxima,
+    resolve_centring,
+    select_columns,
+)
+from latticegenome.columns.geometry import PIXEL_AREA, in_frame
+from latticegenome.columns.lattice import index_lattice
+from latticegenome.columns.model import render_columns
+from latticegenome.columns.refine import Refinement
 from latticegenome.columns.simulate import simulate_lattice, simulate_superlattice
 from latticegenome.core.errors import NoLatticeError
 
@@ -30,7 +46,7 @@ def test_recall_and_precision_of_A_and_B(rng, angle, b_ratio, b_disp):
 
 
 def test_superlattice_with_drift_rotation_and_vacancies(rng):
-    img, truth, meta = simulate_superlattice((384, 384), angle_deg=2.5,
+    img, truth, _ = simulate_superlattice((384, 384), angle_deg=2.5,
                                              drift_px_per_row=(0.008, 0.003), rng=rng)
     cols = find_columns(img, spacing_px=19.5)
     for site in "AB":
@@ -45,7 +61,7 @@ def test_superlattice_with_drift_rotation_and_vacancies(rng):
 
 
 def test_uncertainties_are_positive_and_sites_labelled(rng):
-    img, truth = simulate_lattice((200, 200), rng=rng)
+    img, _ = simulate_lattice((200, 200), rng=rng)
     cols = find_columns(img)
     assert set(np.unique(cols.site)) == {"A", "B"}
     assert np.all(cols.x_err > 0) and np.all(cols.y_err > 0)
@@ -76,8 +92,7 @@ def test_noise_free_positions_unbiased_up_to_the_border(counts, background, b_ra
     cols = find_columns(clean)
     width = 2.355 * truth.sigma
     rows, ncols = clean.shape
-    inner = (truth.x >= width) & (truth.x <= ncols - 1 - width) & (truth.y >= width) & (
-        truth.y <= rows - 1 - width)
+    inner = in_frame(truth.x, truth.y, clean.shape, -width)
     edge = np.minimum.reduce([truth.x, ncols - 1 - truth.x, truth.y, rows - 1 - truth.y])
     assert (inner & (edge < 15)).sum() >= 20  # border columns are part of the test
     for site in "AB":
@@ -87,3 +102,150 @@ def test_noise_free_positions_unbiased_up_to_the_border(counts, background, b_ra
         f = cols.site == site
         _, d = match(truth.x[t], truth.y[t], cols.x[f], cols.y[f])
         assert d.max() < 2e-3, (site, d.max())
+
+
+# --- the steps of find_columns, on small plain arrays ---------------------------------
+
+def _grid(n, a=10.0, origin=(5.0, 5.0)):
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    ij = np.column_stack([ii.ravel(), jj.ravel()])
+    return origin + ij * a, ij
+
+
+def test_in_frame_edges_margins_and_nan():
+    shape = (5, 10)  # pixel centres: x 0..9, y 0..4
+    x = np.array([0.0, 9.0, -0.5, 9.5, -0.51, 4.0, np.nan])
+    y = np.array([0.0, 4.0, 2.0, 2.0, 2.0, 4.5, 1.0])
+    assert in_frame(x, y, shape).tolist() == [True, True, False, False, False, False, False]
+    assert in_frame(x, y, shape, PIXEL_AREA).tolist() == [True, True, True, True, False, True, False]
+    assert in_frame(x, y, shape, PIXEL_AREA, strict=True).tolist() == [
+        True, True, False, False, False, False, False]
+    # a negative margin: the whole window of half-size 2 inside (integers stay exact)
+    cx = np.array([1, 2, 7, 8])
+    assert in_frame(cx, np.full(4, 2), shape, margin=-2).tolist() == [False, True, True, False]
+    assert in_frame(3, 1, shape, margin=-1)  # scalars give a bool
+
+
+def test_lattice_vectors_measures_the_spacing_and_refuses_small_images(rng):
+    img, _ = simulate_lattice((200, 200), spacing_px=20.0, rng=rng)
+    basis, d = lattice_vectors(img)
+    assert abs(d - 20.0) < 0.4 and basis.shape == (2, 2)
+    with pytest.raises(NoLatticeError, match="too small"):
+        lattice_vectors(img, min_cells=11)
+
+
+def test_candidate_maxima_sub_pixel_and_not_on_the_border():
+    x = np.array([10.3, 25.0, 40.6, 25.2, 1.0])
+    y = np.array([10.0, 12.4, 30.0, 35.7, 20.0])  # the last sits on the border
+    img = render_columns((50, 50), x, y, 100.0, 2.0, 1.0)
+    pts, height = candidate_maxima(img, spacing=12.0)
+    assert len(pts) == 4 and np.all(height > 50)
+    j, _ = match(x[:4], y[:4], pts[:, 0], pts[:, 1], max_dist=0.3)
+    assert (j >= 0).all()
+    assert not (pts[:, 0] < 2).any()
+    with pytest.raises(NoLatticeError):
+        candidate_maxima(np.ones((30, 30)), spacing=10.0)
+
+
+def test_resolve_centring_keeps_the_bright_half_of_a_checkerboard(rng):
+    pts, ij = _grid(12)
+    bright = ij.sum(axis=1) % 2 == 0
+    height = np.where(bright, 100.0, 60.0) + rng.normal(0, 1, len(pts))
+    basis = np.array([[10.0, 0.0], [0.0, 10.0]])
+    got = index_lattice(pts, basis, weights=height)
+    _, found2, _, basis2 = resolve_centring(pts, height, *got, basis)
+    assert np.allclose(sorted(np.hypot(*basis2.T)), [10 * np.sqrt(2)] * 2)
+    assert found2[bright].mean() > 0.95 and not found2[~bright].any()
+    # equal brightness: no checkerboard, nothing changes
+    flat = 100.0 + rng.normal(0, 1, len(pts))
+    got = index_lattice(pts, basis, weights=flat)
+    same = resolve_centring(pts, flat, *got, basis)
+    assert same[3] is basis and np.array_equal(same[1], got[1])
+
+
+def test_index_maxima_refuses_scattered_points(rng):
+    pts = rng.uniform(0, 100, (6, 2))
+    with pytest.raises(NoLatticeError):
+        index_maxima(pts, np.ones(6), np.array([[10.0, 0.0], [0.0, 10.0]]))
+    grid, ij = _grid(5)
+    pos, ij_found, local, _ = index_maxima(grid, np.ones(len(grid)), np.eye(2) * 10.0)
+    assert len(pos) == 25 and local.shape == (25, 2, 2)
+    assert np.array_equal(pos, grid) and np.array_equal(ij_found - ij_found[0], ij)
+
+
+def test_missing_sites_fill_holes_and_stop_at_the_margin():
+    pos, ij = _grid(5)  # x, y = 5..45
+    hole = 12  # the centre site
+    keep = np.arange(len(pos)) != hole
+    local = np.repeat(np.eye(2)[None] * 10.0, keep.sum(), axis=0)
+    miss_ij, miss_pos = _missing_sites(pos[keep], ij[keep], local, (51, 51), margin=0.0)
+    assert [2, 2] in miss_ij.tolist() and np.allclose(miss_pos[miss_ij.tolist().index([2, 2])], [25, 25])
+    assert in_frame(miss_pos[:, 0], miss_pos[:, 1], (51, 51)).all()
+    assert len(miss_ij) == 1  # only the hole: the ring next out is at -5 and 55 px
+    # with a margin of 5 px: the hole and the ring of 20, then (second round,
+    # from the ring) its 4 corners
+    wide_pos, wide_ij = add_missing_sites(pos[keep], ij[keep], local, np.eye(2) * 10.0, (51, 51),
+                                          margin=5.0)
+    assert len(wide_ij) == 24 + 1 + 20 + 4 and len(wide_pos) == len(wide_ij)
+    assert [-1, -1] in wide_ij.tolist() and [-2, 0] not in wide_ij.tolist()
+    assert np.allclose(wide_pos, 5.0 + 10.0 * wide_ij)
+    narrow_pos, _ = add_missing_sites(pos[keep], ij[keep], local, np.eye(2) * 10.0, (51, 51),
+                                      margin=4.9)
+    assert len(narrow_pos) == 25
+
+
+def _refinement(x, y, amplitude, amplitude_err=None):
+    n = len(x)
+    return Refinement(x=np.array(x, float), y=np.array(y, float), amplitude=np.array(amplitude, float),
+                      sigma=np.full(n, 2.0), background=np.full(n, 5.0), x_err=np.full(n, 0.01),
+                      y_err=np.full(n, 0.01),
+                      amplitude_err=np.ones(n) if amplitude_err is None else np.array(amplitude_err),
+                      converged=np.ones(n, bool), iterations=1, dispersion=1.0)
+
+
+def test_place_outside_sites_follows_the_lattice_inside():
+    pos, ij = _grid(6, a=10.0, origin=(-3.0, 5.0))  # x = -3, 7, ...: the first column outside
+    fit = _refinement(pos[:, 0] + 0.0, pos[:, 1] + 0.0, np.full(len(pos), 50.0))
+    fit.x[ij[:, 0] == 0] += 1.5  # where a loose fit to a few pixels of tail went
+    fit.amplitude[ij[:, 0] == 0] = 3.0
+    new_pos, outside = place_outside_sites(fit, pos, ij, np.ones(len(pos), bool), (60, 60), sigma=2.5)
+    assert outside.tolist() == (ij[:, 0] == 0).tolist()
+    assert np.allclose(new_pos, pos, atol=1e-9)  # the affine lattice of those inside
+    assert np.allclose(fit.x[outside], -3.0) and np.allclose(fit.amplitude[outside], 50.0)
+    assert np.all(fit.sigma[outside] == 2.5)
+
+
+def test_residual_maxima_searches_a_disk_inside_the_image():
+    surface = np.zeros((20, 20), np.float32)
+    surface[10, 13] = 5.0  # 3 px from the seed at (10, 10)
+    surface[4, 10] = 9.0  # 6 px away: outside a 3.5 px disk
+    col, row, found = residual_maxima(surface, np.array([[10.0, 10.0], [-8.0, 10.0]]), 3.5)
+    assert (col[0], row[0]) == (13, 10) and found.tolist() == [True, False]
+
+
+def test_select_columns_drops_faint_outside_duplicate_and_slid_columns():
+    x = [10.0, 20.0, 20.5, -0.7, 30.0, 40.0, 50.0]
+    y = [10.0, 10.0, 10.0, 10.0, 10.0, 15.0, 10.0]
+    amp = [50.0, 50.0, 20.0, 50.0, 2.0, 50.0, 50.0]
+    fit = _refinement(x, y, amp)
+    seed_x = np.array([10.0, 20.0, 20.0, -0.7, 30.0, 40.0, 50.0])
+    seed_y = np.array([10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 13.5])
+    site = np.array([0, 0, 1, 0, 0, 0, 1])
+    n = len(x)
+    cand = Candidates(x=fit.x, y=fit.y, amplitude=fit.amplitude, sigma=fit.sigma,
+                      background=fit.background, site=site, ij=np.zeros((n, 2), int),
+                      seed_x=seed_x, seed_y=seed_y)
+    keep = select_columns(fit, cand, (30, 60), spacing=10.0, significance=5.0, b_search=0.3)
+    # 0 kept; 1 kept; 2 duplicate of 1; 3 outside; 4 faint; 5 A moved 5 px > 3.5;
+    # 6 B moved 3.5 px <= 0.3 * 10 + 1
+    assert keep.tolist() == [True, True, False, False, False, False, True]
+
+
+def test_candidates_join_keeps_the_order():
+    a = Candidates(*(np.array([1.0]),) * 5, site=np.array([0]), ij=np.array([[0, 0]]),
+                   seed_x=np.array([1.0]), seed_y=np.array([1.0]))
+    b = Candidates(*(np.array([2.0, 3.0]),) * 5, site=np.array([1, 1]), ij=np.array([[0, 0], [1, 0]]),
+                   seed_x=np.array([2.0, 3.0]), seed_y=np.array([2.0, 3.0]))
+    both = a.join(b)
+    assert len(both) == 3 and both.x.tolist() == [1.0, 2.0, 3.0]
+    assert both.site.tolist() == [0, 1, 1] and both.ij.shape == (3, 2)

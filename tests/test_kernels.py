@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from latticegenome.columns._kernels import accumulate, move, trial_loglik, window_stats
+from latticegenome.columns.geometry import in_frame
 from latticegenome.columns.model import (
     fisher_information,
     render_columns,
@@ -42,7 +43,7 @@ def test_window_stats_match_reference(rng):
     oy, ox = np.meshgrid(off, off, indexing="ij")
     px = wx[:, None] + ox.ravel()[None]
     py = wy[:, None] + oy.ravel()[None]
-    mask = (px >= 0) & (px < cols) & (py >= 0) & (py < rows)
+    mask = in_frame(px, py, img.shape)
     n = np.where(mask, img[np.clip(py, 0, rows - 1), np.clip(px, 0, cols - 1)], 0)
     g, jac = window_jacobian(px - x[:, None], py - y[:, None], h, s)
     model = full.reshape(prow, pcol)[np.clip(py + pad, 0, prow - 1), np.clip(px + pad, 0, pcol - 1)]
@@ -103,3 +104,17 @@ def test_mmap_threshold_is_fixed_on_glibc():
         pytest.skip("not glibc")
     assert return_freed_memory() is True
     assert return_freed_memory() is True  # idempotent
+
+
+def test_kernel_helpers_gaussian_row_and_symmetric_store():
+    from latticegenome.columns._kernels import _gaussian_row, _store_symmetric
+
+    out = np.full(7, np.nan)
+    _gaussian_row(out, 3, 7, 5.2, 0.5 / 1.5**2)
+    assert np.allclose(out[:5], np.exp(-((np.arange(3, 8) - 5.2) ** 2) / (2 * 1.5**2)), rtol=1e-15)
+    assert np.isnan(out[5:]).all()  # only hi - lo + 1 entries written
+    mat = np.zeros((5, 5))
+    upper = tuple(float(v) for v in range(15))
+    _store_symmetric(mat, upper)
+    assert np.array_equal(mat, mat.T)
+    assert mat[0].tolist() == [0, 1, 2, 3, 4] and mat[1, 1:].tolist() == [5, 6, 7, 8] and mat[4, 4] == 14

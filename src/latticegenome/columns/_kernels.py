@@ -22,6 +22,28 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _gaussian_row(out, lo, hi, centre, inv2s2):
+    """``out[p - lo] = exp(-(p - centre)^2 inv2s2)`` for pixels ``lo <= p <= hi``.
+
+    One factor of a separable Gaussian; inlined into the kernels (no call).
+    """
+    for p in range(lo, hi + 1):
+        d = p - centre
+        out[p - lo] = math.exp(-d * d * inv2s2)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_symmetric(mat, upper):
+    """Fill a symmetric 5x5 ``mat`` from its 15 upper-triangle values, row by row."""
+    m = 0
+    for i in range(5):
+        for j in range(i, 5):
+            mat[i, j] = upper[m]
+            mat[j, i] = upper[m]
+            m += 1
+
+
 @njit(cache=True, nogil=True)
 def window_stats(img, rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, radius, with_ll):
     """Log-likelihood, gradient, Fisher information and Pearson chi2 per column.
@@ -54,9 +76,7 @@ def window_stats(img, rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, 
         x_hi = min(wx[k] + radius, cols - 1)
         y_lo = max(wy[k] - radius, 0)
         y_hi = min(wy[k] + radius, rows - 1)
-        for px in range(x_lo, x_hi + 1):  # separable Gaussian: exp per row and column
-            d = px - x[k]
-            ex[px - x_lo] = math.exp(-d * d * inv2s2)
+        _gaussian_row(ex, x_lo, x_hi, x[k], inv2s2)  # separable: exp per row and column
         # accumulators in registers, not in the output arrays
         g0 = g1 = g2 = g3 = g4 = 0.0
         i00 = i01 = i02 = i03 = i04 = 0.0
@@ -120,13 +140,8 @@ def window_stats(img, rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, 
         grad[k, 2] = g2
         grad[k, 3] = g3
         grad[k, 4] = g4
-        upper = (i00, i01, i02, i03, i04, i11, i12, i13, i14, i22, i23, i24, i33, i34, i44)
-        m = 0
-        for i in range(5):
-            for j in range(i, 5):
-                info[k, i, j] = upper[m]
-                info[k, j, i] = upper[m]
-                m += 1
+        _store_symmetric(info[k], (i00, i01, i02, i03, i04, i11, i12, i13, i14, i22, i23, i24,
+                                   i33, i34, i44))
     return ll, grad, info, chi2, npix
 
 

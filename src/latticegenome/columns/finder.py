@@ -1,26 +1,33 @@
 """Find and refine the A-site (primary) and B-site (secondary) columns.
 
-Pipeline, every step vectorised and linear in the number of columns:
+Pipeline, every step vectorised and linear in the number of columns, one
+function each (:func:`find_columns` runs them in order):
 
-1. lattice vectors from the autocorrelation of the image
-   (:func:`latticegenome.columns.lattice.estimate_lattice`);
-2. local maxima of the lightly smoothed image, indexed on the lattice by
-   growing from a bright seed (:func:`latticegenome.columns.lattice.index_lattice`);
-   if the maxima alternate in brightness like a checkerboard, the grown
-   lattice was the centred A+B pseudo-lattice and the brighter half is A;
-3. lattice sites next to indexed A columns that have no maximum (edge
-   columns, faint columns) are added as candidates, out to the reach of a
-   column's tail beyond the image border;
-4. all A columns are refined together by Poisson maximum likelihood;
-5. one B candidate per A cell (four corners, or fewer at the image edge),
-   moved to the maximum of the residual image within ``b_search`` of the
-   cell centre, so displaced B columns are found where they are;
-6. A and B refined together (B tails in A windows and vice versa); sites
-   outside the image stay in the model (their tails shine in), placed by a
-   local affine fit of the inside lattice, with their neighbours' height,
-   and are fitted on their tails only;
-7. a column is kept when its amplitude is ``significance`` standard errors
-   above zero (vacancies and empty sites drop out here).
+1. :func:`lattice_vectors`: lattice vectors from the autocorrelation of the
+   image (:func:`latticegenome.columns.lattice.estimate_lattice`);
+2. :func:`index_maxima`: local maxima of the lightly smoothed image
+   (:func:`candidate_maxima`), indexed on the lattice by growing from a bright
+   seed (:func:`latticegenome.columns.lattice.index_lattice`); if the maxima
+   alternate in brightness like a checkerboard, the grown lattice was the
+   centred A+B pseudo-lattice and the brighter half is A
+   (:func:`resolve_centring`); then the column width (:func:`column_width`);
+3. :func:`add_missing_sites`: lattice sites next to indexed A columns that
+   have no maximum (edge columns, faint columns) are added as candidates, out
+   to the reach of a column's tail beyond the image border;
+4. :func:`refine_a`: all A columns are refined together by Poisson maximum
+   likelihood; sites outside the image are placed by a local affine fit of
+   the inside lattice, with their neighbours' height
+   (:func:`place_outside_sites`);
+5. :func:`b_candidates`: one B candidate per A cell (four corners, or fewer
+   at the image edge), moved to the maximum of the residual image within
+   ``b_search`` of the cell centre (:func:`residual_maxima`), so displaced B
+   columns are found where they are;
+6. :func:`refine_together`: A and B refined together (B tails in A windows
+   and vice versa); sites outside the image stay in the model (their tails
+   shine in) and are fitted on their tails only;
+7. :func:`select_columns`: a column is kept when its amplitude is
+   ``significance`` standard errors above zero (vacancies and empty sites
+   drop out here).
 
 Positions are pixels: x = column index, y = row index, origin at the centre
 of pixel [0, 0].
@@ -33,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from latticegenome.columns.geometry import PIXEL_AREA, in_frame
 from latticegenome.columns.lattice import (
     estimate_lattice,
     fit_lattice,
@@ -42,7 +50,7 @@ from latticegenome.columns.lattice import (
     reduce_basis,
 )
 from latticegenome.columns.model import render_columns
-from latticegenome.columns.refine import refine_columns
+from latticegenome.columns.refine import Refinement, refine_columns
 from latticegenome.core.errors import NoLatticeError
 
 #: Tolerances of the preliminary fits (a start for the joint fit, not a result).
@@ -150,10 +158,9 @@ def estimate_width(image: np.ndarray, x: np.ndarray, y: np.ndarray, spacing: flo
     spacing, corrected for the truncation of a Gaussian at that radius.
     """
     r = max(2, int(0.3 * spacing))
-    rows, cols = image.shape
     cx = np.rint(x).astype(int)
     cy = np.rint(y).astype(int)
-    ok = (cx >= r) & (cx < cols - r) & (cy >= r) & (cy < rows - r)
+    ok = in_frame(cx, cy, image.shape, margin=-r)  # the whole patch inside
     if ok.sum() < 3:
         return 0.12 * spacing
     sel = np.flatnonzero(ok)[:2000]
@@ -217,10 +224,7 @@ def _missing_sites(pos, ij, local, shape, margin):
     count = np.bincount(inv)
     p = np.column_stack([np.bincount(inv, weights=nb_pos[:, 0]), np.bincount(inv, weights=nb_pos[:, 1])])
     p /= count[:, None]
-    rows, cols = shape
-    inside = (p[:, 0] >= -margin) & (p[:, 0] <= cols - 1 + margin) & (p[:, 1] >= -margin) & (
-        p[:, 1] <= rows - 1 + margin
-    )
+    inside = in_frame(p[:, 0], p[:, 1], shape, margin)
     return keys[inside], p[inside]
 
 
@@ -242,6 +246,431 @@ def _local_vectors_from_fit(pos, ij, basis):
     return local
 
 
+@dataclass
+class Candidates:
+    """Columns going into a fit: start values, one entry per column.
+
+    Attributes
+    ----------
+    x, y, amplitude, sigma, background : ndarray
+        Start of the fit (px, px, image units/px, px, image units/px).
+    site : ndarray of int
+        0 for A, 1 for B (the fit's groups).
+    ij : ndarray of int, shape (n, 2)
+        Lattice indices (of the cell's lower corner for B).
+    seed_x, seed_y : ndarray
+        Where the lattice puts the column (its site for A, its cell centre for
+        B), in px: the reference of how far the fit may take it.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    amplitude: np.ndarray
+    sigma: np.ndarray
+    background: np.ndarray
+    site: np.ndarray
+    ij: np.ndarray
+    seed_x: np.ndarray
+    seed_y: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+    def join(self, other: Candidates) -> Candidates:
+        """These columns followed by ``other``'s."""
+        return Candidates(
+            **{name: np.r_[getattr(self, name), getattr(other, name)]
+               for name in ("x", "y", "amplitude", "sigma", "background", "site", "seed_x", "seed_y")},
+            ij=np.vstack([self.ij, other.ij]),
+        )
+
+
+def _spacing(basis: np.ndarray) -> float:
+    """Length (px) of the shorter lattice vector."""
+    return float(min(np.hypot(*basis[0]), np.hypot(*basis[1])))
+
+
+def _significant(fit: Refinement, significance: float) -> np.ndarray:
+    """Columns whose amplitude is ``significance`` standard errors above zero."""
+    return (fit.amplitude >= significance * fit.amplitude_err) & np.isfinite(fit.x_err)
+
+
+def lattice_vectors(image: np.ndarray, *, spacing_px: float | None = None,
+                    min_cells: int = 2) -> tuple[np.ndarray, float]:
+    """Step 1: lattice vectors of the image, from its autocorrelation.
+
+    Parameters
+    ----------
+    image : ndarray, shape (rows, cols)
+    spacing_px : float, optional
+        Expected A-A spacing in pixels (settles ambiguous cases).
+    min_cells : int
+        The image must hold at least this many spacings in each direction.
+
+    Returns
+    -------
+    basis : ndarray, shape (2, 2)
+        Reduced basis ``[a1, a2]`` in pixels.
+    spacing : float
+        Length of the shorter vector, in pixels.
+
+    Raises
+    ------
+    NoLatticeError
+        No lattice, or too small an image for ``min_cells`` cells.
+    """
+    rows, cols = image.shape
+    try:
+        basis = estimate_lattice(image, spacing_px=spacing_px)
+    except ValueError as exc:
+        raise NoLatticeError(str(exc)) from None
+    d = _spacing(basis)
+    if d * min_cells > min(rows, cols):
+        raise NoLatticeError(
+            f"image of {cols}x{rows} px is too small for {min_cells} unit cells of {d:.1f} px"
+        )
+    return basis, d
+
+
+def candidate_maxima(image: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2a: intensity maxima of the lightly smoothed image, off its border.
+
+    Maxima within 2 px of the border are tails of columns outside or cut by
+    the edge, not column positions (edge columns come back from the lattice).
+
+    Parameters
+    ----------
+    image : ndarray, shape (rows, cols)
+    spacing : float
+        Lattice spacing in pixels (sets the smoothing and the minimum distance).
+
+    Returns
+    -------
+    points : ndarray, shape (n, 2)
+        Sub-pixel (x, y) of the maxima, in pixels.
+    height : ndarray, shape (n,)
+        The smoothed image at each maximum.
+
+    Raises
+    ------
+    NoLatticeError
+        Fewer than four maxima.
+    """
+    # single precision is plenty to locate maxima, and halves the memory
+    smooth = ndimage.gaussian_filter(image.astype(np.float32), max(0.5, 0.06 * spacing))
+    peaks = local_maxima(smooth, max(1, int(0.25 * spacing)))
+    peaks = peaks[in_frame(peaks[:, 1], peaks[:, 0], image.shape, margin=-2)]
+    if len(peaks) < 4:
+        raise NoLatticeError("fewer than four intensity maxima")
+    px, py = _subpixel(smooth, peaks[:, 0], peaks[:, 1])
+    return np.column_stack([px, py]), smooth[peaks[:, 0], peaks[:, 1]]
+
+
+def resolve_centring(points, height, ij, found, local, basis):
+    """Step 2c: the A lattice of a centred A+B pseudo-lattice.
+
+    When A and B are of similar brightness the lattice grown from the maxima
+    is the centred one: its maxima alternate in brightness like a
+    checkerboard (by the parity of ``i + j``). If the two halves differ by
+    more than 8 standard errors and 5 %, the bright half is A: it is indexed
+    again on the basis ``a1 + a2, a1 - a2``; the dim half drops out.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 2)
+    height : ndarray, shape (n,)
+    ij, found, local : ndarray
+        As returned by :func:`~latticegenome.columns.lattice.index_lattice`.
+    basis : ndarray, shape (2, 2)
+
+    Returns
+    -------
+    ij, found, local, basis
+        Unchanged when there is no checkerboard.
+    """
+    parity = (ij[found].sum(axis=1) % 2).astype(bool)
+    if not 0.25 < parity.mean() < 0.75:
+        return ij, found, local, basis
+    hf = height[found]
+    h0, h1 = hf[~parity], hf[parity]
+    se = np.sqrt(h0.var() / h0.size + h1.var() / h1.size) + 1e-12
+    contrast = abs(h0.mean() - h1.mean()) / max(h0.mean(), h1.mean())
+    if not (abs(h0.mean() - h1.mean()) > 8.0 * se and contrast > 0.05):
+        return ij, found, local, basis
+    bright = (h1.mean() > h0.mean())
+    keep = np.flatnonzero(found)[parity == bright]
+    basis = reduce_basis(np.array([local[keep[0], 0] + local[keep[0], 1],
+                                   local[keep[0], 0] - local[keep[0], 1]]))
+    sub_ij, sub_found, sub_local = index_lattice(points[keep], basis, weights=height[keep])
+    ij = np.full_like(ij, np.iinfo(np.int64).min)
+    found = np.zeros_like(found)
+    local = np.full_like(local, np.nan)
+    ij[keep], found[keep], local[keep] = sub_ij, sub_found, sub_local
+    return ij, found, local, basis
+
+
+def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray):
+    """Step 2: index the maxima on the lattice, growing from a bright seed.
+
+    A centred pseudo-lattice is resolved to its A half
+    (:func:`resolve_centring`).
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 2)
+        Maxima (x, y) in pixels.
+    height : ndarray, shape (n,)
+        Their brightness.
+    basis : ndarray, shape (2, 2)
+        Approximate lattice vectors in pixels.
+
+    Returns
+    -------
+    pos : ndarray, shape (m, 2)
+        The indexed maxima (A columns).
+    ij : ndarray of int, shape (m, 2)
+    local : ndarray, shape (m, 2, 2)
+        Local lattice vectors at each.
+    basis : ndarray, shape (2, 2)
+        The A basis (changed only for a centred pseudo-lattice).
+
+    Raises
+    ------
+    NoLatticeError
+        Fewer than four maxima on a lattice.
+    """
+    ij, found, local = index_lattice(points, basis, weights=height)
+    if found.sum() < 4:
+        raise NoLatticeError("the intensity maxima do not form a lattice")
+    ij, found, local, basis = resolve_centring(points, height, ij, found, local, basis)
+    a_idx = np.flatnonzero(found)
+    return points[a_idx], ij[a_idx], local[a_idx], basis
+
+
+def column_width(image: np.ndarray, pos: np.ndarray, spacing: float) -> tuple[float, int]:
+    """Gaussian width of the columns and the fit window half-size, in pixels.
+
+    A moment estimate (:func:`estimate_width`), then a loose pilot fit of the
+    300 brightest columns; the width is the median of the pilot's.
+
+    Returns
+    -------
+    sigma : float
+    radius : int
+        ``max(2, ceil(2.5 sigma))``.
+    """
+    rows, cols = image.shape
+    sigma0 = estimate_width(image, pos[:, 0], pos[:, 1], spacing)
+    pilot = np.argsort(-image[np.clip(np.rint(pos[:, 1]).astype(int), 0, rows - 1),
+                              np.clip(np.rint(pos[:, 0]).astype(int), 0, cols - 1)])[:300]
+    fit_p = refine_columns(image, pos[pilot, 0], pos[pilot, 1], sigma=sigma0,
+                           radius=max(2, int(np.ceil(2.5 * sigma0))), sigma_bounds=(0.5, 3.0),
+                           **_LOOSE)
+    sigma0 = float(np.median(fit_p.sigma))
+    return sigma0, max(2, int(np.ceil(2.5 * sigma0)))
+
+
+def add_missing_sites(pos, ij, local, basis, shape, margin):
+    """Step 3: lattice sites next to indexed columns that have no maximum.
+
+    Faint columns, columns at the edge, and columns up to ``margin`` px
+    outside the image, whose tails reach in (fitted, so that their light is
+    not taken for background, but never reported). Two rounds of
+    :func:`_missing_sites`; the sites added carry ``basis`` as local vectors.
+
+    Returns
+    -------
+    pos : ndarray, shape (m, 2)
+    ij : ndarray of int, shape (m, 2)
+        The columns given, followed by the sites added.
+    """
+    for _ in range(2):
+        miss_ij, miss_pos = _missing_sites(pos, ij, local, shape, margin=margin)
+        if len(miss_ij) == 0:
+            break
+        pos = np.vstack([pos, miss_pos])
+        ij = np.vstack([ij, miss_ij])
+        local = np.vstack([local, np.repeat(basis[None], len(miss_ij), axis=0)])
+    return pos, ij
+
+
+def place_outside_sites(fit: Refinement, pos: np.ndarray, ij: np.ndarray, keep: np.ndarray,
+                        shape: tuple[int, int], sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4b: put the A sites outside the image where the lattice inside says.
+
+    Their light in the image must be modelled, or the columns next to the
+    border take it for background and shift. They sit where the significant
+    columns inside (``keep``) put them (a local affine fit over a few cells,
+    :func:`~latticegenome.columns.lattice.predict_sites`, which follows drift
+    and slow distortion), not where a loose fit to a few pixels of tail went,
+    with the median height and background of those inside and width ``sigma``.
+    ``fit`` is updated in place for them.
+
+    Returns
+    -------
+    pos : ndarray, shape (n, 2)
+        A copy of ``pos`` with the sites outside (predicted) moved.
+    outside : ndarray of bool, shape (n,)
+        Sites outside the area of the pixels.
+    """
+    pos = pos.copy()
+    outside = ~in_frame(pos[:, 0], pos[:, 1], shape, PIXEL_AREA)
+    seen = keep & ~outside  # significant columns inside
+    if outside.any() and seen.sum() >= 4:
+        pred = predict_sites(np.column_stack([fit.x[seen], fit.y[seen]]), ij[seen], ij[outside])
+        pos[outside] = np.where(np.isfinite(pred), pred, pos[outside])
+    fit.x[outside], fit.y[outside] = pos[outside, 0], pos[outside, 1]
+    fit.amplitude[outside] = float(np.median(fit.amplitude[seen])) if seen.any() else 1.0
+    fit.sigma[outside] = sigma
+    fit.background[outside] = float(np.median(fit.background[seen])) if seen.any() else 0.0
+    return pos, outside
+
+
+def refine_a(image, pos, ij, *, sigma, radius, margin, significance) -> Candidates:
+    """Step 4: all A columns refined together, loosely (a start for the joint fit).
+
+    Kept: significant columns, and every site outside the image
+    (:func:`place_outside_sites`) up to ``margin`` px out.
+
+    Returns
+    -------
+    Candidates
+        The A columns, their lattice sites as seeds.
+
+    Raises
+    ------
+    NoLatticeError
+        Fewer than four A columns kept.
+    """
+    fit = refine_columns(image, pos[:, 0], pos[:, 1], sigma=sigma, radius=radius, **_LOOSE)
+    keep = _significant(fit, significance)
+    pos, outside = place_outside_sites(fit, pos, ij, keep, image.shape, sigma)
+    keep = (keep | outside) & in_frame(fit.x, fit.y, image.shape, margin)
+    if keep.sum() < 4:
+        raise NoLatticeError("fewer than four significant A columns")
+    return Candidates(
+        x=fit.x[keep], y=fit.y[keep], amplitude=fit.amplitude[keep], sigma=fit.sigma[keep],
+        background=fit.background[keep], site=np.zeros(int(keep.sum()), dtype=int), ij=ij[keep],
+        seed_x=pos[keep, 0], seed_y=pos[keep, 1],
+    )
+
+
+def smoothed_residual(image, x, y, amplitude, sigma) -> np.ndarray:
+    """Image minus the model of the given columns, smoothed at the B scale.
+
+    Gaussian filter of width ``max(0.5, median(sigma) / 2)`` px, in single
+    precision (only to seed B); the full-size temporaries are reused.
+    """
+    resid = render_columns(image.shape, x, y, amplitude, sigma)  # a view into its canvas
+    np.subtract(image, resid, out=resid)
+    return ndimage.gaussian_filter(resid, max(0.5, 0.5 * np.median(sigma)), output=np.float32)
+
+
+def residual_maxima(surface: np.ndarray, seeds: np.ndarray, radius_px: float):
+    """Brightest pixel of ``surface`` within ``radius_px`` of each seed.
+
+    Parameters
+    ----------
+    surface : ndarray, shape (rows, cols)
+    seeds : ndarray, shape (n, 2)
+        (x, y) in pixels, rounded to the nearest pixel.
+    radius_px : float
+        Radius of the disk searched, in pixels.
+
+    Returns
+    -------
+    col, row : ndarray of int, shape (n,)
+        The pixel (may lie outside the image where ``found`` is False).
+    found : ndarray of bool, shape (n,)
+        Whether any pixel of the disk is inside the image.
+    """
+    rows, cols = surface.shape
+    rad = max(1, int(np.ceil(radius_px)))
+    off = np.arange(-rad, rad + 1)
+    oy, ox = np.meshgrid(off, off, indexing="ij")
+    disk = (ox**2 + oy**2) <= radius_px ** 2
+    ox, oy = ox[disk], oy[disk]
+    sx = np.rint(seeds[:, 0]).astype(np.int64)
+    sy = np.rint(seeds[:, 1]).astype(np.int64)
+    bx = np.empty_like(sx)
+    by = np.empty_like(sy)
+    best_val = np.empty(len(sx))
+    for start in range(0, len(sx), 2048):  # chunks bound the memory
+        sl = slice(start, start + 2048)
+        qx = sx[sl, None] + ox[None]
+        qy = sy[sl, None] + oy[None]
+        valid = in_frame(qx, qy, surface.shape)
+        val = np.where(valid, surface[np.clip(qy, 0, rows - 1), np.clip(qx, 0, cols - 1)], -np.inf)
+        best = np.argmax(val, axis=1)
+        r = np.arange(best.size)
+        bx[sl], by[sl], best_val[sl] = qx[r, best], qy[r, best], val[r, best]
+    return bx, by, np.isfinite(best_val)
+
+
+def b_candidates(image, a: Candidates, basis, *, spacing, margin, b_search) -> Candidates:
+    """Step 5: one B candidate per A cell, at the residual maximum near its centre.
+
+    Cell centres from the local lattice vectors of the A columns
+    (:func:`_cell_centres`, up to ``margin`` px outside the image); each B
+    moves to the maximum of the residual of the A model within
+    ``b_search * spacing`` of its centre (sub-pixel), so displaced B columns
+    are found where they are. Cells whose centre is outside the image, or
+    with no pixel in reach, keep B at the centre. Height: the residual there
+    above the median A background; width: the median A width.
+    """
+    rows, cols = image.shape
+    a_pos = np.column_stack([a.x, a.y])
+    cell_ij, seeds = _cell_centres(a_pos, a.ij, _local_vectors_from_fit(a_pos, a.ij, basis))
+    inside = in_frame(seeds[:, 0], seeds[:, 1], image.shape, margin)
+    cell_ij, seeds = cell_ij[inside], seeds[inside]
+    resid = smoothed_residual(image, a.x, a.y, a.amplitude, a.sigma)
+    bx_i, by_i, found_max = residual_maxima(resid, seeds, b_search * spacing)
+    r_i, c_i = np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1)
+    bx, by = _subpixel(resid, r_i, c_i)
+    use_centre = ~in_frame(seeds[:, 0], seeds[:, 1], image.shape) | ~found_max
+    bx = np.where(use_centre, seeds[:, 0], bx)
+    by = np.where(use_centre, seeds[:, 1], by)
+    bg = np.full(bx.size, np.median(a.background))
+    hb = np.maximum(resid[r_i, c_i].astype(float) - bg, 1e-3)
+    return Candidates(
+        x=bx, y=by, amplitude=hb, sigma=np.full(bx.size, np.median(a.sigma)), background=bg,
+        site=np.ones(bx.size, dtype=int), ij=cell_ij, seed_x=seeds[:, 0], seed_y=seeds[:, 1],
+    )
+
+
+def refine_together(image: np.ndarray, cand: Candidates, radius: int) -> Refinement:
+    """Step 6: A and B refined together (B tails in A windows and vice versa).
+
+    Columns whose seed is outside the image keep their start height (a few
+    pixels of tail cannot tell a bright column farther out from a faint one
+    nearer) and may move at most :data:`OUT_SHIFT` px: their tails in the
+    image then fix their positions.
+    """
+    out = ~in_frame(cand.seed_x, cand.seed_y, image.shape, PIXEL_AREA)
+    return refine_columns(image, cand.x, cand.y, sigma=cand.sigma, amplitude=cand.amplitude,
+                          background=cand.background, radius=radius, groups=cand.site,
+                          max_shift=np.where(out, OUT_SHIFT, float(radius)), hold_amplitude=out)
+
+
+def select_columns(fit: Refinement, cand: Candidates, shape, *, spacing, significance,
+                   b_search) -> np.ndarray:
+    """Step 7: the columns to report (a boolean mask over ``cand``).
+
+    Kept: amplitude ``significance`` standard errors above zero (vacancies
+    and empty sites drop out), inside the area of the pixels, not within a
+    quarter spacing of a brighter column, and ended near where the lattice
+    put it: A within ``0.25 spacing + 1`` px of its site, B within
+    ``b_search spacing + 1`` px of its cell centre (else the fit slid onto
+    another column, e.g. at the edge onto the tail of one outside the image).
+    """
+    keep = _significant(fit, significance)
+    keep &= in_frame(fit.x, fit.y, shape, PIXEL_AREA)
+    keep &= _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * spacing)
+    moved = np.hypot(fit.x - cand.seed_x, fit.y - cand.seed_y)
+    keep &= np.where(cand.site == 0, moved <= 0.25 * spacing + 1.0, moved <= b_search * spacing + 1.0)
+    return keep
+
+
 def find_columns(
     image: np.ndarray,
     *,
@@ -252,6 +681,8 @@ def find_columns(
     min_cells: int = 2,
 ) -> Columns:
     """Find and refine all A and B columns of a perovskite HAADF image.
+
+    The seven steps of the module docstring, one function each.
 
     Parameters
     ----------
@@ -270,8 +701,7 @@ def find_columns(
     find_b : bool
         Also find the B (secondary) lattice.
     min_cells : int
-        The image must hold at least this many A-A spacings in each
-        direction.
+        The image must hold at least this many A-A spacings in each direction.
 
     Returns
     -------
@@ -285,208 +715,45 @@ def find_columns(
     img = np.asarray(image, dtype=float)
     if img.min() < 0:
         img = img - img.min()
-    rows, cols = img.shape
-    try:
-        basis0 = estimate_lattice(img, spacing_px=spacing_px)
-    except ValueError as exc:
-        raise NoLatticeError(str(exc)) from None
-    d = float(min(np.hypot(*basis0[0]), np.hypot(*basis0[1])))
-    if d * min_cells > min(rows, cols):
-        raise NoLatticeError(
-            f"image of {cols}x{rows} px is too small for {min_cells} unit cells of {d:.1f} px"
-        )
-
-    # Candidate maxima and lattice indexing.
-    # single precision is plenty to locate maxima, and halves the memory
-    smooth = ndimage.gaussian_filter(img.astype(np.float32), max(0.5, 0.06 * d))
-    peaks = local_maxima(smooth, max(1, int(0.25 * d)))
-    # Maxima on the border are tails of columns outside or cut by the edge,
-    # not column positions; edge columns come back from the lattice below.
-    peaks = peaks[(peaks[:, 0] >= 2) & (peaks[:, 0] <= rows - 3) & (peaks[:, 1] >= 2)
-                  & (peaks[:, 1] <= cols - 3)]
-    if len(peaks) < 4:
-        raise NoLatticeError("fewer than four intensity maxima")
-    px, py = _subpixel(smooth, peaks[:, 0], peaks[:, 1])
-    pts = np.column_stack([px, py])
-    height = smooth[peaks[:, 0], peaks[:, 1]]
-    del smooth  # full-size temporaries go as soon as they are used (memory)
-    ij, found, local = index_lattice(pts, basis0, weights=height)
-    if found.sum() < 4:
-        raise NoLatticeError("the intensity maxima do not form a lattice")
-    # A centred pseudo-lattice (A and B of similar brightness) shows up as a
-    # checkerboard of bright and dim maxima: keep the bright half as A.
-    parity = (ij[found].sum(axis=1) % 2).astype(bool)
-    hf = height[found]
-    if 0.25 < parity.mean() < 0.75:
-        h0, h1 = hf[~parity], hf[parity]
-        se = np.sqrt(h0.var() / h0.size + h1.var() / h1.size) + 1e-12
-        contrast = abs(h0.mean() - h1.mean()) / max(h0.mean(), h1.mean())
-        if abs(h0.mean() - h1.mean()) > 8.0 * se and contrast > 0.05:
-            bright = (h1.mean() > h0.mean())
-            keep = np.flatnonzero(found)[parity == bright]
-            basis0 = reduce_basis(np.array([local[keep[0], 0] + local[keep[0], 1],
-                                            local[keep[0], 0] - local[keep[0], 1]]))
-            d = float(min(np.hypot(*basis0[0]), np.hypot(*basis0[1])))
-            sub_ij, sub_found, sub_local = index_lattice(pts[keep], basis0, weights=height[keep])
-            ij = np.full_like(ij, np.iinfo(np.int64).min)
-            found = np.zeros_like(found)
-            local = np.full_like(local, np.nan)
-            ij[keep], found[keep], local[keep] = sub_ij, sub_found, sub_local
-    a_idx = np.flatnonzero(found)
-    a_pos, a_ij, a_local = pts[a_idx], ij[a_idx], local[a_idx]
-
-    # Column width: moment estimate, then a pilot fit of a few hundred columns.
-    sigma0 = estimate_width(img, a_pos[:, 0], a_pos[:, 1], d)
-    pilot = np.argsort(-img[np.clip(np.rint(a_pos[:, 1]).astype(int), 0, rows - 1),
-                            np.clip(np.rint(a_pos[:, 0]).astype(int), 0, cols - 1)])[:300]
-    fit_p = refine_columns(img, a_pos[pilot, 0], a_pos[pilot, 1], sigma=sigma0,
-                           radius=max(2, int(np.ceil(2.5 * sigma0))), sigma_bounds=(0.5, 3.0),
-                           **_LOOSE)
-    sigma0 = float(np.median(fit_p.sigma))
-    radius = max(2, int(np.ceil(2.5 * sigma0)))
-    # Lattice sites with no maximum: faint columns, columns at the edge, and
-    # columns up to a window radius outside the image, whose tails reach in.
-    # Those outside are fitted (so their light is not taken for background)
-    # but never reported.
+    basis, d = lattice_vectors(img, spacing_px=spacing_px, min_cells=min_cells)
+    pos, ij, local, basis = index_maxima(*candidate_maxima(img, d), basis)
+    d = _spacing(basis)
+    sigma0, radius = column_width(img, pos, d)
     margin = float(max(radius, np.ceil(4.0 * sigma0)))  # as far as the model renders a column
-    for _ in range(2):
-        miss_ij, miss_pos = _missing_sites(a_pos, a_ij, a_local, img.shape, margin=margin)
-        if len(miss_ij) == 0:
-            break
-        a_pos = np.vstack([a_pos, miss_pos])
-        a_ij = np.vstack([a_ij, miss_ij])
-        a_local = np.vstack([a_local, np.repeat(basis0[None], len(miss_ij), axis=0)])
-    # A alone, loosely: a start for the joint fit and a model to find B on.
-    fit_a = refine_columns(img, a_pos[:, 0], a_pos[:, 1], sigma=sigma0, radius=radius, **_LOOSE)
-    keep_a = (fit_a.amplitude >= significance * fit_a.amplitude_err) & np.isfinite(fit_a.x_err)
-    # Sites the lattice puts outside the image are kept whatever their fit
-    # did: their light in the image must be modelled, or the columns next to
-    # the border take it for background and shift. They sit where the
-    # significant columns inside put them (a local affine fit over a few
-    # cells, which follows drift and slow distortion), not where a loose fit
-    # to a few pixels of tail went, with the typical height and width.
-    outside_a = (a_pos[:, 0] < -0.5) | (a_pos[:, 0] > cols - 0.5) | (a_pos[:, 1] < -0.5) | (
-        a_pos[:, 1] > rows - 0.5)
-    seen = keep_a & ~outside_a  # significant columns inside
-    if outside_a.any() and seen.sum() >= 4:
-        pred = predict_sites(np.column_stack([fit_a.x[seen], fit_a.y[seen]]), a_ij[seen],
-                             a_ij[outside_a])
-        a_pos[outside_a] = np.where(np.isfinite(pred), pred, a_pos[outside_a])
-    fit_a.x[outside_a], fit_a.y[outside_a] = a_pos[outside_a, 0], a_pos[outside_a, 1]
-    fit_a.amplitude[outside_a] = float(np.median(fit_a.amplitude[seen])) if seen.any() else 1.0
-    fit_a.sigma[outside_a] = sigma0
-    fit_a.background[outside_a] = float(np.median(fit_a.background[seen])) if seen.any() else 0.0
-    inside_a = (fit_a.x >= -margin) & (fit_a.x <= cols - 1 + margin) & (fit_a.y >= -margin) & (
-        fit_a.y <= rows - 1 + margin)
-    keep_a = (keep_a | outside_a) & inside_a
-    ax, ay = fit_a.x[keep_a], fit_a.y[keep_a]
-    lattice_x, lattice_y = a_pos[keep_a, 0], a_pos[keep_a, 1]  # where the lattice put them
-    a_ij = a_ij[keep_a]
-    a_pos = np.column_stack([ax, ay])
-    if len(a_pos) < 4:
-        raise NoLatticeError("fewer than four significant A columns")
-    basis, origin = fit_lattice(a_pos, a_ij)
-
-    x = ax
-    y = ay
-    h = fit_a.amplitude[keep_a]
-    s = fit_a.sigma[keep_a]
-    b = fit_a.background[keep_a]
-    site = np.zeros(len(ax), dtype=int)
-    col_ij = a_ij
+    pos, ij = add_missing_sites(pos, ij, local, basis, img.shape, margin)
+    cand = refine_a(img, pos, ij, sigma=sigma0, radius=radius, margin=margin,
+                    significance=significance)
     if find_b:
-        local_fit = _local_vectors_from_fit(a_pos, a_ij, basis)
-        cell_ij, seeds = _cell_centres(a_pos, a_ij, local_fit)
-        inside = (seeds[:, 0] >= -margin) & (seeds[:, 0] <= cols - 1 + margin) & (
-            seeds[:, 1] >= -margin) & (seeds[:, 1] <= rows - 1 + margin)
-        cell_ij, seeds = cell_ij[inside], seeds[inside]
-        # Residual of the A model, smoothed at the B scale (temporaries freed).
-        model_a = render_columns(img.shape, ax, ay, h, s)  # a view into its canvas
-        np.subtract(img, model_a, out=model_a)
-        # smoothed straight into single precision (only to seed B): no copy
-        resid_s = ndimage.gaussian_filter(model_a, max(0.5, 0.5 * np.median(s)), output=np.float32)
-        del model_a
-        rad = max(1, int(np.ceil(b_search * d)))
-        off = np.arange(-rad, rad + 1)
-        oy, ox = np.meshgrid(off, off, indexing="ij")
-        disk = (ox**2 + oy**2) <= (b_search * d) ** 2
-        ox, oy = ox[disk], oy[disk]
-        sx = np.rint(seeds[:, 0]).astype(np.int64)
-        sy = np.rint(seeds[:, 1]).astype(np.int64)
-        bx_i = np.empty_like(sx)
-        by_i = np.empty_like(sy)
-        best_val = np.empty(len(sx))
-        for start in range(0, len(sx), 2048):  # chunks bound the memory
-            sl = slice(start, start + 2048)
-            qx = sx[sl, None] + ox[None]
-            qy = sy[sl, None] + oy[None]
-            valid = (qx >= 0) & (qx < cols) & (qy >= 0) & (qy < rows)
-            val = np.where(valid, resid_s[np.clip(qy, 0, rows - 1), np.clip(qx, 0, cols - 1)], -np.inf)
-            best = np.argmax(val, axis=1)
-            r = np.arange(best.size)
-            bx_i[sl], by_i[sl], best_val[sl] = qx[r, best], qy[r, best], val[r, best]
-        found_max = np.isfinite(best_val)
-        bx, by = _subpixel(resid_s, np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1))
-        # Cells whose centre is outside the image: B stays at the centre.
-        out_b = (seeds[:, 0] < 0) | (seeds[:, 0] > cols - 1) | (seeds[:, 1] < 0) | (seeds[:, 1] > rows - 1)
-        use_centre = out_b | ~found_max
-        bx = np.where(use_centre, seeds[:, 0], bx)
-        by = np.where(use_centre, seeds[:, 1], by)
-        ok = np.ones(len(seeds), dtype=bool)
-        cell_ij = cell_ij[ok]
-        bg_b = np.full(bx.size, np.median(b))
-        hb = np.maximum(resid_s[np.clip(by_i, 0, rows - 1), np.clip(bx_i, 0, cols - 1)].astype(float) - bg_b,
-                        1e-3)
-        del resid_s
-        x = np.r_[ax, bx]
-        y = np.r_[ay, by]
-        h = np.r_[h, hb]
-        s = np.r_[s, np.full(bx.size, np.median(s))]
-        b = np.r_[b, bg_b]
-        site = np.r_[site, np.ones(bx.size, dtype=int)]
-        col_ij = np.vstack([a_ij, cell_ij])
-        seed_x = np.r_[lattice_x, seeds[ok, 0]]
-        seed_y = np.r_[lattice_y, seeds[ok, 1]]
-    else:
-        seed_x, seed_y = lattice_x, lattice_y
-    # All columns together. Those outside the image (which start at their
-    # lattice site, A, or cell centre, B) keep their neighbours' height (a
-    # few pixels of tail cannot tell a bright column farther out from a faint
-    # one nearer) and may move at most OUT_SHIFT px: their tails in the image
-    # then fix their positions.
-    out_xy = (seed_x < -0.5) | (seed_x > cols - 0.5) | (seed_y < -0.5) | (seed_y > rows - 0.5)
-    fit = refine_columns(img, x, y, sigma=s, amplitude=h, background=b, radius=radius,
-                         groups=site, max_shift=np.where(out_xy, OUT_SHIFT, float(radius)),
-                         hold_amplitude=out_xy)
-    keep = (fit.amplitude >= significance * fit.amplitude_err) & np.isfinite(fit.x_err)
-    keep &= (fit.x >= -0.5) & (fit.x <= cols - 0.5) & (fit.y >= -0.5) & (fit.y <= rows - 0.5)
-    keep &= _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * d)
-    # A B column that ended farther than the search radius from its cell
-    # centre is not that cell's B (e.g. the tail of a column outside the image).
-    # A column must end near where the lattice put it (A) or within the search
-    # radius of its cell centre (B); otherwise the fit slid onto another
-    # column (e.g. at the edge, onto the tail of one outside the image).
-    moved = np.hypot(fit.x - seed_x, fit.y - seed_y)
-    keep &= np.where(site == 0, moved <= 0.25 * d + 1.0, moved <= b_search * d + 1.0)
-    a_keep = keep & (site == 0)
-    basis, origin = fit_lattice(np.column_stack([fit.x[a_keep], fit.y[a_keep]]), col_ij[a_keep])
+        basis, _ = fit_lattice(np.column_stack([cand.x, cand.y]), cand.ij)
+        cand = cand.join(b_candidates(img, cand, basis, spacing=d, margin=margin, b_search=b_search))
+    fit = refine_together(img, cand, radius)
+    keep = select_columns(fit, cand, img.shape, spacing=d, significance=significance,
+                          b_search=b_search)
+    return _columns(fit, cand, keep, info={"sigma0_px": sigma0, "window_radius_px": radius,
+                                           "iterations": fit.iterations})
+
+
+def _columns(fit: Refinement, cand: Candidates, keep: np.ndarray, info: dict) -> Columns:
+    """The kept columns of a fit, with the lattice fitted through the kept A."""
+    a_keep = keep & (cand.site == 0)
+    basis, origin = fit_lattice(np.column_stack([fit.x[a_keep], fit.y[a_keep]]), cand.ij[a_keep])
     return Columns(
         x=fit.x[keep],
         y=fit.y[keep],
-        site=np.where(site[keep] == 0, "A", "B"),
+        site=np.where(cand.site[keep] == 0, "A", "B"),
         x_err=fit.x_err[keep],
         y_err=fit.y_err[keep],
         amplitude=fit.amplitude[keep],
         amplitude_err=fit.amplitude_err[keep],
         background=fit.background[keep],
         sigma=fit.sigma[keep],
-        i=col_ij[keep, 0],
-        j=col_ij[keep, 1],
+        i=cand.ij[keep, 0],
+        j=cand.ij[keep, 1],
         converged=fit.converged[keep],
         basis=basis,
         origin=origin,
         dispersion=fit.dispersion,
-        info={"sigma0_px": sigma0, "window_radius_px": radius, "iterations": fit.iterations},
+        info=info,
     )
 
 

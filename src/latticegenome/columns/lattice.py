@@ -11,11 +11,12 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.feature import peak_local_max
 
+from latticegenome.columns.geometry import in_frame
+
 
 def _subpixel_peak(surface: np.ndarray, r: int, c: int) -> tuple[float, float]:
     """Quadratic interpolation of a maximum on a 3x3 neighbourhood (row, col)."""
-    rows, cols = surface.shape
-    if not (0 < r < rows - 1 and 0 < c < cols - 1):
+    if not in_frame(c, r, surface.shape, margin=-1):  # the 3x3 neighbourhood inside
         return float(r), float(c)
     z = surface[r - 1 : r + 2, c - 1 : c + 2]
     dr = 0.5 * (z[0, 1] - z[2, 1]) / (z[0, 1] - 2 * z[1, 1] + z[2, 1] + 1e-300)
@@ -71,6 +72,102 @@ def autocorrelation(image: np.ndarray) -> np.ndarray:
     return acf / acf[rows, cols]
 
 
+def central_crop(image: np.ndarray, size: int = 512) -> np.ndarray:
+    """The central ``size`` x ``size`` px of an image (all of a smaller one); a view.
+
+    Examples
+    --------
+    >>> central_crop(np.zeros((600, 100)), 512).shape
+    (512, 100)
+    """
+    r0 = max(0, (image.shape[0] - size) // 2)
+    c0 = max(0, (image.shape[1] - size) // 2)
+    return image[r0 : r0 + size, c0 : c0 + size]
+
+
+def acf_peaks(acf: np.ndarray, max_lag: float, min_lag: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice translations: the peaks of an autocorrelation within ``max_lag`` px.
+
+    The autocorrelation (zero lag at ``acf.shape // 2``, as from
+    :func:`autocorrelation`) is cut to ``max_lag`` around zero lag and
+    lightly smoothed; its local maxima above 0.05 are located to a sub-pixel
+    and those whose lag is between ``min_lag`` and ``max_lag`` px are kept.
+
+    Returns
+    -------
+    vectors : ndarray, shape (m, 2)
+        Lags (x, y) in pixels.
+    height : ndarray, shape (m,)
+        The smoothed autocorrelation at each peak.
+
+    Raises
+    ------
+    ValueError
+        No peak at all.
+    """
+    cr, cc = acf.shape[0] // 2, acf.shape[1] // 2
+    lo_r, hi_r = int(cr - max_lag), int(cr + max_lag) + 1
+    lo_c, hi_c = int(cc - max_lag), int(cc + max_lag) + 1
+    sub = ndimage.gaussian_filter(acf[lo_r:hi_r, lo_c:hi_c], 0.7)
+    peaks = peak_local_max(sub, min_distance=2, threshold_abs=0.05, exclude_border=True)
+    if len(peaks) == 0:
+        raise ValueError("no periodic structure: the autocorrelation has no peak")
+    vec = []
+    height = []
+    for r, c in peaks:
+        pr, pc = _subpixel_peak(sub, r, c)
+        v = np.array([pc + lo_c - cc, pr + lo_r - cr])
+        d = np.hypot(*v)
+        if d < min_lag or d > max_lag:
+            continue
+        vec.append(v)
+        height.append(sub[r, c])
+    return np.array(vec).reshape(-1, 2), np.array(height)
+
+
+def shortest_pair(vectors: np.ndarray, height: np.ndarray, spacing_px: float | None = None) -> np.ndarray:
+    """The two shortest independent vectors among the strong lattice peaks.
+
+    Strong: at least half the height of the highest peak (of those between
+    0.6 and 1.6 ``spacing_px``, when given and at least two are there). a1 is
+    the shortest strong vector, a2 the shortest one at least ~17 degrees from
+    parallel to it.
+
+    Returns
+    -------
+    ndarray, shape (2, 2)
+        Reduced basis ``[a1, a2]`` (:func:`reduce_basis`), in pixels.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two vectors, or all of them parallel.
+
+    Examples
+    --------
+    >>> v = np.array([[20.0, 0.0], [40.0, 0.0], [0.0, 21.0], [20.0, 21.0]])
+    >>> shortest_pair(v, np.ones(4))
+    array([[20.,  0.],
+           [ 0., 21.]])
+    """
+    if len(vectors) < 2:
+        raise ValueError("no periodic structure: fewer than two lattice peaks")
+    length = np.hypot(vectors[:, 0], vectors[:, 1])
+    strong = height >= 0.5 * height.max()
+    if spacing_px:
+        near = (length > 0.6 * spacing_px) & (length < 1.6 * spacing_px)
+        if near.sum() >= 2:
+            strong = near & (height >= 0.5 * height[near].max())
+    cand = vectors[strong]
+    cand = cand[np.argsort(np.hypot(cand[:, 0], cand[:, 1]))]
+    a1 = cand[0]
+    for v in cand[1:]:
+        cross = abs(a1[0] * v[1] - a1[1] * v[0])
+        if cross > 0.3 * np.hypot(*a1) * np.hypot(*v):
+            return reduce_basis(np.array([a1, v]))
+    raise ValueError("no periodic structure in two dimensions")
+
+
 def estimate_lattice(
     image: np.ndarray,
     *,
@@ -79,11 +176,14 @@ def estimate_lattice(
 ) -> np.ndarray:
     """Estimate the two shortest lattice vectors of a periodic image.
 
-    The autocorrelation of the image peaks at every lattice translation. The
-    strongest peaks (at least half the height of the highest one) are taken,
-    the shortest of them gives a1 and the shortest one not parallel to it a2.
-    A centred (A + B) pseudo-lattice is resolved later by
-    :func:`resolve_centring`.
+    The autocorrelation of the image (of a central crop of at most 512 px a
+    side, :func:`central_crop`: ~25 cells across are plenty, and the FFT stays
+    cheap on large images) peaks at every lattice translation
+    (:func:`acf_peaks`). The strongest peaks (at least half the height of the
+    highest one) are taken, the shortest of them gives a1 and the shortest one
+    not parallel to it a2 (:func:`shortest_pair`). A centred (A + B)
+    pseudo-lattice is resolved later by
+    :func:`latticegenome.columns.finder.resolve_centring`.
 
     Parameters
     ----------
@@ -92,7 +192,7 @@ def estimate_lattice(
     spacing_px : float, optional
         Expected nearest-neighbour spacing in pixels (e.g. the nominal lattice
         parameter over the pixel size). When given, peaks between 0.6 and 1.6
-        times it are preferred.
+        times it are preferred, and none beyond 3.5 times it is looked at.
     min_spacing_px : float
         Lags shorter than this are ignored (the zero-lag peak's shoulder).
 
@@ -106,61 +206,119 @@ def estimate_lattice(
     ValueError
         If no two independent lattice peaks are found.
     """
-    img = np.asarray(image, float)
-    # A central crop of at most 512 px a side holds ~25 cells across: plenty
-    # for the vectors, and the FFT stays cheap on large images.
-    r0 = max(0, (img.shape[0] - 512) // 2)
-    c0 = max(0, (img.shape[1] - 512) // 2)
-    img = img[r0 : r0 + 512, c0 : c0 + 512]
-    rows, cols = img.shape
-    acf = autocorrelation(img)
-    max_lag = min(rows, cols) / 2.0
+    img = central_crop(np.asarray(image, float), 512)
+    max_lag = min(img.shape) / 2.0
     if spacing_px:
         max_lag = min(max_lag, 3.5 * spacing_px)
-    cr, cc = rows, cols
-    lo_r, hi_r = int(cr - max_lag), int(cr + max_lag) + 1
-    lo_c, hi_c = int(cc - max_lag), int(cc + max_lag) + 1
-    sub = acf[lo_r:hi_r, lo_c:hi_c]
-    sub = ndimage.gaussian_filter(sub, 0.7)
-    peaks = peak_local_max(sub, min_distance=2, threshold_abs=0.05, exclude_border=True)
-    if len(peaks) == 0:
-        raise ValueError("no periodic structure: the autocorrelation has no peak")
-    vec = []
-    height = []
-    for r, c in peaks:
-        pr, pc = _subpixel_peak(sub, r, c)
-        v = np.array([pc + lo_c - cc, pr + lo_r - cr])
-        d = np.hypot(*v)
-        if d < min_spacing_px or d > max_lag:
-            continue
-        vec.append(v)
-        height.append(sub[r, c])
-    if len(vec) < 2:
-        raise ValueError("no periodic structure: fewer than two lattice peaks")
-    vec = np.array(vec)
-    height = np.array(height)
-    length = np.hypot(vec[:, 0], vec[:, 1])
-    if spacing_px:
-        near = (length > 0.6 * spacing_px) & (length < 1.6 * spacing_px)
-        if near.sum() >= 2:
-            strong = near & (height >= 0.5 * height[near].max())
-        else:
-            strong = height >= 0.5 * height.max()
-    else:
-        strong = height >= 0.5 * height.max()
-    cand = vec[strong]
-    order = np.argsort(np.hypot(cand[:, 0], cand[:, 1]))
-    cand = cand[order]
-    a1 = cand[0]
-    a2 = None
-    for v in cand[1:]:
-        cross = abs(a1[0] * v[1] - a1[1] * v[0])
-        if cross > 0.3 * np.hypot(*a1) * np.hypot(*v):
-            a2 = v
+    vectors, height = acf_peaks(autocorrelation(img), max_lag, min_spacing_px)
+    return shortest_pair(vectors, height, spacing_px)
+
+
+#: Steps to the four nearest lattice neighbours, in indices: +-a1, +-a2.
+_STEPS = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
+
+
+def choose_seed(points: np.ndarray, weights: np.ndarray | None = None) -> int:
+    """Index of the starting point of a lattice: the brightest near the middle.
+
+    Among the quarter of the points nearest their centre of mass, the one of
+    largest weight (without weights: the nearest to the centre).
+
+    Examples
+    --------
+    >>> pts = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0], [5.0, 5.0]])
+    >>> choose_seed(pts)
+    4
+    """
+    centre = points.mean(axis=0)
+    dist = np.hypot(*(points - centre).T)
+    near_c = dist <= np.percentile(dist, 25)
+    w = weights[near_c] if weights is not None else -dist[near_c]
+    return int(np.flatnonzero(near_c)[np.argmax(w)])
+
+
+def on_indexed_lattice(points, cand, found, local, tolerance):
+    """Candidates of a further component that sit on the lattice already indexed.
+
+    A point is on the lattice when its offset from its nearest indexed point
+    is a whole number of that point's local lattice vectors, within
+    ``tolerance`` (a fraction of a step) in each index.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 2)
+    cand : ndarray of int
+        Rows of ``points`` not reached yet.
+    found : ndarray of bool, shape (n,)
+    local : ndarray, shape (n, 2, 2)
+    tolerance : float
+
+    Returns
+    -------
+    on_site : ndarray of bool, shape (len(cand),)
+    near : ndarray of int
+        Nearest indexed point of each candidate.
+    frac : ndarray, shape (len(cand), 2)
+        The offset in (fractional) lattice steps.
+    """
+    done = np.flatnonzero(found)
+    _, near = cKDTree(points[done]).query(points[cand])
+    near = done[near]
+    frac = np.linalg.solve(
+        np.swapaxes(local[near], 1, 2), (points[cand] - points[near])[..., None]
+    )[..., 0]
+    on_site = np.all(np.abs(frac - np.rint(frac)) < tolerance, axis=1)
+    return on_site, near, frac
+
+
+def grow_lattice(points, tree, seed, ij, found, local, unreached, tol, spacing) -> int:
+    """Index the points reached from ``seed``, breadth-first, a whole front at a time.
+
+    Each front predicts its neighbours with its local lattice vectors (one
+    k-d tree query per front; a neighbour within ``tol`` px of its prediction
+    is reached). A new point takes its index from the first prediction that
+    reached it, and the step measured as its local vector where that agrees
+    with the parent's within 15 % of ``spacing`` (a noisy point must not bend
+    the lattice for everything grown from it). ``ij``, ``found``, ``local``
+    and ``unreached`` are updated in place; the seed must be set already.
+
+    Returns
+    -------
+    int
+        Points in the component, the seed included.
+    """
+    front = np.array([seed])
+    grown = 1
+    while front.size:
+        # Predicted neighbour positions of the whole front.
+        vec = np.einsum("sk,fkd->fsd", _STEPS, local[front])  # (f, 4, 2)
+        pred = points[front][:, None, :] + vec
+        d, j = tree.query(pred.reshape(-1, 2), distance_upper_bound=tol)
+        hit = np.isfinite(d)
+        j = j[hit]
+        src = np.repeat(front, 4)[hit]
+        stp = np.tile(np.arange(4), front.size)[hit]
+        new = unreached[j]
+        j, src, stp = j[new], src[new], stp[new]
+        if j.size == 0:
             break
-    if a2 is None:
-        raise ValueError("no periodic structure in two dimensions")
-    return reduce_basis(np.array([a1, a2]))
+        # One parent per new point: the first prediction that reached it.
+        j, first = np.unique(j, return_index=True)
+        src, stp = src[first], stp[first]
+        ij[j] = ij[src] + _STEPS[stp]
+        loc = local[src].copy()
+        measured = points[j] - points[src]
+        axis = np.abs(_STEPS[stp]).argmax(axis=1)  # 0 along a1, 1 along a2
+        sign = _STEPS[stp].sum(axis=1)
+        rows_ = np.arange(j.size)
+        agree = np.hypot(*(measured * sign[:, None] - loc[rows_, axis]).T) < 0.15 * spacing
+        loc[rows_[agree], axis[agree]] = (measured * sign[:, None])[agree]
+        local[j] = loc
+        found[j] = True
+        unreached[j] = False
+        front = j
+        grown += j.size
+    return grown
 
 
 def index_lattice(
@@ -173,10 +331,13 @@ def index_lattice(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Give each point integer lattice indices by growing from a seed.
 
-    The lattice is grown breadth-first, a whole front at a time (vectorised:
-    one k-d tree query per front). Each point carries its own local lattice
-    vectors, taken from the steps that reached it, so slow distortion and
-    linear drift are followed across the image.
+    The lattice is grown breadth-first, a whole front at a time
+    (:func:`grow_lattice`). Each point carries its own local lattice vectors,
+    taken from the steps that reached it, so slow distortion and linear
+    drift are followed across the image. Points not reached start further
+    components, which must sit on the lattice already indexed
+    (:func:`on_indexed_lattice`): points between lattice sites (B columns,
+    noise) are never indexed; nor is a component of fewer than four points.
 
     Parameters
     ----------
@@ -189,7 +350,7 @@ def index_lattice(
         vector's length from its predicted position.
     seed : int, optional
         Index of the starting point; default the point of largest weight
-        among those near the centre of mass.
+        among those near the centre of mass (:func:`choose_seed`).
     weights : ndarray, shape (n,), optional
         Brightness of the points (used to choose the seed).
 
@@ -210,26 +371,15 @@ def index_lattice(
         return ij, found, local
     basis = np.asarray(basis, float)
     spacing = min(np.hypot(*basis[0]), np.hypot(*basis[1]))
-    tol = tolerance * spacing
     tree = cKDTree(pts)
-    steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
     unreached = np.ones(n, dtype=bool)
     component = 0
     while unreached.any():
         cand = np.flatnonzero(unreached)
         if component > 0:
-            # A further component must sit on the lattice already indexed
-            # (whole-number offsets from its nearest indexed point); points
-            # between lattice sites (B columns, noise) are never indexed.
-            done = np.flatnonzero(found)
-            if done.size == 0:
+            if not found.any():
                 break
-            _, near = cKDTree(pts[done]).query(pts[cand])
-            near = done[near]
-            frac = np.linalg.solve(
-                np.swapaxes(local[near], 1, 2), (pts[cand] - pts[near])[..., None]
-            )[..., 0]
-            on_site = np.all(np.abs(frac - np.rint(frac)) < tolerance, axis=1)
+            on_site, near, frac = on_indexed_lattice(pts, cand, found, local, tolerance)
             unreached[cand[~on_site]] = False
             cand, near, frac = cand[on_site], near[on_site], frac[on_site]
             if cand.size == 0:
@@ -237,53 +387,13 @@ def index_lattice(
         if seed is not None and component == 0:
             s = seed
         else:
-            centre = pts[cand].mean(axis=0)
-            dist = np.hypot(*(pts[cand] - centre).T)
-            near_c = dist <= np.percentile(dist, 25)
-            w = weights[cand[near_c]] if weights is not None else -dist[near_c]
-            pick = np.flatnonzero(near_c)[np.argmax(w)]
+            pick = choose_seed(pts[cand], weights[cand] if weights is not None else None)
             s = cand[pick]
-        if component == 0:
-            ij[s] = (0, 0)
-        else:
-            ij[s] = ij[near[pick]] + np.rint(frac[pick]).astype(np.int64)
+        ij[s] = (0, 0) if component == 0 else ij[near[pick]] + np.rint(frac[pick]).astype(np.int64)
         local[s] = basis
         found[s] = True
         unreached[s] = False
-        front = np.array([s])
-        grown = 1
-        while front.size:
-            # Predicted neighbour positions of the whole front.
-            vec = np.einsum("sk,fkd->fsd", steps, local[front])  # (f, 4, 2)
-            pred = pts[front][:, None, :] + vec
-            d, j = tree.query(pred.reshape(-1, 2), distance_upper_bound=tol)
-            hit = np.isfinite(d)
-            j = j[hit]
-            src = np.repeat(front, 4)[hit]
-            stp = np.tile(np.arange(4), front.size)[hit]
-            new = unreached[j]
-            j, src, stp = j[new], src[new], stp[new]
-            if j.size == 0:
-                break
-            # One parent per new point: the first prediction that reached it.
-            j, first = np.unique(j, return_index=True)
-            src, stp = src[first], stp[first]
-            ij[j] = ij[src] + steps[stp]
-            loc = local[src].copy()
-            measured = pts[j] - pts[src]
-            axis = np.abs(steps[stp]).argmax(axis=1)  # 0 along a1, 1 along a2
-            sign = steps[stp].sum(axis=1)
-            # The step measured becomes the local vector only if it agrees with
-            # the parent's within 15 % of the spacing (a noisy point must not
-            # bend the lattice for everything grown from it).
-            rows_ = np.arange(j.size)
-            agree = np.hypot(*(measured * sign[:, None] - loc[rows_, axis]).T) < 0.15 * spacing
-            loc[rows_[agree], axis[agree]] = (measured * sign[:, None])[agree]
-            local[j] = loc
-            found[j] = True
-            unreached[j] = False
-            front = j
-            grown += j.size
+        grown = grow_lattice(pts, tree, s, ij, found, local, unreached, tolerance * spacing, spacing)
         component += 1
         if grown < 4:
             # A lone point (noise, or a B column): not part of the lattice.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latticegenome.columns.geometry import in_frame
 from latticegenome.columns.model import amplitude_for_counts, render_columns
 
 #: Column brightness in HAADF grows roughly as Z^1.7.
@@ -62,6 +63,40 @@ class Truth:
         return out
 
 
+def square_lattice_sites(shape, spacing_px, angle_deg, offset_px, b_displacement_px=(0.0, 0.0)):
+    """A and B sites of a rotated square lattice covering an image, in pixels.
+
+    Site (0, 0) is at the image centre plus ``offset_px``; B sits at each cell
+    centre plus ``b_displacement_px`` (in the lattice frame). Enough sites are
+    made to cover the image at any rotation.
+
+    Returns
+    -------
+    pa, pb : ndarray, shape (m, 2)
+        (x, y) of A and of B (of cell ``ij``: the cell whose lower corner is that A).
+    ij : ndarray of int, shape (m, 2)
+    """
+    rows, cols = shape
+    th = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    a1 = rot @ np.array([spacing_px, 0.0])
+    a2 = rot @ np.array([0.0, spacing_px])
+    n = int(np.ceil(np.hypot(rows, cols) / spacing_px)) + 2
+    ii, jj = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    centre = np.array([(cols - 1) / 2, (rows - 1) / 2])
+    pa = centre + np.asarray(offset_px, float) + np.outer(ii, a1) + np.outer(jj, a2)
+    pb = pa + (a1 + a2) / 2 + rot @ np.asarray(b_displacement_px, float)
+    return pa, pb, np.column_stack([ii, jj])
+
+
+def jitter(points: np.ndarray, radius_px: float, rng: np.random.Generator) -> np.ndarray:
+    """Each point moved by its own random offset, uniform in a disk of ``radius_px``."""
+    r = radius_px * np.sqrt(rng.uniform(0, 1, len(points)))
+    phi = rng.uniform(0, 2 * np.pi, len(points))
+    return points + np.column_stack([r * np.cos(phi), r * np.sin(phi)])
+
+
 def simulate_lattice(
     shape: tuple[int, int] = (512, 512),
     *,
@@ -78,6 +113,9 @@ def simulate_lattice(
     noise: bool = True,
 ):
     """A square ABO3 lattice (A at corners, B at cell centres).
+
+    Sites from :func:`square_lattice_sites`; those up to five widths outside
+    the image are rendered (their tails shine in).
 
     Parameters
     ----------
@@ -98,10 +136,10 @@ def simulate_lattice(
         frame (rotated with the lattice).
     b_jitter_px : float
         Each B column is also moved by its own random offset, uniform in a
-        disk of this radius (so that no method profits from a B column
-        sitting exactly where it starts looking).
+        disk of this radius (:func:`jitter`; so that no method profits from a
+        B column sitting exactly where it starts looking).
     offset_px : (x, y), optional
-        Position of site (0, 0); random by default.
+        Position of site (0, 0) from the image centre; random by default.
     rng : numpy Generator
     noise : bool
         Draw Poisson counts (else return the expected image).
@@ -112,32 +150,16 @@ def simulate_lattice(
     truth : Truth
     """
     rng = np.random.default_rng(rng)
-    rows, cols = shape
-    th = np.deg2rad(angle_deg)
-    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    a1 = rot @ np.array([spacing_px, 0.0])
-    a2 = rot @ np.array([0.0, spacing_px])
     if offset_px is None:
         offset_px = rng.uniform(0, spacing_px, 2)
-    n = int(np.ceil(np.hypot(rows, cols) / spacing_px)) + 2
-    ii, jj = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
-    centre = np.array([(cols - 1) / 2, (rows - 1) / 2])
-    pa = centre + np.asarray(offset_px, float) + np.outer(ii, a1) + np.outer(jj, a2)
-    disp = rot @ np.asarray(b_displacement_px, float)
-    pb = pa + (a1 + a2) / 2 + disp
+    pa, pb, ij = square_lattice_sites(shape, spacing_px, angle_deg, offset_px, b_displacement_px)
     if b_jitter_px > 0:
-        r = b_jitter_px * np.sqrt(rng.uniform(0, 1, len(pb)))
-        phi = rng.uniform(0, 2 * np.pi, len(pb))
-        pb = pb + np.column_stack([r * np.cos(phi), r * np.sin(phi)])
-    margin = 5 * sigma_px
+        pb = jitter(pb, b_jitter_px, rng)
     pos = np.vstack([pa, pb])
     site = np.r_[np.full(len(pa), "A"), np.full(len(pb), "B")]
-    inside = (pos[:, 0] > -margin) & (pos[:, 0] < cols - 1 + margin) & (pos[:, 1] > -margin) & (
-        pos[:, 1] < rows - 1 + margin
-    )
+    inside = in_frame(pos[:, 0], pos[:, 1], shape, 5 * sigma_px, strict=True)
     pos, site = pos[inside], site[inside]
-    ij = np.vstack([np.column_stack([ii, jj])] * 2)[inside]
+    ij = np.vstack([ij] * 2)[inside]
     h_a = amplitude_for_counts(counts_a, sigma_px)
     amp = np.where(site == "A", h_a, b_ratio * h_a)
     lam = render_columns(shape, pos[:, 0], pos[:, 1], amp, sigma_px, background)
@@ -159,6 +181,117 @@ DEMO_MATERIALS = [
 ]
 
 
+def layer_stack(n_cells: int, layer_cells: tuple[int, int], phase: int, c_px: np.ndarray):
+    """Unit-cell rows of a two-material stack along y, centred on y = 0.
+
+    Parameters
+    ----------
+    n_cells : int
+        Number of unit-cell rows (j from ``-n_cells // 2``).
+    layer_cells : (int, int)
+        Cells per layer of each material; the period is their sum.
+    phase : int
+        Shift of the layer sequence, in cells.
+    c_px : ndarray, shape (2,)
+        Out-of-plane parameter of each material, in pixels.
+
+    Returns
+    -------
+    j_cells : ndarray of int
+        Index of each cell row.
+    mat_of_cell : ndarray of int
+        Material (0 or 1) of each cell row.
+    plane_y : ndarray
+        y (px) of each A plane (one more than cells: the last closes the
+        stack); plane k sits below cell k and takes its A species.
+
+    Examples
+    --------
+    >>> j, mat, y = layer_stack(4, (1, 1), 0, np.array([2.0, 3.0]))
+    >>> j.tolist(), mat.tolist(), y.tolist()
+    ([-2, -1, 0, 1], [0, 1, 0, 1], [-5.0, -3.0, 0.0, 2.0, 5.0])
+    """
+    period = sum(layer_cells)
+    j_cells = np.arange(-n_cells // 2, n_cells // 2)
+    mat_of_cell = np.array([0 if ((j + phase) % period) < layer_cells[0] else 1 for j in j_cells])
+    plane_y = np.concatenate([[0.0], np.cumsum(c_px[mat_of_cell])])
+    plane_y -= plane_y[len(plane_y) // 2]
+    return j_cells, mat_of_cell, plane_y
+
+
+def superlattice_sites(j_cells, mat_of_cell, plane_y, i_cells, a_px: float, off, polar_px):
+    """A and B sites of a layer stack in the lattice frame (before rotation), in pixels.
+
+    A at ``(i a_px, plane_y[k]) + off``; B at each cell centre, displaced by
+    its material's ``polar_px`` along +y.
+
+    Returns
+    -------
+    x, y : ndarray
+    site : ndarray of str ("A" or "B")
+    mat : ndarray of int
+        Material of the A plane (A) or of the cell (B).
+    i, j : ndarray of int
+        Lattice indices (of the cell's lower corner for B).
+    """
+    plane_mat = np.r_[mat_of_cell, mat_of_cell[-1]]
+    plane_j = np.r_[j_cells, j_cells[-1] + 1]
+    ax = (i_cells[None, :] * a_px + off[0]) * np.ones((len(plane_y), 1))
+    ay = (plane_y[:, None] + off[1]) * np.ones((1, len(i_cells)))
+    a_mat = np.repeat(plane_mat[:, None], len(i_cells), axis=1)
+    a_i = np.repeat(i_cells[None, :], len(plane_y), axis=0)
+    a_j = np.repeat(plane_j[:, None], len(i_cells), axis=1)
+    # B at cell centres (+ polar displacement along +y in the lattice frame).
+    bx = (ax[:-1, :-1] + ax[:-1, 1:]) / 2
+    by = (ay[:-1, :-1] + ay[1:, :-1]) / 2
+    b_mat = np.repeat(mat_of_cell[:, None], len(i_cells) - 1, axis=1)
+    by = by + polar_px[b_mat]
+    b_i, b_j = a_i[:-1, :-1], a_j[:-1, :-1]
+    return (np.r_[ax.ravel(), bx.ravel()], np.r_[ay.ravel(), by.ravel()],
+            np.r_[np.full(ax.size, "A"), np.full(bx.size, "B")], np.r_[a_mat.ravel(), b_mat.ravel()],
+            np.r_[a_i.ravel(), b_i.ravel()], np.r_[a_j.ravel(), b_j.ravel()])
+
+
+def rotate_and_drift(x, y, shape, angle_deg: float, drift_px_per_row=(0.0, 0.0)):
+    """Lattice-frame positions (relative to the image centre) on the image, in px.
+
+    Rotated by ``angle_deg`` about the image centre, then each row shifted by
+    ``drift_px_per_row`` (x, y) times its row index (linear scan drift).
+
+    Examples
+    --------
+    >>> rotate_and_drift(np.array([1.0]), np.array([0.0]), (5, 5), 90.0)
+    (array([2.]), array([3.]))
+    """
+    rows, cols = shape
+    th = np.deg2rad(angle_deg)
+    c, s = np.cos(th), np.sin(th)
+    xr = c * x - s * y + (cols - 1) / 2
+    yr = s * x + c * y + (rows - 1) / 2
+    xr = xr + drift_px_per_row[0] * yr
+    yr = yr + drift_px_per_row[1] * yr
+    return xr, yr
+
+
+def site_brightness(site, mat, materials) -> np.ndarray:
+    """Brightness of each column relative to a Sr column (Z^1.7 rule; B columns with one O)."""
+    ref = column_brightness("Sr")
+    return np.array([
+        column_brightness(materials[m]["A"]) if st == "A" else column_brightness(materials[m]["B"], 1)
+        for st, m in zip(site, mat)
+    ]) / ref
+
+
+def place_vacancies(interior, site, vacancies, rng) -> np.ndarray:
+    """Which sites hold a column: ``vacancies`` (A, B) random ``interior`` sites do not."""
+    present = np.ones(len(site), dtype=bool)
+    for st, count in (("A", vacancies[0]), ("B", vacancies[1])):
+        cand = np.flatnonzero(interior & (site == st))
+        if count and cand.size:
+            present[rng.choice(cand, size=min(count, cand.size), replace=False)] = False
+    return present
+
+
 def simulate_superlattice(
     shape: tuple[int, int] = (512, 512),
     *,
@@ -176,10 +309,11 @@ def simulate_superlattice(
     """An epitaxial ABO3/A'B'O3 superlattice stacked along y.
 
     Every layer takes the in-plane parameter of the first material
-    (coherent epitaxy) and its own out-of-plane parameter ``c_pm``. A-site
-    columns of each material have brightness by the Z^1.7 rule relative to
-    Sr (``counts_sr`` integrated counts); B columns (B + O) likewise. The B
-    column of a polar material is displaced by ``polar_pm`` along +y.
+    (coherent epitaxy) and its own out-of-plane parameter ``c_pm``
+    (:func:`layer_stack`, :func:`superlattice_sites`). A-site columns of each
+    material have brightness by the Z^1.7 rule relative to Sr (``counts_sr``
+    integrated counts); B columns (B + O) likewise. The B column of a polar
+    material is displaced by ``polar_pm`` along +y.
 
     Parameters
     ----------
@@ -190,17 +324,14 @@ def simulate_superlattice(
         :data:`DEMO_MATERIALS`). The first sets the in-plane parameter.
     layer_cells : (int, int)
         Unit cells per layer of each material (the period is their sum).
-    sigma_pm : float
-        Column width.
-    counts_sr : float
-        Integrated counts of a Sr column; other columns scale by Z^1.7.
-    background : float
-        Counts per pixel.
+    sigma_pm, counts_sr, background : float
+        Column width; integrated counts of a Sr column (other columns scale by
+        Z^1.7); counts per pixel.
     angle_deg : float
         In-plane rotation about the image centre.
     drift_px_per_row : (float, float)
         Linear scan drift: each row is shifted by this (x, y) times its row
-        index.
+        index (:func:`rotate_and_drift`).
     vacancies : (int, int)
         Number of missing A and B columns inside the image.
     rng : numpy Generator
@@ -215,89 +346,60 @@ def simulate_superlattice(
     """
     rng = np.random.default_rng(rng)
     materials = materials or DEMO_MATERIALS
-    rows, cols = shape
     a_px = materials[0]["a_pm"] / pixel_size_pm
     sigma_px = sigma_pm / pixel_size_pm
-    period = sum(layer_cells)
-    # Stack of unit-cell rows, from well above to well below the image.
-    n_rows = int(np.ceil(rows * 1.6 / a_px)) + 4
-    j_cells = np.arange(-n_rows // 2, n_rows // 2)
-    phase = int(rng.integers(0, period))
-    mat_of_cell = np.array([0 if ((j + phase) % period) < layer_cells[0] else 1 for j in j_cells])
-    c_px = np.array([materials[m]["c_pm"] for m in mat_of_cell]) / pixel_size_pm
-    plane_y = np.concatenate([[0.0], np.cumsum(c_px)])
-    plane_y -= plane_y[len(plane_y) // 2]
-    # A plane k sits below cell k (it takes that cell's A species); the last
-    # plane closes the stack.
-    plane_mat = np.r_[mat_of_cell, mat_of_cell[-1]]
-    plane_j = np.r_[j_cells, j_cells[-1] + 1]
-    n_cols = int(np.ceil(cols * 1.6 / a_px)) + 4
+    # Cells from well above to well below, and left to right of, the image.
+    n_rows, n_cols = (int(np.ceil(n * 1.6 / a_px)) + 4 for n in shape)
+    phase = int(rng.integers(0, sum(layer_cells)))
+    c_px = np.array([m["c_pm"] for m in materials[:2]]) / pixel_size_pm
+    j_cells, mat_of_cell, plane_y = layer_stack(n_rows, layer_cells, phase, c_px)
     i_cells = np.arange(-n_cols // 2, n_cols // 2 + 1)
-    off = rng.uniform(0, a_px, 2)
-    ax = (i_cells[None, :] * a_px + off[0]) * np.ones((len(plane_y), 1))
-    ay = (plane_y[:, None] + off[1]) * np.ones((1, len(i_cells)))
-    a_mat = np.repeat(plane_mat[:, None], len(i_cells), axis=1)
-    a_i = np.repeat(i_cells[None, :], len(plane_y), axis=0)
-    a_j = np.repeat(plane_j[:, None], len(i_cells), axis=1)
-    # B at cell centres (+ polar displacement along +y in the lattice frame).
-    bx = (ax[:-1, :-1] + ax[:-1, 1:]) / 2
-    by = (ay[:-1, :-1] + ay[1:, :-1]) / 2
-    b_mat = np.repeat(mat_of_cell[:, None], len(i_cells) - 1, axis=1)
     polar = np.array([materials[m]["polar_pm"] for m in range(len(materials))]) / pixel_size_pm
-    by = by + polar[b_mat]
-    b_i, b_j = a_i[:-1, :-1], a_j[:-1, :-1]
-
-    x = np.r_[ax.ravel(), bx.ravel()]
-    y = np.r_[ay.ravel(), by.ravel()]
-    site = np.r_[np.full(ax.size, "A"), np.full(bx.size, "B")]
-    mat = np.r_[a_mat.ravel(), b_mat.ravel()]
-    ii = np.r_[a_i.ravel(), b_i.ravel()]
-    jj = np.r_[a_j.ravel(), b_j.ravel()]
-    # Lattice coordinates are relative to the image centre: rotate about it,
-    # then apply linear drift row by row.
-    th = np.deg2rad(angle_deg)
-    c, s = np.cos(th), np.sin(th)
-    xr = c * x - s * y + (cols - 1) / 2
-    yr = s * x + c * y + (rows - 1) / 2
-    xr = xr + drift_px_per_row[0] * yr
-    yr = yr + drift_px_per_row[1] * yr
-    margin = 5 * sigma_px
-    inside = (xr > -margin) & (xr < cols - 1 + margin) & (yr > -margin) & (yr < rows - 1 + margin)
-    x, y, site, mat, ii, jj = xr[inside], yr[inside], site[inside], mat[inside], ii[inside], jj[inside]
-
-    ref = column_brightness("Sr")
-    bright = np.array([
-        column_brightness(materials[m]["A"]) if st == "A" else column_brightness(materials[m]["B"], 1)
-        for st, m in zip(site, mat)
-    ]) / ref
-    amp = amplitude_for_counts(counts_sr, sigma_px) * bright
-    present = np.ones(len(x), dtype=bool)
-    interior = (x > 3 * sigma_px) & (x < cols - 1 - 3 * sigma_px) & (y > 3 * sigma_px) & (
-        y < rows - 1 - 3 * sigma_px
-    )
-    for st, count in (("A", vacancies[0]), ("B", vacancies[1])):
-        cand = np.flatnonzero(interior & (site == st))
-        if count and cand.size:
-            present[rng.choice(cand, size=min(count, cand.size), replace=False)] = False
+    x, y, site, mat, ii, jj = superlattice_sites(j_cells, mat_of_cell, plane_y, i_cells, a_px,
+                                                 rng.uniform(0, a_px, 2), polar)
+    x, y = rotate_and_drift(x, y, shape, angle_deg, drift_px_per_row)
+    inside = in_frame(x, y, shape, 5 * sigma_px, strict=True)
+    x, y, site, mat, ii, jj = x[inside], y[inside], site[inside], mat[inside], ii[inside], jj[inside]
+    amp = amplitude_for_counts(counts_sr, sigma_px) * site_brightness(site, mat, materials)
+    present = place_vacancies(in_frame(x, y, shape, -3 * sigma_px, strict=True), site, vacancies, rng)
     lam = render_columns(shape, x[present], y[present], amp[present], sigma_px, background)
     image = rng.poisson(lam).astype(float)
     truth = Truth(
         x=x, y=y, site=site, i=ii, j=jj, amplitude=amp, sigma=float(sigma_px),
         background=float(background), present=present, layer=mat,
     )
-    interfaces = [int(j) for j in j_cells[1:] if mat_of_cell[j - j_cells[0]] != mat_of_cell[j - j_cells[0] - 1]]
-    meta = {
+    return image, truth, _superlattice_meta(
+        pixel_size_pm=pixel_size_pm, materials=materials, layer_cells=layer_cells,
+        interfaces=interface_planes(j_cells, mat_of_cell), angle_deg=angle_deg,
+        drift_px_per_row=drift_px_per_row, sigma_pm=sigma_pm, counts_sr=counts_sr)
+
+
+def interface_planes(j_cells: np.ndarray, mat_of_cell: np.ndarray) -> list[int]:
+    """Indices j of the A planes between two cells of different materials.
+
+    Examples
+    --------
+    >>> interface_planes(np.arange(-2, 3), np.array([0, 0, 1, 1, 0]))
+    [0, 2]
+    """
+    return [int(j) for j in j_cells[1:]
+            if mat_of_cell[j - j_cells[0]] != mat_of_cell[j - j_cells[0] - 1]]
+
+
+def _superlattice_meta(*, pixel_size_pm, materials, layer_cells, interfaces, angle_deg,
+                       drift_px_per_row, sigma_pm, counts_sr) -> dict:
+    """The description of a simulated superlattice that goes beside its truth."""
+    return {
         "pixel_size_pm": pixel_size_pm,
         "materials": materials,
         "layer_cells": list(layer_cells),
-        "period_cells": period,
+        "period_cells": sum(layer_cells),
         "interface_planes_j": interfaces,
         "angle_deg": angle_deg,
         "drift_px_per_row": list(drift_px_per_row),
         "sigma_pm": sigma_pm,
         "counts_sr": counts_sr,
     }
-    return image, truth, meta
 
 
 def write_demo_experiment(
