@@ -41,7 +41,7 @@ files = sorted(Path(sys.argv[1]).glob("*.h5"))[: int(sys.argv[2])]
 out = Path(sys.argv[3])
 t = time.perf_counter()
 s = aggregate(files, out / "s.h5", out / "i.tsv", out / "r.tsv", classes_csv=out / "c.csv",
-              layers_csv=out / "l.csv", nominal_pm=390.5, materials=DEMO_MATERIALS, log=lambda m: None)
+              layers_csv=out / "l.csv", nominal_pm=390.5, materials=DEMO_MATERIALS)
 print(json.dumps({"images": len(files), "cells": s["cells"], "classes": s["classes"],
                   "seconds": time.perf_counter() - t, "peak_rss_mb": hwm()}))
 """
