@@ -401,3 +401,18 @@ def test_unrecoverable_calculation_is_marked_failed(tmp_path):
     inp.write_file("cp2k.inp", str(tmp_path))
     r = run_cp2k(tmp_path, cp2k_command("mpirun", 1), max_errors=1)
     assert r["status"] == "failed" and r["reason"]
+
+
+def test_write_models_never_reuses_a_killed_runs_folder(tmp_path):
+    """A killed models job left a half-filled temporary folder (here with a model of a
+    class that no longer exists): the rerun writes a fresh folder, nothing of it survives."""
+    out = tmp_path / "models"
+    for stale in (tmp_path / "models.tmp", tmp_path / ".models.otherhost.1.x.part"):
+        stale.mkdir()
+        (stale / "class_7.json").write_text("{}")
+    index = write_models(GOLDEN / "classes.csv", GOLDEN / "layers.csv", out, materials=MATERIALS,
+                         mp_cache=tmp_path / "mp.json", min_fraction=0.1)
+    assert not (out / "class_7.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["index.json"] + [f"{m['name']}.{e}" for m in index for e in ("cif", "json")])
+    assert not (tmp_path / "models.tmp").exists()

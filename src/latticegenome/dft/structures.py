@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from latticegenome.core.errors import ConfigError
-from latticegenome.core.fsutil import atomic_write
+from latticegenome.core.fsutil import atomic_dir, atomic_write
 from latticegenome.core.tables import read_table
 
 MP_ENDPOINT = "https://api.materialsproject.org/"
@@ -416,8 +416,9 @@ def write_models(classes_csv: str | Path, layers_csv: str | Path, out_dir: str |
     The references (:func:`reference_structures`, cache ``mp_cache``), then
     :func:`measured_models` from the class and layer tables, each written as
     ``name.cif`` and ``name.json`` (:func:`write_model`) with ``index.json``
-    (``{"models": [entry, ...]}``) into ``out_dir``. The folder is made as
-    ``<out_dir>.tmp`` and renamed to ``out_dir`` (replacing it) when whole.
+    (``{"models": [entry, ...]}``) into ``out_dir``. The folder is made fresh
+    beside it (:func:`~latticegenome.core.fsutil.atomic_dir`) and replaces
+    ``out_dir`` when whole; a killed run's temporary folder is never reused.
 
     Returns
     -------
@@ -429,16 +430,13 @@ def write_models(classes_csv: str | Path, layers_csv: str | Path, out_dir: str |
                              stacking_axis=stacking_axis, min_fraction=min_fraction,
                              source=str(classes_csv))
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for m in models:
-        write_model(m["structure"], tmp, m["name"], m["metadata"])
+    shutil.rmtree(out.with_name(out.name + ".tmp"), ignore_errors=True)  # of older versions
     index = [m["entry"] for m in models]
-    with atomic_write(tmp / "index.json", "w") as fh:
-        json.dump({"models": index}, fh, indent=1)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:  # a fresh folder: nothing of a killed run is reused
+        for m in models:
+            write_model(m["structure"], tmp, m["name"], m["metadata"])
+        with atomic_write(tmp / "index.json", "w") as fh:
+            json.dump({"models": index}, fh, indent=1)
     return index
 
 
