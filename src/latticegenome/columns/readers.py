@@ -38,7 +38,11 @@ UNIT_PM = {
 SUFFIXES = {
     ".tif": "tiff", ".tiff": "tiff", ".dm3": "dm", ".dm4": "dm", ".emd": "emd",
     ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".npy": "npy",
+    ".hspy": "hspy", ".zspy": "zspy", ".mrc": "mrc", ".ser": "tia", ".emi": "tia",
 }
+
+#: RosettaSciIO plugin of each format read through its generic reader.
+RSCIIO_PLUGINS = {"hspy": "hspy", "zspy": "zspy", "mrc": "mrc", "tia": "tia"}
 
 #: Smallest image side accepted, in pixels.
 MIN_SIDE = 16
@@ -50,6 +54,10 @@ NOT_READABLE = {
     "emd": "not a readable EMD file",
     "hdf5": "not a readable HDF5 file",
     "npy": "not a readable NPY array",
+    "hspy": "not a readable HyperSpy file",
+    "zspy": "not a readable HyperSpy Zarr file",
+    "mrc": "not a readable MRC file",
+    "tia": "not a readable FEI TIA (SER/EMI) file",
 }
 
 
@@ -200,17 +208,31 @@ def _axes_pixel_size(axes: list[dict]):
     return None
 
 
+#: HyperSpy metadata (``Acquisition_instrument.TEM``) -> instrument record key.
+_TEM_KEYS = {"beam_energy": "voltage_kV", "microscope": "microscope",
+             "convergence_angle": "convergence_angle_mrad", "magnification": "magnification",
+             "probe_area": "probe_area_nm2", "beam_current": "beam_current_nA"}
+
+
 def _instrument_from_rsciio(md: dict) -> dict:
+    """Instrument metadata from a RosettaSciIO signal's HyperSpy-style metadata."""
     out = {}
     tem = (md.get("Acquisition_instrument") or {}).get("TEM") or {}
-    if "beam_energy" in tem:
-        out["voltage_kV"] = tem["beam_energy"]
-    if "microscope" in tem:
-        out["microscope"] = tem["microscope"]
+    for key, name in _TEM_KEYS.items():
+        if key in tem:
+            out[name] = tem[key]
+    stage = tem.get("Stage") or {}
+    for key in ("tilt_alpha", "tilt_beta"):
+        if key in stage:
+            out[f"stage_{key}_deg"] = stage[key]
     det = (tem.get("Detector") or {})
     for name, val in det.items():
         if isinstance(val, dict) and "dwell_time" in val:
             out["dwell_time_us"] = val["dwell_time"] * 1e6 if val["dwell_time"] < 1 else val["dwell_time"]
+        if isinstance(val, dict):
+            for key in ("collection_angle", "inner_collection_angle", "outer_collection_angle"):
+                if key in val:
+                    out[f"{name.lower()}_{key}_mrad"] = val[key]
     if "dwell_time" in tem:
         out["dwell_time_us"] = tem["dwell_time"]
     if "camera_length" in tem:
@@ -259,9 +281,42 @@ def _read_emd(path: Path, dataset: str | None):
     return np.asarray(sig["data"]), _axes_pixel_size(sig["axes"]), _instrument_from_rsciio(md)
 
 
+def _axes_note(axes: list[dict]) -> dict:
+    """A record of axes that have a scale but no length unit (never taken as a pixel size)."""
+    if len(axes) < 2 or _axes_pixel_size(axes) is not None:
+        return {}
+    ax = axes[-1]
+    if ax.get("scale") not in (None, 1, 1.0):
+        return {"axes_scale_without_unit": float(ax["scale"]), "axes_units": str(ax.get("units"))}
+    return {}
+
+
+def _read_rsciio(kind: str):
+    """A reader for a format RosettaSciIO reads (HyperSpy, Zarr HyperSpy, MRC, FEI TIA)."""
+
+    def read(path: Path, dataset: str | None):
+        import importlib
+
+        try:
+            plugin = importlib.import_module(f"rsciio.{RSCIIO_PLUGINS[kind]}")
+        except ImportError as exc:
+            raise ImageReadError(f"reading {path.suffix} files needs {exc.name} "
+                                 f"(pip install {exc.name})", path) from None
+        signals = plugin.file_reader(str(path))
+        sig = _pick_image(signals if isinstance(signals, list) else [signals], path)
+        meta = {**_instrument_from_rsciio(sig.get("metadata", {})), **_axes_note(sig["axes"])}
+        return np.asarray(sig["data"]), _axes_pixel_size(sig["axes"]), meta
+
+    return read
+
+
 def _read_hdf5(path: Path, dataset: str | None):
     import h5py
 
+    with h5py.File(path, "r") as f:
+        hyperspy = str(f.attrs.get("file_format", "")) == "HyperSpy"
+    if hyperspy and dataset is None:  # written by HyperSpy: its axes carry the pixel size
+        return _read_rsciio("hspy")(path, dataset)
     with h5py.File(path, "r") as f:
         if dataset is None:
             found = []
@@ -313,7 +368,8 @@ def _read_npy(path: Path, dataset: str | None):
     return data, None, {}
 
 
-READERS = {"tiff": _read_tiff, "dm": _read_dm, "emd": _read_emd, "hdf5": _read_hdf5, "npy": _read_npy}
+READERS = {"tiff": _read_tiff, "dm": _read_dm, "emd": _read_emd, "hdf5": _read_hdf5, "npy": _read_npy,
+           **{kind: _read_rsciio(kind) for kind in RSCIIO_PLUGINS}}
 
 
 def validate_image(data: np.ndarray, path: str | Path) -> np.ndarray:
@@ -400,8 +456,10 @@ def read_image(
     elif pixel_size_pm is not None:
         size, source = float(pixel_size_pm), "config"
     else:
+        unitless = (f" (its axes have a scale of {meta['axes_scale_without_unit']:g} but no "
+                    f"length unit)" if "axes_scale_without_unit" in meta else "")
         raise PixelSizeError(
-            "the file carries no pixel size and none is configured "
+            f"the file carries no pixel size{unitless} and none is configured "
             "(set pixel_size_pm for this experiment, or --pixel-size-pm)",
             path,
         )
