@@ -116,7 +116,7 @@ def test_aggregate_and_classify_cli(tmp_path, superlattice):
     with pytest.warns(DeprecationWarning, match="log="):  # log= is deprecated and ignored
         summary = aggregate(files, tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
                             classes_csv=tmp_path / "c.csv", layers_csv=tmp_path / "l.csv",
-                            nominal_pm=390.5, materials=DEMO_MATERIALS)
+                            nominal_pm=390.5, materials=DEMO_MATERIALS, log=lambda m: None)
     assert summary["images_used"] == 3 and summary["classes"] >= 2
     assert abs(summary["period_planes_mean"] - 10) < 0.6
     assert summary["layers"]["BaTiO3"]["dy_pm"] > 8 and abs(summary["layers"]["SrTiO3"]["dy_pm"]) < 2
