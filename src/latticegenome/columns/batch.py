@@ -149,8 +149,10 @@ def analyse_one(source: str, out: str, settings: AnalysisSettings | Mapping | No
         if not prov:
             return None
         rec = make_record(out, rule=prov.get("rule", "find_columns"),
-                          params=prov.get("params", settings.for_columns()), inputs=[source],
+                          params=prov.get("params", settings.for_columns()), inputs=[],
                           instrument=instrument, workdir=prov.get("workdir"))
+        # the raw file as checked below: read and hashed once, not again for the record
+        rec["inputs"] = [{"path": str(source), "size": Path(source).stat().st_size, "sha256": digest}]
         return {**rec, "code_sha256": code_fingerprint()}
 
     digest = sha256_file(source) if Path(source).exists() else None

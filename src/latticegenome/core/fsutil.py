@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import os
 import shutil
@@ -104,15 +105,8 @@ def stale_parts(path: str | os.PathLike, *, force: bool = False) -> list[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    found = path.parent.glob(f".{glob_escape(path.name)}.*.part")
+    found = path.parent.glob(f".{glob.escape(path.name)}.*.part")
     return sorted(p for p in found if force or not _writer_alive(p, path))
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped."""
-    import glob
-
-    return glob.escape(name)
 
 
 def remove_stale_parts(path: str | os.PathLike, *, force: bool = False) -> list[Path]:
