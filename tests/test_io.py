@@ -348,24 +348,15 @@ def test_mrc_and_unknown_plugins_say_what_they_need(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def atomap_datasets(tmp_path_factory):
+def atomap_datasets():
     """The real SrTiO3 [110] images shipped in the atomap 0.4.2 wheel (GPL code: read as
     data only, never imported), fetched with pip download; skipped without a registry."""
-    import subprocess
-    import sys
-    import zipfile
+    from wheeldata import RegistryUnavailable, atomap_image
 
-    where = tmp_path_factory.mktemp("atomap")
-    got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                          "atomap==0.4.2", "-d", str(where)], capture_output=True, text=True,
-                         timeout=300)
-    wheels = list(where.glob("atomap-0.4.2-*.whl"))
-    if got.returncode != 0 or not wheels:
-        pytest.skip(f"the package registry cannot be reached: {got.stderr.strip()[-200:]}")
-    with zipfile.ZipFile(wheels[0]) as z:
-        for name in ("test_ADF_cropped.hdf5", "test_ABF_cropped.hdf5"):
-            z.extract(f"atomap/tests/datasets/{name}", where)
-    return where / "atomap" / "tests" / "datasets"
+    try:
+        return atomap_image("ADF").parent if atomap_image("ABF") else None
+    except RegistryUnavailable as exc:
+        pytest.skip(f"the package registry cannot be reached: {exc}")
 
 
 @pytest.mark.slow

@@ -68,7 +68,8 @@ class SimulateOptions(BaseModel):
 #: The options of each command made from settings fields (see :func:`add_field_option`).
 FIELD_OPTIONS = {
     "simulate": [FieldOption(SimulateOptions, name) for name in SimulateOptions.model_fields],
-    "columns": [FieldOption(ColumnsOptions, name) for name in AnalysisSettings.column_fields()],
+    "columns": [FieldOption(ColumnsOptions, name) for name in AnalysisSettings.column_fields()
+                if name not in AnalysisSettings.NOT_OPTIONS],
     "cells": [FieldOption(AnalysisSettings, "pixel_size_pm", help="default: the file's"),
               FieldOption(Material, "a_pm", "--reference-pm",
                           "reference lattice parameter for strain in pm")],
@@ -228,7 +229,8 @@ def _cmd_columns(args) -> int:
 
     sidecar = Path(f"{args.csv}.json") if args.csv else None  # the CSV's metadata beside it
     refuse_overwrite([args.csv, sidecar, args.h5], [args.image])
-    given = {name: getattr(args, name) for name in AnalysisSettings.column_fields()}
+    given = {name: getattr(args, name) for name in AnalysisSettings.column_fields()
+             if name not in AnalysisSettings.NOT_OPTIONS}
     res = analyse_file(args.image, ColumnsOptions.model_validate(given))
     cols = res.merged()
     if args.csv:

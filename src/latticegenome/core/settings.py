@@ -23,11 +23,13 @@ and text is not a number: the same as the JSON schema.
 """
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict,
+                      create_model, model_validator)
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import to_jsonable_python
 
@@ -47,6 +49,47 @@ ExperimentName = Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)]
 PixelSizePm = Annotated[Real, Field(ge=0.5, le=2000)]
 #: A lattice parameter (A-A spacing) in pm.
 LatticePm = Annotated[Real, Field(ge=100, le=2000)]
+
+#: Zone axes the column finder knows the projected motif of, by family (cubic perovskite).
+ZONE_AXIS_FAMILIES = {"001": (0, 0, 1), "110": (1, 1, 0)}
+
+
+def zone_axis_family(axis) -> str:
+    """``"001"`` or ``"110"``: the family of a zone axis given as three integers.
+
+    Examples
+    --------
+    >>> zone_axis_family([0, 1, 0]), zone_axis_family([1, -1, 0])
+    ('001', '110')
+    """
+    key = tuple(sorted(abs(int(v)) for v in axis))
+    for name, ref in ZONE_AXIS_FAMILIES.items():
+        if key == tuple(sorted(ref)):
+            return name
+    raise ValueError(f"zone axis {list(axis)} is not supported: the column finder knows the "
+                     f"<001> and <110> projections of a perovskite (e.g. [0, 0, 1], [1, 1, 0])")
+
+
+def _zone_axis_from_text(value):
+    """``"110"``, ``"1-10"``, ``"1,1,0"`` (the command line's forms) as three integers."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        parts = re.findall(r"-?\d+", text) if ("," in text or " " in text) else \
+            re.findall(r"-?\d", text)
+        if "".join(parts).replace("-", "") != re.sub(r"[\s,\-]", "", text) or len(parts) != 3:
+            raise ValueError(f"zone axis {value!r}: give three integers, e.g. 001 or 110")
+        return [int(p) for p in parts]
+    return value
+
+
+def _supported_zone_axis(value: list[int]) -> list[int]:
+    zone_axis_family(value)
+    return value
+
+
+#: A zone axis: three integers [u, v, w] of the <001> or <110> family.
+ZoneAxis = Annotated[list[Integer], BeforeValidator(_zone_axis_from_text),
+                     Field(min_length=3, max_length=3), AfterValidator(_supported_zone_axis)]
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -93,13 +136,32 @@ class AnalysisSettings(_Section):
         description="an image whose median measured lattice parameter a or b lies further than "
                     "this fraction outside the configured materials' a_pm range is rejected "
                     "(e.g. a wrong pixel size)")
+    zone_axis: ZoneAxis = Field(
+        [0, 0, 1], description="zone axis of the images, [u, v, w] of the perovskite: [0, 0, 1] "
+                               "(A at the corners, B at the centre) or [1, 1, 0] (A, B and O "
+                               "columns on a rectangular a x a*sqrt(2) cell)")
+    contrast: Literal["haadf", "abf"] = Field(
+        "haadf", description="haadf: columns bright (Z-contrast); abf: columns dark on a bright "
+                             "background (annular bright field), fitted as dips")
+    oxygen: Literal["auto", "fit", "skip"] = Field(
+        "auto", description="fit the O columns too and report the visible ones: auto (for abf "
+                            "contrast), fit, or skip")
+    signal: str | None = Field(
+        None, description="files with several images (EMD, DM): the title of the one to analyse; "
+                          "default the HAADF/ADF image, chosen by its metadata")
     pixel_size_pm: PixelSizePm | None = Field(
         None, description="pixel size in pm, used for files that carry none")
     hdf5_dataset: str | None = Field(
         None, description="dataset path of the image inside HDF5 files")
+    cations: list[list[str]] | None = Field(
+        None, description="A and B species of each material, [[A, B], ...]: which projected "
+                          "columns are brightest (from the experiment's materials); default "
+                          "SrTiO3")
 
     #: Set per experiment (``experiments.<name>.pixel_size_pm``), not in ``analysis:``.
-    FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = ("pixel_size_pm", "hdf5_dataset")
+    FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = ("pixel_size_pm", "hdf5_dataset", "cations")
+    #: Not command-line options (the command line has no materials).
+    NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("cations",)
     #: Used by the statistics, not by the column finding (changing them does not
     #: find the columns again).
     STATISTICS_ONLY: ClassVar[tuple[str, ...]] = ("lattice_tolerance",)
@@ -365,7 +427,9 @@ class Settings(_Section):
             values.update(exp.analysis.model_dump(exclude_unset=True))
         if values.get("spacing_pm") is None:
             values["spacing_pm"] = exp.materials[0].a_pm
-        values.update({k: getattr(exp, k) for k in AnalysisSettings.FROM_EXPERIMENT})
+        values.update({k: getattr(exp, k) for k in AnalysisSettings.FROM_EXPERIMENT
+                       if k != "cations"})
+        values["cations"] = [[m.A, m.B] for m in exp.materials]
         return AnalysisSettings.model_validate(values)
 
     @property
@@ -477,5 +541,5 @@ def schema_yaml() -> str:
 
 
 __all__ = ["AnalysisBlock", "AnalysisOverrides", "AnalysisSettings", "DftSettings", "Experiment",
-           "Facility", "GlobusSettings", "LatticePm", "Material", "Person", "PixelSizePm",
-           "Publication", "Settings", "json_schema", "schema_yaml"]
+           "Facility", "GlobusSettings", "LatticePm", "ZONE_AXIS_FAMILIES", "ZoneAxis", "Material", "Person", "PixelSizePm",
+           "Publication", "Settings", "json_schema", "schema_yaml", "zone_axis_family"]
