@@ -12,7 +12,6 @@ from latticegenome.columns.finder import (
     lattice_vectors,
     place_outside_sites,
     residual_maxima,
-    resolve_centring,
     select_columns,
 )
 from latticegenome.columns.geometry import PIXEL_AREA, in_frame
@@ -147,20 +146,56 @@ def test_candidate_maxima_sub_pixel_and_not_on_the_border():
         candidate_maxima(np.ones((30, 30)), spacing=10.0)
 
 
-def test_resolve_centring_keeps_the_bright_half_of_a_checkerboard(rng):
+def test_the_a_lattice_is_the_bright_half_of_a_checkerboard_for_001(rng):
+    from latticegenome.columns.projection import perovskite_projection
+    from latticegenome.columns.selfcheck import choose_a_lattice
+
+    p001 = perovskite_projection((0, 0, 1))
     pts, ij = _grid(12)
     bright = ij.sum(axis=1) % 2 == 0
     height = np.where(bright, 100.0, 60.0) + rng.normal(0, 1, len(pts))
     basis = np.array([[10.0, 0.0], [0.0, 10.0]])
     got = index_lattice(pts, basis, weights=height)
-    _, found2, _, basis2 = resolve_centring(pts, height, *got, basis)
+    _, found2, _, basis2, info = choose_a_lattice(pts, height, *got, basis, p001)
     assert np.allclose(sorted(np.hypot(*basis2.T)), [10 * np.sqrt(2)] * 2)
     assert found2[bright].mean() > 0.95 and not found2[~bright].any()
+    assert info["lattice_from"] == "i+j" and info["lattice_split_sigmas"] > 8
     # equal brightness: no checkerboard, nothing changes
     flat = 100.0 + rng.normal(0, 1, len(pts))
     got = index_lattice(pts, basis, weights=flat)
-    same = resolve_centring(pts, flat, *got, basis)
+    same = choose_a_lattice(pts, flat, *got, basis, p001)
     assert same[3] is basis and np.array_equal(same[1], got[1])
+
+
+def test_the_a_lattice_of_110_is_every_other_row_and_a_square_one_is_refused(rng):
+    """[110]: A and B alternate along a2 (195 pm rows of a 276 x 195 maxima lattice):
+    the A lattice is every other row, a1 the short vector. A square A lattice
+    configured as [110] (or a [110] one as [001]) is a mismatch that says what it
+    looks like."""
+    from latticegenome.columns.projection import perovskite_projection
+    from latticegenome.columns.selfcheck import choose_a_lattice
+    from latticegenome.core.errors import ModelMismatchError
+
+    p110, p001 = perovskite_projection((1, 1, 0)), perovskite_projection((0, 0, 1))
+    ii, jj = np.meshgrid(np.arange(12), np.arange(16), indexing="ij")
+    ij = np.column_stack([ii.ravel(), jj.ravel()])
+    pts = ij * np.array([27.6, 19.5]) + 5.0  # x along [1-10] (a/sqrt2), y along [001] (a/2)
+    a_row = ij[:, 1] % 2 == 0
+    height = np.where(a_row, 100.0, 40.0) + rng.normal(0, 1, len(pts))
+    basis = np.array([[27.6, 0.0], [0.0, 19.5]])
+    got = index_lattice(pts, basis, weights=height)
+    ij2, found2, _, basis2, info = choose_a_lattice(pts, height, *got, basis, p110,
+                                                    spacing_px=27.6)
+    assert found2[a_row].mean() > 0.95 and not found2[~a_row].any()
+    assert np.allclose(np.hypot(*basis2.T), [27.6, 39.0], rtol=1e-6)  # a1 short, a2 long
+    assert info["lattice_ratio"] == pytest.approx(np.sqrt(2), rel=1e-3)
+    with pytest.raises(ModelMismatchError, match=r"ratio 1.41.*looks like \[110\], configured \[001\]"):
+        choose_a_lattice(pts, height, *got, basis, p001, pixel_size_pm=10.0)
+    square, sq_ij = _grid(12)
+    checker = np.where(sq_ij.sum(axis=1) % 2 == 0, 100.0, 50.0)
+    got = index_lattice(square, np.eye(2) * 10.0, weights=checker)
+    with pytest.raises(ModelMismatchError, match=r"ratio 1.00.*looks like \[001\], configured \[110\]"):
+        choose_a_lattice(square, checker, *got, np.eye(2) * 10.0, p110)
 
 
 def test_index_maxima_refuses_scattered_points(rng):
@@ -168,7 +203,7 @@ def test_index_maxima_refuses_scattered_points(rng):
     with pytest.raises(NoLatticeError):
         index_maxima(pts, np.ones(6), np.array([[10.0, 0.0], [0.0, 10.0]]))
     grid, ij = _grid(5)
-    pos, ij_found, local, _ = index_maxima(grid, np.ones(len(grid)), np.eye(2) * 10.0)
+    pos, ij_found, local, _, _ = index_maxima(grid, np.ones(len(grid)), np.eye(2) * 10.0)
     assert len(pos) == 25 and local.shape == (25, 2, 2)
     assert np.array_equal(pos, grid) and np.array_equal(ij_found - ij_found[0], ij)
 
@@ -234,7 +269,7 @@ def test_select_columns_drops_faint_outside_duplicate_and_slid_columns():
     n = len(x)
     cand = Candidates(x=fit.x, y=fit.y, amplitude=fit.amplitude, sigma=fit.sigma,
                       background=fit.background, site=site, ij=np.zeros((n, 2), int),
-                      seed_x=seed_x, seed_y=seed_y)
+                      seed_x=seed_x, seed_y=seed_y, species=np.full(n, "X"))
     keep = select_columns(fit, cand, (30, 60), spacing=10.0, significance=5.0, b_search=0.3)
     # 0 kept; 1 kept; 2 duplicate of 1; 3 outside; 4 faint; 5 A moved 5 px > 3.5;
     # 6 B moved 3.5 px <= 0.3 * 10 + 1
@@ -243,9 +278,11 @@ def test_select_columns_drops_faint_outside_duplicate_and_slid_columns():
 
 def test_candidates_join_keeps_the_order():
     a = Candidates(*(np.array([1.0]),) * 5, site=np.array([0]), ij=np.array([[0, 0]]),
-                   seed_x=np.array([1.0]), seed_y=np.array([1.0]))
+                   seed_x=np.array([1.0]), seed_y=np.array([1.0]), species=np.array(["Sr"]))
     b = Candidates(*(np.array([2.0, 3.0]),) * 5, site=np.array([1, 1]), ij=np.array([[0, 0], [1, 0]]),
-                   seed_x=np.array([2.0, 3.0]), seed_y=np.array([2.0, 3.0]))
+                   seed_x=np.array([2.0, 3.0]), seed_y=np.array([2.0, 3.0]),
+                   species=np.array(["TiO", "TiO"]))
     both = a.join(b)
     assert len(both) == 3 and both.x.tolist() == [1.0, 2.0, 3.0]
     assert both.site.tolist() == [0, 1, 1] and both.ij.shape == (3, 2)
+    assert both.species.tolist() == ["Sr", "TiO", "TiO"]

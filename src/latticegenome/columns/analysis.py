@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from latticegenome.columns.finder import Columns, find_columns
+from latticegenome.columns.projection import expected_contrast, projection_for
 from latticegenome.columns.readers import Image, read_image
 from latticegenome.core.errors import LatticeGenomeError
 from latticegenome.core.settings import AnalysisSettings
@@ -81,12 +82,49 @@ def analyse_file(path: str | Path, settings: AnalysisSettings | Mapping | None =
                         hdf5_dataset=settings.hdf5_dataset, stack=settings.stack)
     result = FileResult(str(path))
     for img in images:
-        spacing_px = settings.spacing_pm / img.pixel_size_pm if settings.spacing_pm else None
         try:
-            cols = find_columns(img.data, spacing_px=spacing_px, significance=settings.significance,
-                                b_search=settings.b_search)
+            cols = analyse_array(img.data, img.pixel_size_pm, settings)
         except LatticeGenomeError as exc:
             where = f" (frame {img.frame})" if img.frame is not None else ""
             raise type(exc)(exc.reason + where, str(path)) from None
         result.frames.append((img, cols))
     return result
+
+
+def analyse_array(data: np.ndarray, pixel_size_pm: float,
+                  settings: AnalysisSettings | Mapping | None = None, **overrides) -> Columns:
+    """Find the columns of one 2-D image (an array) with the experiment's settings.
+
+    The projected motif comes from ``zone_axis`` and the first of
+    ``cations`` (default SrTiO3) with ``spacing_pm`` as its lattice
+    parameter; the expected A/B contrast from all of ``cations``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (rows, cols)
+    pixel_size_pm : float
+    settings : AnalysisSettings, mapping or None
+    **overrides
+        Fields of :class:`~latticegenome.core.settings.AnalysisSettings`.
+
+    Returns
+    -------
+    Columns
+
+    Raises
+    ------
+    LatticeGenomeError
+        No lattice, or the image does not fit the projection or contrast.
+    """
+    settings = AnalysisSettings.of(settings, **overrides)
+    a_pm = settings.spacing_pm or 390.5
+    projection = projection_for(settings.zone_axis, settings.cations, a_pm)
+    spacing_px = projection.cell_pm[0] / pixel_size_pm if settings.spacing_pm else None
+    fit_oxygen = {"auto": None, "fit": True, "skip": False}[settings.oxygen]
+    cols = find_columns(
+        data, projection=projection, contrast=settings.contrast, fit_oxygen=fit_oxygen,
+        spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
+        expected_contrast=expected_contrast(settings.zone_axis, settings.cations),
+        significance=settings.significance, b_search=settings.b_search)
+    cols.info["projection"] = projection.as_record()
+    return cols

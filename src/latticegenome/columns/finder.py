@@ -50,7 +50,15 @@ from latticegenome.columns.lattice import (
     reduce_basis,
 )
 from latticegenome.columns.model import render_columns
+from latticegenome.columns.projection import Projection, perovskite_projection
 from latticegenome.columns.refine import Refinement, refine_columns
+from latticegenome.columns.selfcheck import (
+    choose_a_lattice,
+    column_contrast,
+    contrast_polarity,
+    oriented,
+    unmodelled_residual,
+)
 from latticegenome.core.errors import NoLatticeError
 
 #: Tolerances of the preliminary fits (a start for the joint fit, not a result).
@@ -61,7 +69,7 @@ OUT_SHIFT = 2.0
 
 #: Columns of the output table, in order.
 FIELDS = (
-    "x", "y", "site", "x_err", "y_err", "amplitude", "amplitude_err",
+    "x", "y", "site", "species", "x_err", "y_err", "amplitude", "amplitude_err",
     "background", "sigma", "i", "j", "converged",
 )
 
@@ -75,12 +83,15 @@ class Columns:
     x, y, x_err, y_err, sigma : ndarray
         Position, its standard error and Gaussian width, in pixels.
     site : ndarray of str
-        ``"A"`` or ``"B"``.
+        ``"A"``, ``"B"`` or ``"O"`` (oxygen-only columns, when fitted).
+    species : ndarray of str
+        The column's content per repeat along the beam in the configured
+        projection (``"Sr"``, ``"TiO"``, ``"SrO"``, ``"O2"``...).
     amplitude, amplitude_err, background : ndarray
         Peak height, its standard error and local background (image units/px).
     i, j : ndarray of int
         Lattice indices: of the column for A, of the cell's lower corner
-        (the A at ``(i, j)``) for B.
+        (the A at ``(i, j)``) for B and O.
     converged : ndarray of bool
     basis : ndarray, shape (2, 2)
         Mean A lattice vectors ``[a1, a2]`` in pixels.
@@ -93,6 +104,7 @@ class Columns:
     x: np.ndarray
     y: np.ndarray
     site: np.ndarray
+    species: np.ndarray
     x_err: np.ndarray
     y_err: np.ndarray
     amplitude: np.ndarray
@@ -186,15 +198,15 @@ def estimate_width(image: np.ndarray, x: np.ndarray, y: np.ndarray, spacing: flo
     return float(np.clip(np.sqrt(s2), 0.5, 0.4 * spacing))
 
 
-def _cell_centres(pos, ij, local):
-    """B seeds: centre of every cell with at least one indexed corner.
+def _cell_centres(pos, ij, local, frac=(0.5, 0.5)):
+    """B (or O) seeds: the point at ``frac`` of every cell with an indexed corner.
 
-    Each corner predicts the centre with its own local lattice vectors; the
+    Each corner predicts the point with its own local lattice vectors; the
     predictions of the corners present are averaged.
     """
     corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
     cell_ij = (ij[:, None, :] - corners[None, :, :]).reshape(-1, 2)
-    half = 0.5 - corners  # (4, 2): offset of the centre from each corner, in cells
+    half = np.asarray(frac, float) - corners  # (4, 2): offset from each corner, in cells
     pred = pos[:, None, :] + np.einsum("ck,nkd->ncd", half, local)
     pred = pred.reshape(-1, 2)
     ok = np.isfinite(pred).all(axis=1)
@@ -255,7 +267,9 @@ class Candidates:
     x, y, amplitude, sigma, background : ndarray
         Start of the fit (px, px, image units/px, px, image units/px).
     site : ndarray of int
-        0 for A, 1 for B (the fit's groups).
+        0 for A, 1 for B, 2 for O (the fit's groups).
+    species : ndarray of str
+        The column's content in the projection.
     ij : ndarray of int, shape (n, 2)
         Lattice indices (of the cell's lower corner for B).
     seed_x, seed_y : ndarray
@@ -272,6 +286,7 @@ class Candidates:
     ij: np.ndarray
     seed_x: np.ndarray
     seed_y: np.ndarray
+    species: np.ndarray
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -280,7 +295,8 @@ class Candidates:
         """These columns followed by ``other``'s."""
         return Candidates(
             **{name: np.r_[getattr(self, name), getattr(other, name)]
-               for name in ("x", "y", "amplitude", "sigma", "background", "site", "seed_x", "seed_y")},
+               for name in ("x", "y", "amplitude", "sigma", "background", "site", "seed_x", "seed_y",
+                            "species")},
             ij=np.vstack([self.ij, other.ij]),
         )
 
@@ -366,54 +382,17 @@ def candidate_maxima(image: np.ndarray, spacing: float) -> tuple[np.ndarray, np.
     return np.column_stack([px, py]), smooth[peaks[:, 0], peaks[:, 1]]
 
 
-def resolve_centring(points, height, ij, found, local, basis):
-    """Step 2c: the A lattice of a centred A+B pseudo-lattice.
+def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
+                 projection: Projection | None = None, *, spacing_px: float | None = None,
+                 pixel_size_pm: float | None = None):
+    """Step 2: index the maxima on the lattice, then keep the A lattice of the projection.
 
-    When A and B are of similar brightness the lattice grown from the maxima
-    is the centred one: its maxima alternate in brightness like a
-    checkerboard (by the parity of ``i + j``). If the two halves differ by
-    more than 8 standard errors and 5 %, the bright half is A: it is indexed
-    again on the basis ``a1 + a2, a1 - a2``; the dim half drops out.
-
-    Parameters
-    ----------
-    points : ndarray, shape (n, 2)
-    height : ndarray, shape (n,)
-    ij, found, local : ndarray
-        As returned by :func:`~latticegenome.columns.lattice.index_lattice`.
-    basis : ndarray, shape (2, 2)
-
-    Returns
-    -------
-    ij, found, local, basis
-        Unchanged when there is no checkerboard.
-    """
-    parity = (ij[found].sum(axis=1) % 2).astype(bool)
-    if not 0.25 < parity.mean() < 0.75:
-        return ij, found, local, basis
-    hf = height[found]
-    h0, h1 = hf[~parity], hf[parity]
-    se = np.sqrt(h0.var() / h0.size + h1.var() / h1.size) + 1e-12
-    contrast = abs(h0.mean() - h1.mean()) / max(h0.mean(), h1.mean())
-    if not (abs(h0.mean() - h1.mean()) > 8.0 * se and contrast > 0.05):
-        return ij, found, local, basis
-    bright = (h1.mean() > h0.mean())
-    keep = np.flatnonzero(found)[parity == bright]
-    basis = reduce_basis(np.array([local[keep[0], 0] + local[keep[0], 1],
-                                   local[keep[0], 0] - local[keep[0], 1]]))
-    sub_ij, sub_found, sub_local = index_lattice(points[keep], basis, weights=height[keep])
-    ij = np.full_like(ij, np.iinfo(np.int64).min)
-    found = np.zeros_like(found)
-    local = np.full_like(local, np.nan)
-    ij[keep], found[keep], local[keep] = sub_ij, sub_found, sub_local
-    return ij, found, local, basis
-
-
-def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray):
-    """Step 2: index the maxima on the lattice, growing from a bright seed.
-
-    A centred pseudo-lattice is resolved to its A half
-    (:func:`resolve_centring`).
+    The maxima are indexed by growing from a bright seed
+    (:func:`~latticegenome.columns.lattice.index_lattice`); the A lattice is
+    all of them, or the bright half of a two-fold sub-lattice (the centred
+    A + B pseudo-lattice of [001], the A and B rows of [110]), whichever has
+    the projection's cell shape
+    (:func:`~latticegenome.columns.selfcheck.choose_a_lattice`).
 
     Parameters
     ----------
@@ -423,6 +402,12 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray):
         Their brightness.
     basis : ndarray, shape (2, 2)
         Approximate lattice vectors in pixels.
+    projection : Projection, optional
+        Default: SrTiO3 [001].
+    spacing_px : float, optional
+        Expected short A-A spacing in pixels (prefers the candidate at that scale).
+    pixel_size_pm : float, optional
+        Only for the wording of a rejection.
 
     Returns
     -------
@@ -432,19 +417,28 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray):
     local : ndarray, shape (m, 2, 2)
         Local lattice vectors at each.
     basis : ndarray, shape (2, 2)
-        The A basis (changed only for a centred pseudo-lattice).
+        The A basis (a1 the shorter vector where the cell is not square).
+    info : dict
+        The lattice figures of the self-check.
 
     Raises
     ------
     NoLatticeError
         Fewer than four maxima on a lattice.
+    ModelMismatchError
+        The lattice does not have the projection's shape.
     """
+    projection = projection or perovskite_projection()
     ij, found, local = index_lattice(points, basis, weights=height)
     if found.sum() < 4:
         raise NoLatticeError("the intensity maxima do not form a lattice")
-    ij, found, local, basis = resolve_centring(points, height, ij, found, local, basis)
+    ij, found, local, basis, info = choose_a_lattice(
+        points, height, ij, found, local, basis, projection, spacing_px=spacing_px,
+        pixel_size_pm=pixel_size_pm)
+    if found.sum() < 4:
+        raise NoLatticeError("fewer than four maxima on the A lattice")
     a_idx = np.flatnonzero(found)
-    return points[a_idx], ij[a_idx], local[a_idx], basis
+    return points[a_idx], ij[a_idx], local[a_idx], basis, info
 
 
 def column_width(image: np.ndarray, pos: np.ndarray, spacing: float) -> tuple[float, int]:
@@ -526,7 +520,7 @@ def place_outside_sites(fit: Refinement, pos: np.ndarray, ij: np.ndarray, keep: 
     return pos, outside
 
 
-def refine_a(image, pos, ij, *, sigma, radius, margin, significance) -> Candidates:
+def refine_a(image, pos, ij, *, sigma, radius, margin, significance, species="A") -> Candidates:
     """Step 4: all A columns refined together, loosely (a start for the joint fit).
 
     Kept: significant columns, and every site outside the image
@@ -551,7 +545,7 @@ def refine_a(image, pos, ij, *, sigma, radius, margin, significance) -> Candidat
     return Candidates(
         x=fit.x[keep], y=fit.y[keep], amplitude=fit.amplitude[keep], sigma=fit.sigma[keep],
         background=fit.background[keep], site=np.zeros(int(keep.sum()), dtype=int), ij=ij[keep],
-        seed_x=pos[keep, 0], seed_y=pos[keep, 1],
+        seed_x=pos[keep, 0], seed_y=pos[keep, 1], species=np.full(int(keep.sum()), species),
     )
 
 
@@ -607,20 +601,22 @@ def residual_maxima(surface: np.ndarray, seeds: np.ndarray, radius_px: float):
     return bx, by, np.isfinite(best_val)
 
 
-def b_candidates(image, a: Candidates, basis, *, spacing, margin, b_search) -> Candidates:
-    """Step 5: one B candidate per A cell, at the residual maximum near its centre.
+def b_candidates(image, a: Candidates, basis, *, spacing, margin, b_search,
+                 frac=(0.5, 0.5), species="B") -> Candidates:
+    """Step 5: one B candidate per A cell, at the residual maximum near its site.
 
-    Cell centres from the local lattice vectors of the A columns
+    The B site is at ``frac`` of the A cell (the cell centre in [001]; half
+    way along a2 in [110]), from the local lattice vectors of the A columns
     (:func:`_cell_centres`, up to ``margin`` px outside the image); each B
     moves to the maximum of the residual of the A model within
-    ``b_search * spacing`` of its centre (sub-pixel), so displaced B columns
-    are found where they are. Cells whose centre is outside the image, or
-    with no pixel in reach, keep B at the centre. Height: the residual there
-    above the median A background; width: the median A width.
+    ``b_search * spacing`` of its site (sub-pixel), so displaced B columns
+    are found where they are. Sites outside the image, or with no pixel in
+    reach, keep B at the site. Height: the residual there above the median A
+    background; width: the median A width.
     """
     rows, cols = image.shape
     a_pos = np.column_stack([a.x, a.y])
-    cell_ij, seeds = _cell_centres(a_pos, a.ij, _local_vectors_from_fit(a_pos, a.ij, basis))
+    cell_ij, seeds = _cell_centres(a_pos, a.ij, _local_vectors_from_fit(a_pos, a.ij, basis), frac)
     inside = in_frame(seeds[:, 0], seeds[:, 1], image.shape, margin)
     cell_ij, seeds = cell_ij[inside], seeds[inside]
     resid = smoothed_residual(image, a.x, a.y, a.amplitude, a.sigma)
@@ -635,7 +631,34 @@ def b_candidates(image, a: Candidates, basis, *, spacing, margin, b_search) -> C
     return Candidates(
         x=bx, y=by, amplitude=hb, sigma=np.full(bx.size, np.median(a.sigma)), background=bg,
         site=np.ones(bx.size, dtype=int), ij=cell_ij, seed_x=seeds[:, 0], seed_y=seeds[:, 1],
+        species=np.full(bx.size, species),
     )
+
+
+def o_candidates(image, a: Candidates, basis, projection: Projection, *, margin) -> Candidates:
+    """Step 5b: the oxygen-only columns of the projection, at their lattice sites.
+
+    One candidate per A cell and O position of the projection, started at the
+    site with a tenth of the median A height (the fit finds the rest; those
+    not significant are not reported).
+    """
+    a_pos = np.column_stack([a.x, a.y])
+    local = _local_vectors_from_fit(a_pos, a.ij, basis)
+    parts = []
+    for col in projection.of_site("O"):
+        ij, seeds = _cell_centres(a_pos, a.ij, local, col.frac)
+        inside = in_frame(seeds[:, 0], seeds[:, 1], image.shape, margin)
+        ij, seeds = ij[inside], seeds[inside]
+        n = len(ij)
+        parts.append(Candidates(
+            x=seeds[:, 0], y=seeds[:, 1], amplitude=np.full(n, 0.1 * np.median(a.amplitude)),
+            sigma=np.full(n, np.median(a.sigma)), background=np.full(n, np.median(a.background)),
+            site=np.full(n, 2), ij=ij, seed_x=seeds[:, 0], seed_y=seeds[:, 1],
+            species=np.full(n, col.species)))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.join(part)
+    return out
 
 
 def refine_together(image: np.ndarray, cand: Candidates, radius: int) -> Refinement:
@@ -674,29 +697,51 @@ def select_columns(fit: Refinement, cand: Candidates, shape, *, spacing, signifi
 def find_columns(
     image: np.ndarray,
     *,
+    projection: Projection | None = None,
+    contrast: str = "haadf",
+    fit_oxygen: bool | None = None,
     spacing_px: float | None = None,
+    pixel_size_pm: float | None = None,
+    expected_contrast: tuple[float, float] | None = None,
     significance: float = 5.0,
     b_search: float = 0.3,
     find_b: bool = True,
     min_cells: int = 2,
 ) -> Columns:
-    """Find and refine all A and B columns of a perovskite HAADF image.
+    """Find and refine all columns of a perovskite STEM image, and check the result.
 
-    The seven steps of the module docstring, one function each.
+    The seven steps of the module docstring, one function each, then the
+    self-check (:mod:`latticegenome.columns.selfcheck`): an image that does not
+    fit the configured projection or contrast is rejected with a reason,
+    never labelled wrongly.
 
     Parameters
     ----------
     image : ndarray, shape (rows, cols)
         The image, ideally in detector counts (any non-negative scale works;
         uncertainties are rescaled by the fit's dispersion).
+    projection : Projection, optional
+        The projected motif (:func:`~latticegenome.columns.projection.perovskite_projection`);
+        default SrTiO3 [001].
+    contrast : {"haadf", "abf"}
+        Columns bright, or dark on a bright background (fitted as dips).
+    fit_oxygen : bool, optional
+        Also fit the oxygen-only columns and report the significant ones;
+        default: for ABF.
     spacing_px : float, optional
-        Expected A-A spacing in pixels (nominal lattice parameter / pixel
-        size). Optional: the lattice is measured from the image; the hint only
-        settles ambiguous cases.
+        Expected short A-A spacing in pixels (the projection's a1 over the
+        pixel size). Optional: the lattice is measured from the image; the
+        hint only settles ambiguous cases.
+    pixel_size_pm : float, optional
+        Only for the wording of a rejection (lengths in pm).
+    expected_contrast : (float, float), optional
+        Range of the A/B HAADF brightness ratio over the sample's materials
+        (:func:`~latticegenome.columns.projection.expected_contrast`); default
+        the projection's.
     significance : float
         A column is kept when amplitude / amplitude_err >= this.
     b_search : float
-        Radius, as a fraction of the A-A spacing, around each cell centre
+        Radius, as a fraction of the short A-A spacing, around each B site
         within which the B column is looked for.
     find_b : bool
         Also find the B (secondary) lattice.
@@ -706,31 +751,82 @@ def find_columns(
     Returns
     -------
     Columns
+        ``info["check"]`` holds the self-check's figures.
 
     Raises
     ------
     NoLatticeError
         If no lattice can be found in the image.
+    ModelMismatchError
+        If the image does not fit the projection or the contrast.
     """
-    img = np.asarray(image, dtype=float)
+    projection = projection or perovskite_projection()
+    img = oriented(image, contrast)
     if img.min() < 0:
         img = img - img.min()
     basis, d = lattice_vectors(img, spacing_px=spacing_px, min_cells=min_cells)
-    pos, ij, local, basis = index_maxima(*candidate_maxima(img, d), basis)
+    check = contrast_polarity(img, d, contrast)
+    points, height = candidate_maxima(img, d)
+    pos, ij, local, basis, lattice_info = index_maxima(
+        points, height, basis, projection, spacing_px=spacing_px, pixel_size_pm=pixel_size_pm)
+    check.update(lattice_info)
     d = _spacing(basis)
     sigma0, radius = column_width(img, pos, d)
     margin = float(max(radius, np.ceil(4.0 * sigma0)))  # as far as the model renders a column
     pos, ij = add_missing_sites(pos, ij, local, basis, img.shape, margin)
     cand = refine_a(img, pos, ij, sigma=sigma0, radius=radius, margin=margin,
-                    significance=significance)
+                    significance=significance, species=projection.of_site("A")[0].species)
     if find_b:
         basis, _ = fit_lattice(np.column_stack([cand.x, cand.y]), cand.ij)
-        cand = cand.join(b_candidates(img, cand, basis, spacing=d, margin=margin, b_search=b_search))
+        b_col = projection.of_site("B")[0]
+        extra = b_candidates(img, cand, basis, spacing=d, margin=margin, b_search=b_search,
+                             frac=b_col.frac, species=b_col.species)
+        if (contrast == "abf" if fit_oxygen is None else fit_oxygen) and projection.of_site("O"):
+            extra = extra.join(o_candidates(img, cand, basis, projection, margin=margin))
+        cand = cand.join(extra)
     fit = refine_together(img, cand, radius)
     keep = select_columns(fit, cand, img.shape, spacing=d, significance=significance,
                           b_search=b_search)
-    return _columns(fit, cand, keep, info={"sigma0_px": sigma0, "window_radius_px": radius,
-                                           "iterations": fit.iterations})
+    cols = _columns(fit, cand, keep, info={"sigma0_px": sigma0, "window_radius_px": radius,
+                                           "iterations": fit.iterations,
+                                           "zone_axis": list(projection.zone_axis),
+                                           "contrast": contrast})
+    check.update(_model_checks(img, cols, projection, contrast, expected_contrast))
+    cols.info["check"] = check
+    return cols
+
+
+def _model_checks(img, cols: Columns, projection: Projection, contrast: str,
+                  expected_contrast) -> dict:
+    """The fitted model against the image: A/B contrast, unmodelled peaks, coverage."""
+    a, b = cols.site == "A", cols.site == "B"
+    out = {"dispersion": round(float(cols.dispersion), 4)}
+    if not b.any():
+        return out
+    expected = expected_contrast or (projection.contrast(),) * 2
+    out.update(column_contrast(cols.amplitude[a], cols.amplitude[b], expected, contrast))
+    model = render_columns(img.shape, cols.x, cols.y, cols.amplitude, cols.sigma)
+    resid = ndimage.gaussian_filter(img - model - np.median(cols.background),
+                                    max(0.5, 0.5 * float(np.median(cols.sigma))))
+    corners = _cell_corners(cols)
+    modelled = [c.frac for c in projection.columns if c.site != "O" or (cols.site == "O").any()]
+    out.update(unmodelled_residual(resid, corners, projection, float(np.median(cols.amplitude[b])),
+                                   modelled))
+    cell_area = abs(np.linalg.det(cols.basis))
+    out["lattice_coverage"] = round(min(1.0, float(a.sum() * cell_area / img.size)), 3)
+    return out
+
+
+def _cell_corners(cols: Columns) -> np.ndarray:
+    """The four A corners (00, 10, 01, 11) of every complete cell, shape (n, 4, 2), px."""
+    a = cols.site == "A"
+    ij = np.column_stack([cols.i[a], cols.j[a]]).astype(np.int64)
+    pos = np.column_stack([cols.x[a], cols.y[a]])
+    grid, lo = index_grid(ij, 1)
+    steps = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
+    k = grid[ij[:, None, 0] + steps[None, :, 0] - lo[0], ij[:, None, 1] + steps[None, :, 1] - lo[1]]
+    full = (k >= 0).all(axis=1)
+    return pos[k[full]]
 
 
 def _columns(fit: Refinement, cand: Candidates, keep: np.ndarray, info: dict) -> Columns:
@@ -740,7 +836,8 @@ def _columns(fit: Refinement, cand: Candidates, keep: np.ndarray, info: dict) ->
     return Columns(
         x=fit.x[keep],
         y=fit.y[keep],
-        site=np.where(cand.site[keep] == 0, "A", "B"),
+        site=np.array(["A", "B", "O"])[cand.site[keep]],
+        species=cand.species[keep].astype(str),
         x_err=fit.x_err[keep],
         y_err=fit.y_err[keep],
         amplitude=fit.amplitude[keep],

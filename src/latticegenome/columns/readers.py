@@ -1,15 +1,29 @@
 """Read STEM images with their pixel size and instrument metadata.
 
-Formats: TIFF (ImageJ and OME pixel sizes, resolution tags in cm), DM3/DM4
-and EMD (Velox and Berkeley) through RosettaSciIO, HDF5 (dataset path
-configurable) and NPY. The pixel size comes from the file when it carries
-one, else from the caller (the configuration); a file with neither is an
-error. Every error names the file and the problem
+Formats: TIFF (ImageJ and OME pixel sizes, resolution tags in cm; FEI/Thermo,
+Zeiss, TVIPS, Olympus SIS, JEOL SightX and DigitalMicrograph TIFFs through
+RosettaSciIO for their pixel size and metadata), DM3/DM4 and EMD (Velox and
+Berkeley) through RosettaSciIO, HDF5 (dataset path configurable; HyperSpy-
+written files through RosettaSciIO), HyperSpy ``.hspy``/``.zspy``, MRC, FEI
+TIA and NPY. The pixel size comes from the file when it carries one, else
+from the caller (the configuration); a file with neither is an error. Every
+error names the file and the problem
 (:class:`~latticegenome.core.errors.ImageReadError`,
 :class:`~latticegenome.core.errors.PixelSizeError`). A parser's own message is
 never passed on: it may quote the file's first bytes (a text file named
 ``x.tif`` holding a password file), so a failure is reported as a phrase per
 format with the exception's type (:func:`read_failure`).
+
+Files with several signals (Velox HAADF + ABF + DPC, DM files with several
+images, spectrum images with their survey) give the image named by the
+caller's ``signal``, else the HAADF (then ADF, then DF) image by its title or
+detector name (:func:`choose_signal`); spectra and spectrum images are never
+taken. Instrument metadata is recorded under common keys with their units
+in the name: ``voltage_kV``, ``convergence_angle_mrad``, ``detector``,
+``detector_inner_angle_mrad``, ``detector_outer_angle_mrad``,
+``dwell_time_us``, ``magnification``, ``acquisition_time`` (ISO 8601),
+``stage_tilt_alpha_deg``, ``stage_tilt_beta_deg``, ``camera_length_mm``,
+``microscope``.
 
 3-D stacks (frames, rows, cols) give one :class:`Image` per frame
 (``stack="frames"``), their sum (``"sum"``), or their sum after rigid
@@ -20,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,51 +164,270 @@ def _jsonable(d, depth=0):
     return None
 
 
-# --- readers: each returns (array, pixel_size_pm or None, metadata) ---------
+# --- metadata trees: RosettaSciIO's "mapping", key look-ups, units -----------
 
-def _read_tiff(path: Path, dataset: str | None):
-    import tifffile
+_MISSING = object()
 
-    with tifffile.TiffFile(path) as tf:
-        data = tf.asarray()
-        size = None
-        meta: dict = {}
-        if tf.is_ome and tf.ome_metadata:
+
+def _get_path(tree, dotted: str):
+    """The value at a dotted path of nested dicts, or ``_MISSING``.
+
+    Keys may themselves hold dots (Velox ``"Aperture[C1].Name"``): at each
+    level the longest key that matches is taken.
+    """
+    node, parts, i = tree, dotted.split("."), 0
+    while i < len(parts):
+        if not isinstance(node, dict):
+            return _MISSING
+        for j in range(len(parts), i, -1):
+            key = ".".join(parts[i:j])
+            if key in node:
+                node, i = node[key], j
+                break
+        else:
+            return _MISSING
+    return node
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    """Set ``value`` at a dotted path, making the dicts on the way."""
+    *heads, last = dotted.split(".")
+    for key in heads:
+        nxt = tree.get(key)
+        if not isinstance(nxt, dict):
+            nxt = tree[key] = {}
+        tree = nxt
+    tree[last] = value
+
+
+def _mapped_metadata(sig: dict) -> dict:
+    """A signal's HyperSpy-style metadata with its RosettaSciIO ``mapping`` applied.
+
+    RosettaSciIO readers leave part of the metadata (voltage, stage tilt,
+    magnification, dwell time ...) as a mapping from ``original_metadata``
+    that HyperSpy applies on loading; it is applied here the same way. A
+    mapping function that fails on a value skips that value.
+    """
+    import copy
+
+    md = copy.deepcopy(sig.get("metadata") or {})
+    om = sig.get("original_metadata") or {}
+    for source, target in (sig.get("mapping") or {}).items():
+        if not isinstance(target, tuple) or len(target) != 2:
+            continue
+        value = _get_path(om, source)
+        if value is _MISSING:
+            continue
+        dest, func = target
+        if func is not None:
             try:
-                root = ET.fromstring(tf.ome_metadata)
-                pix = next(el for el in root.iter() if el.tag.endswith("Pixels"))
-                psx = pix.get("PhysicalSizeX")
-                unit = pix.get("PhysicalSizeXUnit", "µm")
-                if psx and unit_to_pm(unit):
-                    size = float(psx) * unit_to_pm(unit)
-            except (ET.ParseError, StopIteration, ValueError):
-                pass
-        page = tf.pages[0]
-        if size is None and tf.is_imagej:
-            ij = tf.imagej_metadata or {}
-            unit = ij.get("unit")
-            tag = page.tags.get("XResolution")
-            factor = unit_to_pm(unit.replace("\\u00B5", "µ") if isinstance(unit, str) else unit)
-            if tag is not None and factor:
-                num, den = tag.value
-                if num > 0:
-                    size = den / num * factor
-        if size is None:
-            tag = page.tags.get("XResolution")
-            runit = page.tags.get("ResolutionUnit")
-            # Only centimetre resolution units are physical at this scale;
-            # inch (often a 72 dpi default) is not trusted.
-            if tag is not None and runit is not None and int(runit.value) == 3:
-                num, den = tag.value
-                if num > 0:
-                    size = den / num * UNIT_PM["cm"]
-        desc = page.tags.get("ImageDescription")
-        if desc is not None and isinstance(desc.value, str) and desc.value.startswith("{"):
-            try:
-                meta.update(_jsonable(json.loads(desc.value)) or {})
-            except json.JSONDecodeError:
-                pass
-    return data, size, meta
+                value = func(value)
+            except Exception:  # a vendor value the mapping cannot parse
+                continue
+        if value is not None:
+            _set_path(md, dest, value)
+    return md
+
+
+def _number(value) -> float | None:
+    """``value`` as a finite float (numbers and numeric strings), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def _find_text(tree, names: set[str], depth: int = 4, skip: tuple = ()) -> str | None:
+    """The first non-empty string under a key in ``names`` (case-insensitive)."""
+    if depth < 0 or not isinstance(tree, dict):
+        return None
+    for key, val in tree.items():
+        if str(key).casefold() in names and isinstance(val, str) and val.strip():
+            return val.strip()
+    for key, val in tree.items():
+        if isinstance(val, dict) and key not in skip:
+            found = _find_text(val, names, depth - 1, skip)
+            if found:
+                return found
+    return None
+
+
+def _iso_time(date: str | None, time: str | None = None, zone: str | None = None) -> str | None:
+    """An ISO 8601 date-time from vendor date and time strings, else None."""
+    if not date:
+        return None
+    from dateutil import parser
+
+    try:
+        stamp = parser.parse(f"{date} {time or ''}".strip())
+    except (ValueError, OverflowError, TypeError):
+        return None
+    text = stamp.isoformat() if time else stamp.date().isoformat()
+    return text + "+00:00" if time and zone in ("UTC", "GMT") and stamp.tzinfo is None else text
+
+
+# --- instrument metadata, per format -----------------------------------------
+
+#: HyperSpy metadata (``Acquisition_instrument.TEM`` or ``.SEM``) -> instrument record key.
+_TEM_KEYS = {"beam_energy": "voltage_kV", "microscope": "microscope",
+             "convergence_angle": "convergence_angle_mrad", "magnification": "magnification",
+             "probe_area": "probe_area_nm2", "beam_current": "beam_current_nA",
+             "camera_length": "camera_length_mm"}
+
+
+def _detector_angles(detectors: dict) -> dict:
+    """Collection angles (mrad) of HyperSpy ``Detector`` entries, named by detector."""
+    out: dict = {}
+    for name, val in detectors.items():
+        if not isinstance(val, dict):
+            continue
+        if "dwell_time" in val and _number(val["dwell_time"]) is not None:
+            out["dwell_time_us"] = _number(val["dwell_time"]) * 1e6  # HyperSpy: seconds
+        for key in ("collection_angle", "inner_collection_angle", "outer_collection_angle"):
+            if key in val:
+                out[f"{name.lower()}_{key}_mrad"] = val[key]
+    angled = [n for n, v in detectors.items() if isinstance(v, dict)
+              and {"inner_collection_angle", "outer_collection_angle"} & set(v)]
+    if len(angled) == 1:
+        det = detectors[angled[0]]
+        out["detector"] = angled[0]
+        for side in ("inner", "outer"):
+            if f"{side}_collection_angle" in det:
+                out[f"detector_{side}_angle_mrad"] = det[f"{side}_collection_angle"]
+    return out
+
+
+def _instrument_from_rsciio(md: dict) -> dict:
+    """Instrument metadata from a RosettaSciIO signal's HyperSpy-style metadata.
+
+    HyperSpy's units: beam energy in kV, angles in mrad, dwell time in s
+    (given here in µs), stage tilt in degrees, camera length in mm.
+    """
+    out: dict = {}
+    inst = md.get("Acquisition_instrument") or {}
+    tem = inst.get("TEM") or inst.get("SEM") or {}
+    for key, name in _TEM_KEYS.items():
+        if key in tem:
+            out[name] = tem[key]
+    stage = tem.get("Stage") or {}
+    for key, name in (("tilt_alpha", "tilt_alpha"), ("tilt_beta", "tilt_beta"), ("tilt", "tilt_alpha")):
+        if _number(stage.get(key)) is not None:
+            out.setdefault(f"stage_{name}_deg", _number(stage[key]))
+    out.update(_detector_angles(tem.get("Detector") or {}))
+    if _number(tem.get("dwell_time")) is not None:
+        out["dwell_time_us"] = _number(tem["dwell_time"]) * 1e6
+    general = md.get("General") or {}
+    for k in ("title", "date", "time"):
+        if k in general:
+            out[k] = general[k]
+    when = _iso_time(general.get("date"), general.get("time"), general.get("time_zone"))
+    if when:
+        out["acquisition_time"] = when
+    return out
+
+
+def _velox_instrument(om: dict) -> dict:
+    """Instrument metadata from a Velox EMD image's own metadata (SI units in the file)."""
+    from datetime import datetime, timezone
+
+    optics, scan = om.get("Optics") or {}, om.get("Scan") or {}
+    det = om.get("DetectorMetadata") or {}
+    out: dict = {"microscope": (om.get("Instrument") or {}).get("InstrumentClass"),
+                 "manufacturer": (om.get("Instrument") or {}).get("Manufacturer"),
+                 "detector": det.get("DetectorName") or (om.get("BinaryResult") or {}).get("Detector")}
+    for name, value, factor in (
+        ("voltage_kV", optics.get("AccelerationVoltage"), 1e-3),       # V
+        ("convergence_angle_mrad", optics.get("BeamConvergence"), 1e3),  # rad
+        ("camera_length_mm", optics.get("CameraLength"), 1e3),          # m
+        ("dwell_time_us", scan.get("DwellTime"), 1e6),                  # s
+        ("frame_time_s", scan.get("FrameTime"), 1.0),
+        ("magnification", _get_path(om, "CustomProperties.StemMagnification.value"), 1.0),
+    ):
+        if _number(value):
+            out[name] = _number(value) * factor
+    angles = det.get("CollectionAngleRange") or {}
+    inner, outer = _number(angles.get("begin")), _number(angles.get("end"))
+    if outer:  # rad; Velox writes 0, 0 for detectors without a calibration
+        out["detector_inner_angle_mrad"], out["detector_outer_angle_mrad"] = inner * 1e3, outer * 1e3
+    for axis in ("Alpha", "Beta"):
+        tilt = _number((om.get("Stage") or {}).get(f"{axis}Tilt"))  # rad
+        if tilt is not None:
+            out[f"stage_tilt_{axis.lower()}_deg"] = float(np.degrees(tilt))
+    unix = _number(_get_path(om, "Acquisition.AcquisitionStartDatetime.DateTime"))
+    if unix:  # seconds since 1970 UTC; RosettaSciIO gives it in the reader's time zone
+        out["acquisition_time"] = datetime.fromtimestamp(unix, tz=timezone.utc).isoformat()
+    return out
+
+
+def _dm_instrument(om: dict) -> dict:
+    """Instrument metadata from a DigitalMicrograph image's ``ImageTags``."""
+    tags = _get_path(om, "ImageList.TagGroup0.ImageTags")
+    if not isinstance(tags, dict):
+        return {}
+    info = tags.get("Microscope Info") or {}
+    name = next((str(info[k]) for k in ("Name", "Microscope") if isinstance(info.get(k), str)
+                 and info[k].strip() and info[k] != "Unknown"), None)
+    out: dict = {"microscope": name}
+    for key, value, factor in (
+        ("voltage_kV", info.get("Voltage"), 1e-3),                              # V
+        ("magnification", info.get("Indicated Magnification"), 1.0),
+        ("dwell_time_us", _get_path(tags, "DigiScan.Sample Time"), 1.0),       # µs
+        ("stage_tilt_alpha_deg", _get_path(info, "Stage Position.Stage Alpha"), 1.0),
+        ("stage_tilt_beta_deg", _get_path(info, "Stage Position.Stage Beta"), 1.0),
+    ):
+        if _number(value) is not None and (_number(value) or key.startswith("stage")):
+            out[key] = _number(value) * factor
+    for key, val in info.items():  # spelled per site: "Convergence Semi-angle (mrad)", ...
+        low, x = str(key).lower(), _number(val)
+        if x is None or "mrad" not in low:
+            continue
+        if "convergence" in low:
+            out["convergence_angle_mrad"] = x
+        elif "inner" in low:
+            out["detector_inner_angle_mrad"] = x
+        elif "outer" in low:
+            out["detector_outer_angle_mrad"] = x
+    bar = tags.get("DataBar") or {}
+    out["acquisition_time"] = _iso_time(bar.get("Acquisition Date"), bar.get("Acquisition Time"))
+    out["detector"] = _find_text(tags, {"detector", "detector name", "detectorname", "signal name"},
+                                 skip=("Meta Data",))
+    return out
+
+
+def _fei_tiff_instrument(om: dict) -> dict:
+    """Instrument metadata from an FEI/Thermo TIFF's INI-style header (SI units)."""
+    fei = om.get("fei_metadata") or {}
+    beam, scan, stage = fei.get("Beam") or {}, fei.get("Scan") or fei.get("EScan") or {}, fei.get("Stage") or {}
+    dets = fei.get("Detectors") or {}
+    out: dict = {"microscope": (fei.get("System") or {}).get("SystemType"),
+                 "detector": " ".join(str(dets[k]) for k in ("Name", "Mode") if dets.get(k)) or None}
+    hv = _number(beam.get("HV", (fei.get("EBeam") or {}).get("HV")))
+    if hv:
+        out["voltage_kV"] = hv * 1e-3
+    if _number(scan.get("Dwelltime")):
+        out["dwell_time_us"] = _number(scan["Dwelltime"]) * 1e6
+    for key, name in (("StageT", "alpha"), ("StageTb", "beta")):
+        if _number(stage.get(key)) is not None:  # rad
+            out[f"stage_tilt_{name}_deg"] = float(np.degrees(_number(stage[key])))
+    user = fei.get("User") or {}
+    out["acquisition_time"] = _iso_time(user.get("Date"), user.get("Time"))
+    return out
+
+
+def _vendor_instrument(om: dict) -> dict:
+    """Instrument metadata read straight from the vendor's own tags, where known."""
+    if "ImageList" in om:
+        found = _dm_instrument(om)
+    elif "BinaryResult" in om or "Optics" in om:
+        found = _velox_instrument(om)
+    elif "fei_metadata" in om:
+        found = _fei_tiff_instrument(om)
+    else:
+        return {}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _axes_pixel_size(axes: list[dict]):
@@ -208,79 +442,6 @@ def _axes_pixel_size(axes: list[dict]):
     return None
 
 
-#: HyperSpy metadata (``Acquisition_instrument.TEM``) -> instrument record key.
-_TEM_KEYS = {"beam_energy": "voltage_kV", "microscope": "microscope",
-             "convergence_angle": "convergence_angle_mrad", "magnification": "magnification",
-             "probe_area": "probe_area_nm2", "beam_current": "beam_current_nA"}
-
-
-def _instrument_from_rsciio(md: dict) -> dict:
-    """Instrument metadata from a RosettaSciIO signal's HyperSpy-style metadata."""
-    out = {}
-    tem = (md.get("Acquisition_instrument") or {}).get("TEM") or {}
-    for key, name in _TEM_KEYS.items():
-        if key in tem:
-            out[name] = tem[key]
-    stage = tem.get("Stage") or {}
-    for key in ("tilt_alpha", "tilt_beta"):
-        if key in stage:
-            out[f"stage_{key}_deg"] = stage[key]
-    det = (tem.get("Detector") or {})
-    for name, val in det.items():
-        if isinstance(val, dict) and "dwell_time" in val:
-            out["dwell_time_us"] = val["dwell_time"] * 1e6 if val["dwell_time"] < 1 else val["dwell_time"]
-        if isinstance(val, dict):
-            for key in ("collection_angle", "inner_collection_angle", "outer_collection_angle"):
-                if key in val:
-                    out[f"{name.lower()}_{key}_mrad"] = val[key]
-    if "dwell_time" in tem:
-        out["dwell_time_us"] = tem["dwell_time"]
-    if "camera_length" in tem:
-        out["camera_length_mm"] = tem["camera_length"]
-    general = md.get("General") or {}
-    for k in ("title", "date", "time"):
-        if k in general:
-            out[k] = general[k]
-    return out
-
-
-def _pick_image(signals: list[dict], path: Path) -> dict:
-    images = [s for s in signals if np.asarray(s["data"]).ndim in (2, 3)]
-    # DM files carry a thumbnail first; the image is the largest 2/3-D array.
-    if not images:
-        raise ImageReadError("the file holds no 2-D image", path)
-    return max(images, key=lambda s: np.asarray(s["data"]).size)
-
-
-def _read_dm(path: Path, dataset: str | None):
-    from rsciio.digitalmicrograph import file_reader
-
-    sig = _pick_image(file_reader(str(path)), path)
-    md = sig.get("metadata", {})
-    meta = _instrument_from_rsciio(md)
-    omd = sig.get("original_metadata", {})
-    try:
-        info = omd["ImageList"]["TagGroup0"]["ImageTags"]["Microscope Info"]
-        meta.setdefault("microscope", info.get("Name") or info.get("Microscope"))
-        if "Voltage" in info:
-            meta.setdefault("voltage_kV", float(info["Voltage"]) / 1e3)
-    except (KeyError, TypeError):
-        pass
-    return np.asarray(sig["data"]), _axes_pixel_size(sig["axes"]), {k: v for k, v in meta.items() if v is not None}
-
-
-def _read_emd(path: Path, dataset: str | None):
-    from rsciio.emd import file_reader
-
-    try:
-        signals = file_reader(str(path))
-    except Exception as exc:  # rsciio raises many types for foreign HDF5
-        raise ImageReadError(read_failure("emd", exc), path) from None
-    sig = _pick_image(signals if isinstance(signals, list) else [signals], path)
-    md = sig.get("metadata", {})
-    return np.asarray(sig["data"]), _axes_pixel_size(sig["axes"]), _instrument_from_rsciio(md)
-
-
 def _axes_note(axes: list[dict]) -> dict:
     """A record of axes that have a scale but no length unit (never taken as a pixel size)."""
     if len(axes) < 2 or _axes_pixel_size(axes) is not None:
@@ -291,10 +452,224 @@ def _axes_note(axes: list[dict]) -> dict:
     return {}
 
 
+# --- several signals in one file: which one is the image ----------------------
+
+#: Detector classes, best first: the image analysed unless ``signal`` names another.
+DETECTOR_CLASSES = (
+    ("HAADF", re.compile(r"(?<![a-z])haadf(?![a-z])", re.IGNORECASE)),
+    ("ADF", re.compile(r"(?<![a-z])(?:ma|la)?adf(?![a-z])", re.IGNORECASE)),
+    ("DF", re.compile(r"(?<![a-z])(?:df\d*|dark[\s_-]?field)(?![a-z])", re.IGNORECASE)),
+)
+
+#: Kinds of signal that are analysable images.
+IMAGE_KINDS = ("image", "image stack")
+
+_ENERGY_UNITS = {"ev", "kev", "mev"}
+
+
+@dataclass
+class _Signal:
+    """What a file's signal is: its title, detector, kind and size."""
+
+    title: str
+    detector: str | None
+    kind: str
+    size: int
+    raw: dict
+
+    def label(self) -> str:
+        return self.title if self.kind in IMAGE_KINDS else f"{self.title} ({self.kind})"
+
+
+def _signal_kind(sig: dict) -> str:
+    """``"image"``, ``"image stack"``, ``"spectrum"``, ``"spectrum image"``, ... of a signal."""
+    data = sig["data"]
+    ndim, dtype = len(np.shape(data)), np.dtype(getattr(data, "dtype", float))
+    axes = sig.get("axes") or []
+    units = {str(a.get("units") or "").strip().lower().replace(" ", "") for a in axes}
+    om_format = _get_path(sig.get("original_metadata") or {}, "ImageList.TagGroup0.ImageTags.Meta Data.Format")
+    signal_type = str(_get_path(sig.get("metadata") or {}, "Signal.signal_type") or "")
+    n_signal = sum(1 for a in axes if not a.get("navigate", False)) if axes else min(ndim, 2)
+    if ndim == 1 or (units & _ENERGY_UNITS) or om_format in ("Spectrum image", "Spectrum") \
+            or signal_type.upper().startswith(("EELS", "EDS", "CL")) or n_signal == 1:
+        return "spectrum" if ndim == 1 else "spectrum image"
+    if dtype.kind == "c":
+        return "complex image"
+    if dtype.names:
+        return "colour image"
+    if units & {"1/nm", "1/å", "1/a", "1/m", "mrad", "rad"} or "diffraction" in signal_type.lower():
+        return "diffraction pattern"
+    return {2: "image", 3: "image stack"}.get(ndim, f"{ndim}-D dataset")
+
+
+def _signal_detector(sig: dict) -> str | None:
+    """The detector a signal was recorded with, from its vendor metadata."""
+    om = sig.get("original_metadata") or {}
+    for path in ("DetectorMetadata.DetectorName", "BinaryResult.Detector"):  # Velox
+        name = _get_path(om, path)
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    if "ImageList" in om:  # DigitalMicrograph
+        return _vendor_instrument(om).get("detector")
+    det = _get_path(sig.get("metadata") or {}, "Acquisition_instrument.TEM.Detector")
+    if isinstance(det, dict) and len(det) == 1:  # HyperSpy: one named detector
+        return str(next(iter(det)))
+    return None
+
+
+def _describe(signals: list[dict]) -> list[_Signal]:
+    out = []
+    for k, sig in enumerate(signals):
+        title = _get_path(sig.get("metadata") or {}, "General.title")
+        title = title.strip() if isinstance(title, str) and title.strip() else f"signal {k + 1}"
+        out.append(_Signal(title, _signal_detector(sig), _signal_kind(sig),
+                           int(np.prod(np.shape(sig["data"]))), sig))
+    return out
+
+
+def _detector_class(sig: _Signal) -> tuple[int, str] | None:
+    """Rank (0 best) of a signal's detector class, and what told it, or None."""
+    for rank, (_, pattern) in enumerate(DETECTOR_CLASSES):
+        for text, how in ((sig.title, "title"), (sig.detector or "", "detector name")):
+            if pattern.search(text):
+                return rank, how
+    return None
+
+
+def _choose_named(found: list[_Signal], wanted: str, path: Path) -> tuple[_Signal, str]:
+    """The signal titled (or recorded with the detector) ``wanted``, an image."""
+    key = wanted.strip().casefold()
+    for how, attr in (("title", "title"), ("detector name", "detector")):
+        hits = [s for s in found if (getattr(s, attr) or "").casefold() == key]
+        if hits:
+            break
+    else:
+        raise ImageReadError(
+            f"no signal titled '{_listing([wanted])}' (signal in the configuration); the file "
+            f"holds {len(found)}: {_listing([s.label() for s in found])}", path)
+    images = [s for s in hits if s.kind in IMAGE_KINDS]
+    if not images:
+        raise ImageReadError(f"signal '{_listing([wanted])}' is a {hits[0].kind}, not a 2-D image",
+                             path)
+    return max(images, key=lambda s: s.size), f"chosen by its {how} as configured (signal: {wanted})"
+
+
+def _choose_auto(found: list[_Signal], path: Path) -> tuple[_Signal, str]:
+    """The HAADF (else ADF, else DF) image by its title or detector, or the only image."""
+    images = [s for s in found if s.kind in IMAGE_KINDS]
+    if not images:
+        raise ImageReadError(
+            f"the file holds no 2-D image (found {len(found)}: {_listing([s.label() for s in found])})",
+            path)
+    if len(images) == 1:
+        return images[0], "chosen as the only image"
+    ranked = [(c, s) for s in images if (c := _detector_class(s)) is not None]
+    if not ranked:
+        raise ImageReadError(
+            f"{len(images)} images and none is HAADF, ADF or DF by its title or detector name: "
+            f"name the one to analyse (signal in the configuration) among "
+            f"{_listing([s.title for s in images])}", path)
+    best = min(c[0] for c, _ in ranked)
+    top = [(c, s) for c, s in ranked if c[0] == best]
+    (_, how), chosen = max(top, key=lambda cs: cs[1].size)
+    return chosen, f"chosen by its {how}"
+
+
+def choose_signal(signals: list[dict], path: str | Path, wanted: str | None = None) -> tuple[dict, dict]:
+    """Choose the image to analyse among a file's signals (RosettaSciIO dicts).
+
+    Parameters
+    ----------
+    signals : list of dict
+        As RosettaSciIO's ``file_reader`` returns them.
+    path : str or Path
+        The file, for messages.
+    wanted : str, optional
+        Title (or detector name) of the signal to analyse; default the HAADF
+        image, else ADF, else DF (by title, then detector name), the largest
+        of a class; a file with a single image gives that image.
+
+    Returns
+    -------
+    signal : dict
+        The chosen signal.
+    record : dict
+        ``signal`` (its title), ``signals`` (every title) and ``signal_choice``
+        (one line saying what was chosen and why).
+
+    Raises
+    ------
+    ImageReadError
+        No 2-D image; ``wanted`` matching no signal (the titles are listed) or
+        a spectrum; several images and none recognisably HAADF/ADF/DF.
+    """
+    path = Path(path)
+    found = _describe(signals)
+    named = any(s.detector or not s.title.startswith("signal ") for s in found)
+    if wanted and wanted.strip() and named:
+        chosen, why = _choose_named(found, wanted, path)
+    else:
+        chosen, why = _choose_auto(found, path)
+        if wanted and wanted.strip():
+            why += f" (the file names no signals: signal '{wanted}' not checked)"
+    all_images = all(s.kind in IMAGE_KINDS for s in found)
+    what = f"{len(found)} image{'s' * (len(found) > 1)}" if all_images else f"{len(found)} signals"
+    phrase = f"{chosen.title} {why} of {what}: {_listing([s.label() for s in found], width=300)}"
+    return chosen.raw, {"signal": chosen.title, "signals": [s.title for s in found],
+                        "signal_choice": phrase}
+
+
+def _from_rsciio(signals, path: Path, wanted: str | None):
+    """(array, pixel size in pm or None, metadata) of the chosen signal."""
+    sig, record = choose_signal(signals if isinstance(signals, list) else [signals], path, wanted)
+    om = sig.get("original_metadata") or {}
+    meta = {**_instrument_from_rsciio(_mapped_metadata(sig)), **_vendor_instrument(om),
+            **_axes_note(sig["axes"]), **record}
+    meta.setdefault("detector", _signal_detector(sig))
+    return np.asarray(sig["data"]), _axes_pixel_size(sig["axes"]), {k: v for k, v in meta.items()
+                                                                     if v is not None}
+
+
+# --- readers: each returns (array, pixel_size_pm or None, metadata) ---------
+
+def _read_dm(path: Path, dataset: str | None, signal: str | None = None):
+    from rsciio.digitalmicrograph import file_reader
+
+    return _from_rsciio(file_reader(str(path)), path, signal)
+
+
+def _velox_unread(path: Path) -> list[dict]:
+    """Stand-ins for a Velox file's spectra, which are listed but not read."""
+    import h5py
+
+    out = []
+    with h5py.File(path, "r") as f:
+        data = f.get("Data")
+        if not isinstance(data, h5py.Group):
+            return []
+        for group, kind, ndim in (("SpectrumImage", "EDS", 3), ("Spectrum", "EDS", 1),
+                                  ("EelsSpectrumImage", "EELS", 3)):
+            for _ in (data[group] if isinstance(data.get(group), h5py.Group) else ()):
+                out.append({"data": np.zeros((1,) * ndim), "axes": [], "original_metadata": {},
+                            "metadata": {"General": {"title": kind}}})
+    return out
+
+
+def _read_emd(path: Path, dataset: str | None, signal: str | None = None):
+    from rsciio.emd import file_reader
+
+    try:  # Velox: images only (spectrum streams are large and need 'sparse')
+        signals = file_reader(str(path), select_type="images")
+    except Exception as exc:  # rsciio raises many types for foreign HDF5
+        raise ImageReadError(read_failure("emd", exc), path) from None
+    signals = signals if isinstance(signals, list) else [signals]
+    return _from_rsciio(signals + _velox_unread(path), path, signal)
+
+
 def _read_rsciio(kind: str):
     """A reader for a format RosettaSciIO reads (HyperSpy, Zarr HyperSpy, MRC, FEI TIA)."""
 
-    def read(path: Path, dataset: str | None):
+    def read(path: Path, dataset: str | None, signal: str | None = None):
         import importlib
 
         try:
@@ -302,21 +677,108 @@ def _read_rsciio(kind: str):
         except ImportError as exc:
             raise ImageReadError(f"reading {path.suffix} files needs {exc.name} "
                                  f"(pip install {exc.name})", path) from None
-        signals = plugin.file_reader(str(path))
-        sig = _pick_image(signals if isinstance(signals, list) else [signals], path)
-        meta = {**_instrument_from_rsciio(sig.get("metadata", {})), **_axes_note(sig["axes"])}
-        return np.asarray(sig["data"]), _axes_pixel_size(sig["axes"]), meta
+        return _from_rsciio(plugin.file_reader(str(path)), path, signal)
 
     return read
 
 
-def _read_hdf5(path: Path, dataset: str | None):
+# --- TIFF: tifffile for ImageJ/OME/resolution tags, RosettaSciIO for vendors --
+
+def _tiff_vendor(tf) -> str | None:
+    """The vendor whose metadata RosettaSciIO reads from this TIFF, or None."""
+    page = tf.pages[0]
+    for flag, name in (("fei", "FEI/Thermo"), ("sem", "Zeiss"), ("tvips", "TVIPS"), ("sis", "Olympus SIS")):
+        if flag in tf.flags or getattr(page, f"is_{flag}", False):
+            return name
+    make = page.tags.get("Make")
+    if make is not None and make.value == "JEOL Ltd.":
+        return "JEOL"
+    if any(tag in page.tags for tag in (65003, 65009, 65010)):
+        return "DigitalMicrograph"
+    return None
+
+
+def _tiff_plain(tf) -> tuple[float | None, dict]:
+    """Pixel size (pm) from OME, ImageJ or centimetre resolution tags, and JSON/OME metadata."""
+    size, meta = None, {}
+    if tf.is_ome and tf.ome_metadata:
+        try:
+            root = ET.fromstring(tf.ome_metadata)
+            pix = next(el for el in root.iter() if el.tag.endswith("Pixels"))
+            psx = pix.get("PhysicalSizeX")
+            unit = pix.get("PhysicalSizeXUnit", "µm")
+            if psx and unit_to_pm(unit):
+                size = float(psx) * unit_to_pm(unit)
+            when = next((el.text for el in root.iter() if el.tag.endswith("AcquisitionDate")), None)
+            if when:
+                meta["acquisition_time"] = when.strip()
+        except (ET.ParseError, StopIteration, ValueError):
+            pass
+    page = tf.pages[0]
+    if size is None and tf.is_imagej:
+        ij = tf.imagej_metadata or {}
+        unit = ij.get("unit")
+        tag = page.tags.get("XResolution")
+        factor = unit_to_pm(unit.replace("\\u00B5", "µ") if isinstance(unit, str) else unit)
+        if tag is not None and factor:
+            num, den = tag.value
+            if num > 0:
+                size = den / num * factor
+    if size is None:
+        tag = page.tags.get("XResolution")
+        runit = page.tags.get("ResolutionUnit")
+        # Only centimetre resolution units are physical at this scale;
+        # inch (often a 72 dpi default) is not trusted.
+        if tag is not None and runit is not None and int(runit.value) == 3:
+            num, den = tag.value
+            if num > 0:
+                size = den / num * UNIT_PM["cm"]
+    desc = page.tags.get("ImageDescription")
+    if desc is not None and isinstance(desc.value, str) and desc.value.startswith("{"):
+        try:
+            meta.update(_jsonable(json.loads(desc.value)) or {})
+        except json.JSONDecodeError:
+            pass
+    return size, meta
+
+
+def _tiff_vendor_read(path: Path, vendor: str) -> tuple[float | None, dict]:
+    """Pixel size (pm) and instrument metadata of a vendor TIFF, through rsciio.tiff."""
+    from rsciio.tiff import file_reader
+
+    try:
+        signals = file_reader(str(path))
+    except Exception as exc:  # the image itself was readable: say so, keep going
+        return None, {"tiff_vendor": vendor, "vendor_metadata_unreadable": type(exc).__name__}
+    sig = signals[0] if isinstance(signals, list) else signals
+    om = sig.get("original_metadata") or {}
+    meta = {**_instrument_from_rsciio(_mapped_metadata(sig)), **_vendor_instrument(om),
+            "tiff_vendor": vendor}
+    return _axes_pixel_size(sig.get("axes") or []), {k: v for k, v in meta.items() if v is not None}
+
+
+def _read_tiff(path: Path, dataset: str | None, signal: str | None = None):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        data = tf.asarray()
+        size, meta = _tiff_plain(tf)
+        vendor = _tiff_vendor(tf)
+    if vendor is not None:
+        vendor_size, vendor_meta = _tiff_vendor_read(path, vendor)
+        meta.update(vendor_meta)
+        if vendor_size is not None:
+            size = vendor_size
+    return data, size, meta
+
+
+def _read_hdf5(path: Path, dataset: str | None, signal: str | None = None):
     import h5py
 
     with h5py.File(path, "r") as f:
         hyperspy = str(f.attrs.get("file_format", "")) == "HyperSpy"
     if hyperspy and dataset is None:  # written by HyperSpy: its axes carry the pixel size
-        return _read_rsciio("hspy")(path, dataset)
+        return _read_rsciio("hspy")(path, dataset, signal)
     with h5py.File(path, "r") as f:
         if dataset is None:
             found = []
@@ -355,7 +817,7 @@ def _read_hdf5(path: Path, dataset: str | None):
     return data, size, meta
 
 
-def _read_npy(path: Path, dataset: str | None):
+def _read_npy(path: Path, dataset: str | None, signal: str | None = None):
     with open(path, "rb") as fh:
         if fh.read(6) != b"\x93NUMPY":
             raise ImageReadError("not an NPY file (no NumPy header)", path)
@@ -409,6 +871,7 @@ def read_image(
     hdf5_dataset: str | None = None,
     stack: str = "frames",
     prefer: str = "file",
+    signal: str | None = None,
 ) -> list[Image]:
     """Read an image file; return one :class:`Image` per frame.
 
@@ -424,6 +887,13 @@ def read_image(
         What to do with a 3-D stack.
     prefer : {"file", "config"}
         Which pixel size wins when both are known.
+    signal : str, optional
+        Files with several signals (Velox EMD, DM, HyperSpy, ...): the title
+        (or detector name) of the image to analyse. Default: the HAADF image,
+        else ADF, else DF, by title or detector name (:func:`choose_signal`).
+        The choice is recorded in ``metadata["signal"]``, ``["signals"]`` and
+        ``["signal_choice"]`` (one line, for the log). Ignored by formats
+        that hold a single unnamed image (TIFF, NPY, plain HDF5).
 
     Returns
     -------
@@ -444,7 +914,7 @@ def read_image(
     if stack not in ("frames", "sum", "align"):
         raise ValueError(f"stack must be 'frames', 'sum' or 'align', not {stack!r}")
     try:
-        data, file_size, meta = READERS[kind](path, hdf5_dataset)
+        data, file_size, meta = READERS[kind](path, hdf5_dataset, signal)
     except (ImageReadError, PixelSizeError):
         raise
     except Exception as exc:  # any parser failure is a bad file, not a crash

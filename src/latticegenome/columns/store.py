@@ -35,7 +35,7 @@ from latticegenome.core.fsutil import atomic_path, atomic_write
 if TYPE_CHECKING:  # the column finder (and its compiled kernels) is not needed to read results
     from latticegenome.columns.finder import Columns
 
-CSV_FIELDS = ("x", "y", "site", "x_err", "y_err", "amplitude", "background",
+CSV_FIELDS = ("x", "y", "site", "species", "x_err", "y_err", "amplitude", "background",
               "amplitude_err", "sigma", "i", "j", "converged")
 
 #: Version of the layouts written here (the ``format_version`` attribute of an HDF5
@@ -86,7 +86,7 @@ def write_columns_h5(
                 for name, arr in columns.as_dict().items():
                     arr = np.asarray(arr)
                     if arr.dtype.kind == "U":
-                        arr = arr.astype("S1")
+                        arr = np.char.encode(arr, "ascii")
                     g.create_dataset(name, data=arr, compression="gzip", shuffle=True)
                 g.attrs["units"] = "px"
                 f.attrs["basis_px"] = columns.basis
@@ -130,8 +130,9 @@ def read_columns(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     except (OSError, KeyError) as exc:
         raise ImageReadError(f"not a column table: {exc}", path) from None
     attrs["format_version"] = _check_version(attrs.get("format_version"), path)
-    if "site" in cols:
-        cols["site"] = np.char.decode(np.asarray(cols["site"], dtype="S1"), "ascii")
+    for name in ("site", "species"):
+        if name in cols:
+            cols[name] = np.char.decode(np.asarray(cols[name], dtype="S"), "ascii")
     return cols, attrs
 
 
@@ -147,7 +148,7 @@ def csv_sidecar(path: str | Path) -> Path:
 
 
 def _csv_cell(name: str, value):
-    if name == "site":
+    if name in ("site", "species"):
         return str(value)
     if name in ("i", "j"):
         return int(value)
@@ -174,7 +175,8 @@ def write_columns_csv(path: str | Path, columns: Columns, *, pixel_size_pm: floa
     >>> from latticegenome.columns.finder import Columns
     >>> one = {k: np.zeros(1) for k in ("x", "y", "x_err", "y_err", "amplitude",
     ...        "amplitude_err", "background", "sigma")}
-    >>> cols = Columns(**one, site=np.array(["A"]), i=np.zeros(1, int), j=np.zeros(1, int),
+    >>> cols = Columns(**one, site=np.array(["A"]), species=np.array(["Sr"]),
+    ...                i=np.zeros(1, int), j=np.zeros(1, int),
     ...                converged=np.ones(1, bool), basis=np.eye(2) * 20, origin=np.zeros(2),
     ...                dispersion=1.0)
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "cols.csv"
@@ -187,7 +189,8 @@ def write_columns_csv(path: str | Path, columns: Columns, *, pixel_size_pm: floa
     meta = {"source": str(source),
             "pixel_size_pm": None if pixel_size_pm is None else float(pixel_size_pm),
             "basis_px": np.asarray(columns.basis).tolist(), "units": CSV_UNITS,
-            "fields": list(CSV_FIELDS), "format_version": FORMAT_VERSION}
+            "fields": list(CSV_FIELDS), "format_version": FORMAT_VERSION,
+            "info": json.loads(json.dumps(columns.info, default=float))}
     data = columns.as_dict()
     with atomic_write(path, "w") as fh:
         w = csv.writer(fh, lineterminator="\n")
@@ -215,6 +218,8 @@ def _sidecar_attrs(path: Path) -> dict:
         attrs["source"] = str(meta["source"])
     if meta.get("units") is not None:
         attrs["units"] = str(meta["units"])
+    if isinstance(meta.get("info"), dict):
+        attrs["info"] = meta["info"]
     try:
         if meta.get("pixel_size_pm") is not None:
             attrs["pixel_size_pm"] = float(meta["pixel_size_pm"])
@@ -245,7 +250,7 @@ def _csv_columns(rows: list[dict], fieldnames, path: Path) -> dict[str, np.ndarr
     cols: dict[str, np.ndarray] = {}
     for name in fieldnames:
         vals = [r[name] for r in rows]
-        if name == "site":
+        if name in ("site", "species"):
             cols[name] = np.array(vals, dtype=str)
         elif name in ("i", "j", "converged"):
             cols[name] = np.array([int(float(v)) for v in vals], dtype=np.int64)

@@ -36,6 +36,11 @@ class NoLatticeError(LatticeGenomeError):
     """No atomic lattice can be found in the image."""
 
 
+class ModelMismatchError(NoLatticeError):
+    """The image does not fit the configured projection or contrast (the reason
+    says what it looks like instead)."""
+
+
 class ConfigError(LatticeGenomeError):
     """The configuration is invalid."""
 
