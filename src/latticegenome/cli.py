@@ -239,8 +239,9 @@ def _cmd_columns(args) -> int:
         img = res.frames[0][0]
         write_columns_h5(args.h5, cols, source=str(args.image), pixel_size_pm=res.pixel_size_pm,
                          shape=img.data.shape, metadata=img.metadata)
-    n_a = int((cols.site == "A").sum())
-    print(f"{args.image}: {n_a} A and {len(cols) - n_a} B columns "
+    n = {s: int((cols.site == s).sum()) for s in ("A", "B", "O")}
+    counts = f"{n['A']} A, {n['B']} B" + (f" and {n['O']} O" if n["O"] else "")
+    print(f"{args.image}: {counts} columns "
           f"(pixel size {res.pixel_size_pm:.4g} pm, from the {res.frames[0][0].pixel_size_source})")
     return 0
 
@@ -266,7 +267,8 @@ def _cmd_cells(args) -> int:
                                  args.columns)
     try:
         cells = measure_cells(cols, float(px),
-                              reference_pm=(args.reference_pm, args.reference_pm) if args.reference_pm else None)
+                              reference_pm=(args.reference_pm, args.reference_pm) if args.reference_pm else None,
+                              projection=(attrs.get("info") or {}).get("projection"))
     except ValueError as exc:
         raise ImageReadError(str(exc), args.columns) from None
     write_table_csv(args.csv, cells, CELL_FIELDS)
@@ -296,7 +298,7 @@ def _cmd_classify(args) -> int:
         if px is None or not np.isfinite(px):
             raise ImageReadError("no pixel size in the file", path)
         try:
-            measure_cells(cols, float(px))
+            measure_cells(cols, float(px), projection=(attrs.get("info") or {}).get("projection"))
         except (ValueError, KeyError) as exc:
             raise ImageReadError(f"no unit cell: {exc}", path) from None
     summary = aggregate(

@@ -79,7 +79,8 @@ def analyse_file(path: str | Path, settings: AnalysisSettings | Mapping | None =
     """
     settings = AnalysisSettings.of(settings, **overrides)
     images = read_image(path, pixel_size_pm=settings.pixel_size_pm,
-                        hdf5_dataset=settings.hdf5_dataset, stack=settings.stack)
+                        hdf5_dataset=settings.hdf5_dataset, stack=settings.stack,
+                        signal=settings.signal)
     result = FileResult(str(path))
     for img in images:
         try:

@@ -384,7 +384,7 @@ def candidate_maxima(image: np.ndarray, spacing: float) -> tuple[np.ndarray, np.
 
 def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
                  projection: Projection | None = None, *, spacing_px: float | None = None,
-                 pixel_size_pm: float | None = None):
+                 pixel_size_pm: float | None = None, floor: float = 0.0):
     """Step 2: index the maxima on the lattice, then keep the A lattice of the projection.
 
     The maxima are indexed by growing from a bright seed
@@ -408,6 +408,8 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
         Expected short A-A spacing in pixels (prefers the candidate at that scale).
     pixel_size_pm : float, optional
         Only for the wording of a rejection.
+    floor : float
+        Background level of the image (brightness contrasts are above it).
 
     Returns
     -------
@@ -434,7 +436,7 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
         raise NoLatticeError("the intensity maxima do not form a lattice")
     ij, found, local, basis, info = choose_a_lattice(
         points, height, ij, found, local, basis, projection, spacing_px=spacing_px,
-        pixel_size_pm=pixel_size_pm)
+        pixel_size_pm=pixel_size_pm, floor=floor)
     if found.sum() < 4:
         raise NoLatticeError("fewer than four maxima on the A lattice")
     a_idx = np.flatnonzero(found)
@@ -727,7 +729,8 @@ def find_columns(
         Columns bright, or dark on a bright background (fitted as dips).
     fit_oxygen : bool, optional
         Also fit the oxygen-only columns and report the significant ones;
-        default: for ABF.
+        default: for ABF, and for HAADF where the projection's O columns are
+        expected at :data:`OXYGEN_VISIBLE` of the B brightness or more ([110]).
     spacing_px : float, optional
         Expected short A-A spacing in pixels (the projection's a1 over the
         pixel size). Optional: the lattice is measured from the image; the
@@ -768,7 +771,8 @@ def find_columns(
     check = contrast_polarity(img, d, contrast)
     points, height = candidate_maxima(img, d)
     pos, ij, local, basis, lattice_info = index_maxima(
-        points, height, basis, projection, spacing_px=spacing_px, pixel_size_pm=pixel_size_pm)
+        points, height, basis, projection, spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
+        floor=float(np.percentile(img[::4, ::4], 5)))
     check.update(lattice_info)
     d = _spacing(basis)
     sigma0, radius = column_width(img, pos, d)
@@ -781,7 +785,7 @@ def find_columns(
         b_col = projection.of_site("B")[0]
         extra = b_candidates(img, cand, basis, spacing=d, margin=margin, b_search=b_search,
                              frac=b_col.frac, species=b_col.species)
-        if (contrast == "abf" if fit_oxygen is None else fit_oxygen) and projection.of_site("O"):
+        if _fit_oxygen(projection, contrast, fit_oxygen):
             extra = extra.join(o_candidates(img, cand, basis, projection, margin=margin))
         cand = cand.join(extra)
     fit = refine_together(img, cand, radius)
@@ -796,11 +800,33 @@ def find_columns(
     return cols
 
 
+#: Fit the O columns (``fit_oxygen=None``) when their expected HAADF brightness is
+#: at least this fraction of the B column's ([110]: O2 at 0.36; [001]: O at 0.15).
+OXYGEN_VISIBLE = 0.2
+
+
+def _fit_oxygen(projection: Projection, contrast: str, fit_oxygen: bool | None) -> bool:
+    """Whether the O columns go into the model: as asked, else for ABF (O visible)
+    and where HAADF shows them (:data:`OXYGEN_VISIBLE`)."""
+    o_cols = projection.of_site("O")
+    if not o_cols or fit_oxygen is False:
+        return False
+    if fit_oxygen or contrast == "abf":
+        return True
+    b = max(c.brightness for c in projection.of_site("B"))
+    return max(c.brightness for c in o_cols) >= OXYGEN_VISIBLE * b
+
+
 def _model_checks(img, cols: Columns, projection: Projection, contrast: str,
                   expected_contrast) -> dict:
     """The fitted model against the image: A/B contrast, unmodelled peaks, coverage."""
     a, b = cols.site == "A", cols.site == "B"
-    out = {"dispersion": round(float(cols.dispersion), 4)}
+    lengths = np.hypot(cols.basis[:, 0], cols.basis[:, 1])
+    cos = abs(cols.basis[0] @ cols.basis[1]) / (lengths[0] * lengths[1])
+    out = {"dispersion": round(float(cols.dispersion), 4),  # of the fitted A lattice:
+           "lattice_spacings_px": [round(float(v), 4) for v in lengths],
+           "lattice_ratio": round(float(lengths.max() / lengths.min()), 4),
+           "lattice_angle_deg": round(float(np.degrees(np.arccos(min(1.0, cos)))), 3)}
     if not b.any():
         return out
     expected = expected_contrast or (projection.contrast(),) * 2

@@ -125,7 +125,12 @@ class Image:
         Frame index in a stack (None for a single image or a summed stack).
     metadata : dict
         Instrument metadata found in the file (microscope, voltage_kV,
-        dwell_time_us, ...), JSON-serialisable.
+        convergence_angle_mrad, detector, detector_inner_angle_mrad,
+        detector_outer_angle_mrad, dwell_time_us, magnification,
+        acquisition_time, stage_tilt_alpha_deg, ...), JSON-serialisable. Files
+        read through RosettaSciIO add ``signal`` (the title of the image
+        read), ``signals`` (every title in the file) and ``signal_choice``
+        (one line: what was chosen and why, for the log).
     """
 
     data: np.ndarray
@@ -222,7 +227,7 @@ def _mapped_metadata(sig: dict) -> dict:
         if func is not None:
             try:
                 value = func(value)
-            except Exception:  # a vendor value the mapping cannot parse
+            except Exception:  # noqa: BLE001, S112 - a vendor value the mapping cannot parse
                 continue
         if value is not None:
             _set_path(md, dest, value)
@@ -300,6 +305,14 @@ def _detector_angles(detectors: dict) -> dict:
     return out
 
 
+def _magnification(text: str) -> float | None:
+    """A magnification written as text (``"5.00 K X"``, ``"1000x"``) as a number."""
+    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*([kKM]?)\s*[xX]?\s*", text)
+    if not m or _number(m.group(1)) is None:
+        return None
+    return _number(m.group(1)) * {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6}[m.group(2)]
+
+
 def _instrument_from_rsciio(md: dict) -> dict:
     """Instrument metadata from a RosettaSciIO signal's HyperSpy-style metadata.
 
@@ -310,13 +323,18 @@ def _instrument_from_rsciio(md: dict) -> dict:
     inst = md.get("Acquisition_instrument") or {}
     tem = inst.get("TEM") or inst.get("SEM") or {}
     for key, name in _TEM_KEYS.items():
-        if key in tem:
+        if key in tem and tem[key] not in (0, 0.0, "", None):  # 0: the vendor's "unknown"
             out[name] = tem[key]
     stage = tem.get("Stage") or {}
     for key, name in (("tilt_alpha", "tilt_alpha"), ("tilt_beta", "tilt_beta"), ("tilt", "tilt_alpha")):
         if _number(stage.get(key)) is not None:
             out.setdefault(f"stage_{name}_deg", _number(stage[key]))
-    out.update(_detector_angles(tem.get("Detector") or {}))
+    detectors = tem.get("Detector") or {}
+    out.update(_detector_angles(detectors))
+    if isinstance(detectors.get("detector_type"), str):  # Zeiss TIFF
+        out["detector"] = detectors["detector_type"]
+    if isinstance(out.get("magnification"), str):  # Zeiss: "5.00 K X"
+        out["magnification"] = _magnification(out["magnification"])
     if _number(tem.get("dwell_time")) is not None:
         out["dwell_time_us"] = _number(tem["dwell_time"]) * 1e6
     general = md.get("General") or {}
@@ -331,7 +349,7 @@ def _instrument_from_rsciio(md: dict) -> dict:
 
 def _velox_instrument(om: dict) -> dict:
     """Instrument metadata from a Velox EMD image's own metadata (SI units in the file)."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     optics, scan = om.get("Optics") or {}, om.get("Scan") or {}
     det = om.get("DetectorMetadata") or {}
@@ -355,10 +373,12 @@ def _velox_instrument(om: dict) -> dict:
     for axis in ("Alpha", "Beta"):
         tilt = _number((om.get("Stage") or {}).get(f"{axis}Tilt"))  # rad
         if tilt is not None:
-            out[f"stage_tilt_{axis.lower()}_deg"] = float(np.degrees(tilt))
+            out[f"stage_tilt_{axis.lower()}_deg"] = round(float(np.degrees(tilt)), 4)
     unix = _number(_get_path(om, "Acquisition.AcquisitionStartDatetime.DateTime"))
     if unix:  # seconds since 1970 UTC; RosettaSciIO gives it in the reader's time zone
-        out["acquisition_time"] = datetime.fromtimestamp(unix, tz=timezone.utc).isoformat()
+        stamp = datetime.fromtimestamp(unix, tz=UTC)
+        out.update(acquisition_time=stamp.isoformat(), date=stamp.date().isoformat(),
+                   time=stamp.time().isoformat())
     return out
 
 
@@ -380,16 +400,6 @@ def _dm_instrument(om: dict) -> dict:
     ):
         if _number(value) is not None and (_number(value) or key.startswith("stage")):
             out[key] = _number(value) * factor
-    for key, val in info.items():  # spelled per site: "Convergence Semi-angle (mrad)", ...
-        low, x = str(key).lower(), _number(val)
-        if x is None or "mrad" not in low:
-            continue
-        if "convergence" in low:
-            out["convergence_angle_mrad"] = x
-        elif "inner" in low:
-            out["detector_inner_angle_mrad"] = x
-        elif "outer" in low:
-            out["detector_outer_angle_mrad"] = x
     bar = tags.get("DataBar") or {}
     out["acquisition_time"] = _iso_time(bar.get("Acquisition Date"), bar.get("Acquisition Time"))
     out["detector"] = _find_text(tags, {"detector", "detector name", "detectorname", "signal name"},
@@ -411,7 +421,7 @@ def _fei_tiff_instrument(om: dict) -> dict:
         out["dwell_time_us"] = _number(scan["Dwelltime"]) * 1e6
     for key, name in (("StageT", "alpha"), ("StageTb", "beta")):
         if _number(stage.get(key)) is not None:  # rad
-            out[f"stage_tilt_{name}_deg"] = float(np.degrees(_number(stage[key])))
+            out[f"stage_tilt_{name}_deg"] = round(float(np.degrees(_number(stage[key]))), 4)
     user = fei.get("User") or {}
     out["acquisition_time"] = _iso_time(user.get("Date"), user.get("Time"))
     return out
@@ -527,8 +537,15 @@ def _describe(signals: list[dict]) -> list[_Signal]:
     return out
 
 
+#: Titles of images computed from segmented detectors (Velox DPC, iDPC, FFT, A-C ...):
+#: never ranked by the detector they were computed from.
+_DERIVED = re.compile(r"dpc|fft|^[ab]-[cd]$|^dcfi$", re.IGNORECASE)
+
+
 def _detector_class(sig: _Signal) -> tuple[int, str] | None:
     """Rank (0 best) of a signal's detector class, and what told it, or None."""
+    if _DERIVED.search(sig.title):
+        return None
     for rank, (_, pattern) in enumerate(DETECTOR_CLASSES):
         for text, how in ((sig.title, "title"), (sig.detector or "", "detector name")):
             if pattern.search(text):
@@ -551,7 +568,8 @@ def _choose_named(found: list[_Signal], wanted: str, path: Path) -> tuple[_Signa
     if not images:
         raise ImageReadError(f"signal '{_listing([wanted])}' is a {hits[0].kind}, not a 2-D image",
                              path)
-    return max(images, key=lambda s: s.size), f"chosen by its {how} as configured (signal: {wanted})"
+    return max(images, key=lambda s: s.size), (f"chosen by its {how} as configured "
+                                               f"(signal: {_listing([wanted])})")
 
 
 def _choose_auto(found: list[_Signal], path: Path) -> tuple[_Signal, str]:
@@ -611,10 +629,14 @@ def choose_signal(signals: list[dict], path: str | Path, wanted: str | None = No
     else:
         chosen, why = _choose_auto(found, path)
         if wanted and wanted.strip():
-            why += f" (the file names no signals: signal '{wanted}' not checked)"
-    all_images = all(s.kind in IMAGE_KINDS for s in found)
-    what = f"{len(found)} image{'s' * (len(found) > 1)}" if all_images else f"{len(found)} signals"
-    phrase = f"{chosen.title} {why} of {what}: {_listing([s.label() for s in found], width=300)}"
+            why += f" (the file names no signals: signal '{_listing([wanted])}' not checked)"
+    title = _listing([chosen.title])  # escaped to one line, for the log
+    if len(found) == 1:
+        phrase = f"{title} {why.replace('the only image', 'the only signal in the file')}"
+    else:
+        what = "images" if all(s.kind in IMAGE_KINDS for s in found) else "signals"
+        phrase = (f"{title} {why} of {len(found)} {what}: "
+                  f"{_listing([s.label() for s in found], width=300)}")
     return chosen.raw, {"signal": chosen.title, "signals": [s.title for s in found],
                         "signal_choice": phrase}
 
@@ -651,15 +673,20 @@ def _velox_unread(path: Path) -> list[dict]:
                                   ("EelsSpectrumImage", "EELS", 3)):
             for _ in (data[group] if isinstance(data.get(group), h5py.Group) else ()):
                 out.append({"data": np.zeros((1,) * ndim), "axes": [], "original_metadata": {},
-                            "metadata": {"General": {"title": kind}}})
+                            "metadata": {"General": {"title": kind},
+                                         "Signal": {"signal_type": kind}}})
     return out
 
 
 def _read_emd(path: Path, dataset: str | None, signal: str | None = None):
     from rsciio.emd import file_reader
 
-    try:  # Velox: images only (spectrum streams are large and need 'sparse')
+    try:  # Velox: images only (spectrum streams are large)
         signals = file_reader(str(path), select_type="images")
+    except ModuleNotFoundError as exc:  # Velox with a spectrum image: rsciio needs 'sparse'
+        name = exc.name or "sparse"
+        raise ImageReadError(f"this EMD file holds a spectrum image; RosettaSciIO reads such "
+                             f"files only with {name} installed (pip install {name})", path) from None
     except Exception as exc:  # rsciio raises many types for foreign HDF5
         raise ImageReadError(read_failure("emd", exc), path) from None
     signals = signals if isinstance(signals, list) else [signals]
@@ -748,7 +775,7 @@ def _tiff_vendor_read(path: Path, vendor: str) -> tuple[float | None, dict]:
 
     try:
         signals = file_reader(str(path))
-    except Exception as exc:  # the image itself was readable: say so, keep going
+    except Exception as exc:  # noqa: BLE001 - the image itself was readable: say so, go on
         return None, {"tiff_vendor": vendor, "vendor_metadata_unreadable": type(exc).__name__}
     sig = signals[0] if isinstance(signals, list) else signals
     om = sig.get("original_metadata") or {}

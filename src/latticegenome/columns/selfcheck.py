@@ -108,9 +108,10 @@ class LatticeChoice:
                 and abs(self.angle_deg - projection.angle_deg) <= ANGLE_TOLERANCE_DEG)
 
 
-def _splits(height: np.ndarray, ij: np.ndarray, local: np.ndarray):
+def _splits(height: np.ndarray, ij: np.ndarray, local: np.ndarray, floor: float = 0.0):
     """The index-2 sub-lattices of the maxima whose halves differ in brightness
-    (their basis from the local lattice vectors at the first maximum kept)."""
+    (above ``floor``, the image's background level), their basis from the
+    local lattice vectors at the first maximum kept."""
     rules = {"i": (ij[:, 0] % 2, lambda b1, b2: (2 * b1, b2)),
              "j": (ij[:, 1] % 2, lambda b1, b2: (b1, 2 * b2)),
              "i+j": ((ij[:, 0] + ij[:, 1]) % 2, lambda b1, b2: (b1 + b2, b1 - b2))}
@@ -121,7 +122,7 @@ def _splits(height: np.ndarray, ij: np.ndarray, local: np.ndarray):
         h0, h1 = height[~parity], height[parity]
         se = np.sqrt(h0.var() / h0.size + h1.var() / h1.size) + 1e-12
         diff = abs(h0.mean() - h1.mean())
-        if diff > SPLIT_SIGMAS * se and diff / max(h0.mean(), h1.mean()) > SPLIT_CONTRAST:
+        if diff > SPLIT_SIGMAS * se and diff / max(h0.mean() - floor, h1.mean() - floor) > SPLIT_CONTRAST:
             keep = np.flatnonzero(parity == (h1.mean() > h0.mean()))
             yield LatticeChoice(name, keep, reduce_basis(np.array(make(*local[keep[0]]))),
                                 float(diff / se))
@@ -148,14 +149,20 @@ def _describe(choice: LatticeChoice, pixel_size_pm: float | None) -> str:
 
 
 def choose_a_lattice(points, height, ij, found, local, basis, projection: Projection, *,
-                     spacing_px: float | None = None, pixel_size_pm: float | None = None):
+                     spacing_px: float | None = None, pixel_size_pm: float | None = None,
+                     floor: float = 0.0):
     """The A lattice among the indexed maxima, for the configured projection.
 
-    Candidates: all indexed maxima, and every index-2 sub-lattice whose two
-    halves differ in brightness (by parity of i, of j, of i + j: the bright
-    half). Those whose cell has the projection's shape are kept; of them,
-    those at the expected scale (``spacing_px``, the short A spacing) when
-    any is; then the most significant split wins, else all maxima.
+    The maxima may hold more than the A columns (B columns in [001] and [110]
+    HAADF, B and O columns in ABF). Starting from all of them, the bright
+    half of a two-fold sub-lattice (by parity of i, of j or of i + j) is
+    taken while one exists whose halves differ in brightness and whose cell
+    has the projection's shape (the most significant such split each time):
+    [001] HAADF A + B -> A; ABF A + B + O -> A + B -> A; [110] A + B rows ->
+    A. Of that chain, the deepest at the expected scale (``spacing_px``, the
+    short A spacing) is the A lattice, else the deepest. Brightness
+    differences are relative to the heights above ``floor`` (the image's
+    background level: ABF columns are shallow dips on a bright background).
 
     Returns
     -------
@@ -172,19 +179,36 @@ def choose_a_lattice(points, height, ij, found, local, basis, projection: Projec
         lattice looks like.
     """
     idx = np.flatnonzero(found)
-    everything = LatticeChoice("maxima", idx, reduce_basis(basis), 0.0)
-    splits = [LatticeChoice(c.name, idx[c.keep], c.basis, c.sigmas)
-              for c in _splits(height[idx], ij[idx], local[idx])]
-    fitting = [c for c in splits + [everything] if c.fits(projection)]
-    if spacing_px:
-        scaled = [c for c in fitting if abs(c.lengths[0] / spacing_px - 1) <= SCALE_TOLERANCE]
-        fitting = scaled or fitting
+    chain = [LatticeChoice("maxima", idx, reduce_basis(basis), 0.0)]
+    seen: list[LatticeChoice] = []
+    for _ in range(3):
+        cur = chain[-1]
+        sub_ij = ij[cur.keep] if cur.name == "maxima" else \
+            index_lattice(points[cur.keep], cur.basis, weights=height[cur.keep])[0]
+        sub_local = local[cur.keep] if cur.name == "maxima" else \
+            np.repeat(cur.basis[None], cur.keep.size, axis=0)
+        splits = [LatticeChoice(c.name if cur.name == "maxima" else f"{cur.name},{c.name}",
+                                cur.keep[c.keep], c.basis, c.sigmas)
+                  for c in _splits(height[cur.keep], sub_ij, sub_local, floor)]
+        seen += splits
+        fitting = [c for c in splits if c.fits(projection)]
+        if not fitting:
+            break
+        chain.append(max(fitting, key=lambda c: c.sigmas))
+    fitting = [c for c in chain if c.fits(projection)]
     if not fitting:
-        best = max(splits, key=lambda c: c.sigmas) if splits else everything
+        best = max(seen, key=lambda c: c.sigmas) if seen else chain[0]
         raise ModelMismatchError(
             f"{_describe(best, pixel_size_pm)}: {looks_like(best)}, configured "
             f"[{''.join(str(v) for v in projection.zone_axis)}]")
-    choice = max(fitting, key=lambda c: c.sigmas)
+    if spacing_px:
+        scaled = [c for c in fitting if abs(c.lengths[0] / spacing_px - 1) <= SCALE_TOLERANCE]
+        fitting = scaled or fitting
+    return _chosen(fitting[-1], points, height, ij, found, local, basis, projection)
+
+
+def _chosen(choice: LatticeChoice, points, height, ij, found, local, basis, projection):
+    """Indices, basis (a1 the shorter where the cell is not square) and figures of the choice."""
     l1, l2 = choice.lengths
     info = {"lattice_from": choice.name, "lattice_split_sigmas": round(choice.sigmas, 1),
             "lattice_spacings_px": [round(float(l1), 3), round(float(l2), 3)],

@@ -144,8 +144,9 @@ class AnalysisSettings(_Section):
         "haadf", description="haadf: columns bright (Z-contrast); abf: columns dark on a bright "
                              "background (annular bright field), fitted as dips")
     oxygen: Literal["auto", "fit", "skip"] = Field(
-        "auto", description="fit the O columns too and report the visible ones: auto (for abf "
-                            "contrast), fit, or skip")
+        "auto", description="fit the O columns too and report the visible ones: auto (abf "
+                            "contrast, and haadf where the projection's O columns are expected "
+                            "at a fifth of the B brightness or more: [110]), fit, or skip")
     signal: str | None = Field(
         None, description="files with several images (EMD, DM): the title of the one to analyse; "
                           "default the HAADF/ADF image, chosen by its metadata")

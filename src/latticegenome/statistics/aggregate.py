@@ -69,17 +69,18 @@ class Histogram:
         self.counts += np.histogram(v[np.isfinite(v)], self.edges)[0]
 
 
-def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_px=None):
+def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_px=None,
+                        projection=None):
     """Cells of one image, strained against a region of it or the nominal cell."""
     reference = (nominal_pm, nominal_pm) if nominal_pm else None
     if reference_region_px is None:
-        return measure_cells(cols, pixel_size_pm, reference_pm=reference)
-    cells = measure_cells(cols, pixel_size_pm)
+        return measure_cells(cols, pixel_size_pm, reference_pm=reference, projection=projection)
+    cells = measure_cells(cols, pixel_size_pm, projection=projection)
     x0, y0, x1, y1 = reference_region_px
     region = (cells["x"] >= x0) & (cells["x"] <= x1) & (cells["y"] >= y0) & (cells["y"] <= y1)
     if not region.any():
         raise ValueError(f"no complete cell in the strain reference region {list(reference_region_px)}")
-    return measure_cells(cols, pixel_size_pm, reference_cells=region)
+    return measure_cells(cols, pixel_size_pm, reference_cells=region, projection=projection)
 
 
 def lattice_sanity(a_pm: float, b_pm: float, materials: list[dict] | None = None,
@@ -189,7 +190,8 @@ def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_t
         return source, attrs.get("reason", "rejected")
     px = float(attrs["pixel_size_pm"])
     try:
-        cells = measure_image_cells(cols, px, nominal_pm, reference_region_px)
+        cells = measure_image_cells(cols, px, nominal_pm, reference_region_px,
+                                    projection=(attrs.get("info") or {}).get("projection"))
     except ValueError as exc:
         reason = str(exc)
     else:

@@ -16,9 +16,18 @@ Conventions
   (degrees, counter-clockwise in image axes), where F maps the reference cell
   onto the measured one: F = M R^-1 with M, R the 2x2 matrices of cell
   vectors as columns (x, y components).
-- ``dx_pm, dy_pm``: B position minus the mean of the four corners, in image
-  axes (x to the right, y down). Errors propagate the column position errors
-  (independent): var = var_B + sum(var_corner) / 16.
+- ``dx_pm, dy_pm``: B position minus where the four corners put the B site,
+  in image axes (x to the right, y down): their mean in [001] (B at the cell
+  centre), the mean of the two A columns it sits between in [110] (B half way
+  along a2); in general the bilinear interpolation of the corners at the B
+  site's fractions (fi, fj) of the projection. Errors propagate the column
+  position errors (independent): var = var_B + sum(w_k^2 var_corner_k), with
+  the bilinear weights w_k (1/16 each for [001]).
+- Projections: ``a_pm`` and ``b_pm`` are pseudo-cubic lattice parameters:
+  the cell's lengths times the projection's factors (1 and 1 for [001];
+  sqrt 2 along [1-10] and 1 along [001] for [110], whose A cell is
+  a/sqrt2 x a), so that they compare with a material's ``a_pm`` in every
+  projection; strain is the physical one (F of the projected cells).
 - Intensities are integrated column counts 2 pi s^2 h (image units).
 """
 
@@ -29,6 +38,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from latticegenome.columns.model import column_counts
+
+#: The [001] projection: B at the cell centre, lengths as measured.
+_CUBIC_001 = {"columns": [{"site": "B", "frac": [0.5, 0.5]}], "pseudocubic": [1.0, 1.0]}
+
+
+def _projection_record(projection) -> dict:
+    """A projection's record (:meth:`~latticegenome.columns.projection.Projection.as_record`),
+    from a Projection, a record, or None ([001])."""
+    if projection is None:
+        return _CUBIC_001
+    if hasattr(projection, "as_record"):
+        return projection.as_record()
+    return projection
+
+
+def _b_frac(record: dict) -> tuple[float, float]:
+    return next(tuple(c["frac"]) for c in record["columns"] if c["site"] == "B")
 
 CELL_FIELDS = (
     "x", "y", "i", "j", "u", "v", "a_pm", "b_pm", "angle_deg", "area_pm2", "exx", "eyy", "exy",
@@ -128,14 +154,20 @@ def _strain(m: np.ndarray, reference_pm=None, reference_cells=None) -> dict[str,
             "rotation_deg": np.degrees(np.arctan2(f[:, 1, 0] - f[:, 0, 1], f[:, 0, 0] + f[:, 1, 1]))}
 
 
-def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, centre: np.ndarray,
+def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, frac: tuple[float, float],
                     pixel_size_pm: float) -> dict[str, np.ndarray]:
-    """Displacement of the B column of each cell from its centre, its error (pm) and
-    the B intensity; NaN for cells without a B column."""
-    n = centre.shape[0]
+    """Displacement of the B column of each cell from its site (the corners'
+    bilinear interpolation at ``frac``), its error (pm) and the B intensity;
+    NaN for cells without a B column."""
+    n = a.k00.size
     out = {k: np.full(n, np.nan) for k in ("dx_pm", "dy_pm", "dx_err_pm", "dy_err_pm", "intensity_B")}
     if not is_b.any():
         return out
+    fi, fj = frac
+    w = np.array([(1 - fi) * (1 - fj), fi * (1 - fj), (1 - fi) * fj, fi * fj])  # 00 10 01 11
+    ks = (a.k00, a.k10, a.k01, a.k11)
+    site_x = sum(wk * a.x[k] for wk, k in zip(w, ks))
+    site_y = sum(wk * a.y[k] for wk, k in zip(w, ks))
     grid, i0, j0 = a.grid, a.i0, a.j0
     ib, jb = columns["i"][is_b].astype(np.int64), columns["j"][is_b].astype(np.int64)
     inside = (ib - i0 >= 0) & (ib - i0 < grid.shape[0]) & (jb - j0 >= 0) & (jb - j0 < grid.shape[1])
@@ -148,11 +180,10 @@ def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, centre: np.ndar
     has = owner >= 0
     c = owner[has]
     xb, yb = columns["x"][is_b][has], columns["y"][is_b][has]
-    out["dx_pm"][c] = (xb - centre[c, 0]) * pixel_size_pm
-    out["dy_pm"][c] = (yb - centre[c, 1]) * pixel_size_pm
-    ex, ey = a.x_err, a.y_err
-    corner_var_x = (ex[a.k00] ** 2 + ex[a.k10] ** 2 + ex[a.k01] ** 2 + ex[a.k11] ** 2) / 16
-    corner_var_y = (ey[a.k00] ** 2 + ey[a.k10] ** 2 + ey[a.k01] ** 2 + ey[a.k11] ** 2) / 16
+    out["dx_pm"][c] = (xb - site_x[c]) * pixel_size_pm
+    out["dy_pm"][c] = (yb - site_y[c]) * pixel_size_pm
+    corner_var_x = sum(wk**2 * a.x_err[k] ** 2 for wk, k in zip(w, ks))
+    corner_var_y = sum(wk**2 * a.y_err[k] ** 2 for wk, k in zip(w, ks))
     out["dx_err_pm"][c] = np.sqrt(columns["x_err"][is_b][has] ** 2 + corner_var_x[c]) * pixel_size_pm
     out["dy_err_pm"][c] = np.sqrt(columns["y_err"][is_b][has] ** 2 + corner_var_y[c]) * pixel_size_pm
     out["intensity_B"][c] = column_counts(columns["amplitude"][is_b][has], columns["sigma"][is_b][has])
@@ -165,6 +196,7 @@ def measure_cells(
     *,
     reference_pm: tuple[float, float] | None = None,
     reference_cells: np.ndarray | None = None,
+    projection=None,
 ) -> dict[str, np.ndarray]:
     """Measure every complete unit cell.
 
@@ -181,6 +213,11 @@ def measure_cells(
         Alternatively, the cells (in output order) whose mean defines the
         reference (a region of the image, e.g. the substrate). Default: the
         median cell of the image.
+    projection : Projection or dict, optional
+        The projection the columns were found in (the ``projection`` record
+        of a column file's ``info``); default [001]. Sets the B site in the
+        cell and the pseudo-cubic factors of ``a_pm``, ``b_pm``; a
+        ``reference_pm`` is pseudo-cubic too.
 
     Returns
     -------
@@ -192,12 +229,17 @@ def measure_cells(
     ValueError
         If there are no A columns or no complete cell.
     """
+    record = _projection_record(projection)
     site = np.asarray(columns["site"]).astype(str)
     a = _a_cells(columns, site == "A")
     centre, va, vb, i_is_a = _cell_vectors(a)
     cross = va[:, 0] * vb[:, 1] - va[:, 1] * vb[:, 0]
     m = np.stack([va, vb], axis=2) * pixel_size_pm  # (n, 2, 2), vectors as columns
-    b = _b_displacement(columns, site == "B", a, centre, pixel_size_pm)
+    f_i, f_j = (float(v) for v in record["pseudocubic"])
+    f_a, f_b = (f_i, f_j) if i_is_a else (f_j, f_i)
+    if reference_pm is not None:  # pseudo-cubic -> lengths of the projected cell
+        reference_pm = (reference_pm[0] / f_a, reference_pm[1] / f_b)
+    b = _b_displacement(columns, site == "B", a, _b_frac(record), pixel_size_pm)
     intensity_a = (a.intensity[a.k00] + a.intensity[a.k10] + a.intensity[a.k01]
                    + a.intensity[a.k11]) / 4
     i00, j00 = a.i[a.k00], a.j[a.k00]
@@ -205,8 +247,8 @@ def measure_cells(
         "x": centre[:, 0], "y": centre[:, 1], "i": i00, "j": j00,
         # lattice indices along a (closest to image x) and along b
         "u": i00 if i_is_a else j00, "v": j00 if i_is_a else i00,
-        "a_pm": np.hypot(va[:, 0], va[:, 1]) * pixel_size_pm,
-        "b_pm": np.hypot(vb[:, 0], vb[:, 1]) * pixel_size_pm,
+        "a_pm": np.hypot(va[:, 0], va[:, 1]) * pixel_size_pm * f_a,
+        "b_pm": np.hypot(vb[:, 0], vb[:, 1]) * pixel_size_pm * f_b,
         "angle_deg": np.degrees(np.arctan2(np.abs(cross), np.einsum("nd,nd->n", va, vb))),
         "area_pm2": np.abs(cross) * pixel_size_pm**2,
         **_strain(m, reference_pm, reference_cells),
