@@ -20,7 +20,8 @@ try:
         materials=params.materials, stacking_axis=params.stacking_axis,
         reference_region_px=params.reference_region,
         lattice_tolerance=params.settings.get("lattice_tolerance"))
-except LatticeGenomeError as exc:  # one line, as before: no traceback
+except LatticeGenomeError as exc:  # one line, in the log and on stderr: no traceback
+    log.error("%s", exc)
     raise SystemExit(str(exc)) from None
 experiment_figures(out.cells, sm.input.raw, columns, histograms_png=out.histograms,
                    overview_dir=out.overview, layers_png=out.layer_figure,
