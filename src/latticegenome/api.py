@@ -223,8 +223,8 @@ def signal_pixel_size(signal) -> tuple[float, str]:
     Examples
     --------
     >>> s = hs.signals.Signal2D(data)  # doctest: +SKIP
-    >>> s.axes_manager[0].scale = s.axes_manager[1].scale = 0.0093
-    >>> s.axes_manager[0].units = s.axes_manager[1].units = "nm"
+    >>> s.axes_manager[0].scale = s.axes_manager[1].scale = 0.0093  # doctest: +SKIP
+    >>> s.axes_manager[0].units = s.axes_manager[1].units = "nm"  # doctest: +SKIP
     >>> signal_pixel_size(s)  # doctest: +SKIP
     (9.3, 'signal axes (0.0093 nm)')
     """
@@ -309,8 +309,9 @@ def image_and_pixel_size(image, pixel_size_pm: float | None = None,
     data = np.asarray(data)
     if data.ndim == 3:
         raise ImageReadError(
-            f"a stack of {data.shape[0]} frames (shape {data.shape}): sum it "
-            "(s.sum(axis=0) / data.sum(axis=0)) or pick a frame (s.inav[k] / data[k])")
+            f"a stack of {data.shape[0]} frames (shape {data.shape}): sum it (s.sum() for a "
+            "HyperSpy signal, data.sum(axis=0) for an array) or pick a frame (s.inav[k], "
+            "data[k])")
     data = validate_image(data, "the image")
     if pixel_size_pm is not None:
         return data, _checked_pixel_size(pixel_size_pm, "the argument"), "argument"

@@ -51,7 +51,10 @@ logger = logging.getLogger(__name__)
 
 IMAGE_FIELDS = ("image", "n_A", "n_B", "n_cells", "pixel_size_pm", "a_pm", "b_pm",
                 "dx_pm", "dy_pm", "intensity_ratio", "dispersion", "mean_x_err_A_pm",
-                "mean_x_err_B_pm")
+                "mean_x_err_B_pm", "n_O", "zone_axis", "contrast", *(
+                    f"check_{k}" for k in ("lattice_ratio", "lattice_angle_deg", "a_over_b",
+                                           "unmodelled_peak", "polarity_skewness",
+                                           "lattice_coverage")))
 
 
 @dataclass
@@ -205,17 +208,25 @@ def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_t
 
 def _add_image_row(rows: dict, name: str, cols: dict, attrs: dict, px: float, cells: dict) -> None:
     """Append one image's line of images.tsv (medians over its cells; errors in pm)."""
-    is_a = cols["site"] == "A"
+    is_a, is_b = cols["site"] == "A", cols["site"] == "B"
+    info = attrs.get("info") or {}
+    check = info.get("check") or {}
     rows["image"].append(name)
     rows["n_A"].append(int(is_a.sum()))
-    rows["n_B"].append(int((~is_a).sum()))
+    rows["n_B"].append(int(is_b.sum()))
+    rows["n_O"].append(int((cols["site"] == "O").sum()))
+    rows["zone_axis"].append("[" + "".join(str(v) for v in info.get("zone_axis", [0, 0, 1])) + "]")
+    rows["contrast"].append(info.get("contrast", "haadf"))
+    for key in IMAGE_FIELDS[IMAGE_FIELDS.index("check_lattice_ratio"):]:
+        value = check.get(key[len("check_"):])
+        rows[key].append(np.nan if value is None else float(value))
     rows["n_cells"].append(len(cells["x"]))
     rows["pixel_size_pm"].append(px)
     for field_name in ("a_pm", "b_pm", "dx_pm", "dy_pm", "intensity_ratio"):
         rows[field_name].append(_median(cells[field_name]))
     rows["dispersion"].append(float(attrs.get("dispersion", np.nan)))
     rows["mean_x_err_A_pm"].append(float(np.mean(cols["x_err"][is_a]) * px))
-    rows["mean_x_err_B_pm"].append(float(np.mean(cols["x_err"][~is_a]) * px) if (~is_a).any() else np.nan)
+    rows["mean_x_err_B_pm"].append(float(np.mean(cols["x_err"][is_b]) * px) if is_b.any() else np.nan)
 
 
 def experiment_histograms(nominal_pm: float | None = None) -> dict[str, Histogram]:
