@@ -137,7 +137,7 @@ def looks_like(choice: LatticeChoice) -> str:
         if abs(ratio / np.sqrt(2) - 1) <= RATIO_TOLERANCE:
             return "looks like [110]"
     if abs(ratio - 1) <= RATIO_TOLERANCE and abs(angle - 60) <= ANGLE_TOLERANCE_DEG:
-        return "a hexagonal lattice: looks like [111] (not supported)"
+        return "a hexagonal lattice: not a perovskite [001] or [110] projection"
     return "not a perovskite projection the finder knows"
 
 
