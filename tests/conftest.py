@@ -39,6 +39,9 @@ def recall_precision(truth, found, site, shape, margin, match_px=None):
     m = found.site == site
     j, d = match(tx, ty, found.x[m], found.y[m], match_px)
     recall = float(np.mean(j[inner] >= 0))
+    # precision over what is claimed to be there: the detected columns (undetected
+    # lattice sites are reported too, at their sites, with detected False)
+    m &= np.asarray(getattr(found, "detected", np.ones(m.size, bool)), bool)
     jj, _ = match(found.x[m], found.y[m], tx, ty, match_px)
     precision = float(np.mean(jj >= 0)) if m.any() else 0.0
     return recall, precision, d

@@ -201,7 +201,8 @@ def _some_columns(n=5):
                    x_err=np.full(n, 0.05), y_err=np.full(n, 0.06), amplitude=100 + k,
                    amplitude_err=np.full(n, 1.0), background=np.full(n, 20.0),
                    sigma=np.full(n, 2.0), i=np.arange(n), j=np.zeros(n, int),
-                   converged=np.ones(n, bool), basis=np.array([[20.0, 0.0], [0.0, 20.5]]),
+                   converged=np.ones(n, bool), detected=np.ones(n, bool),
+                   significance=np.full(n, 100.0), basis=np.array([[20.0, 0.0], [0.0, 20.5]]),
                    origin=np.zeros(2), dispersion=1.0)
 
 

@@ -59,7 +59,7 @@ from latticegenome.columns.selfcheck import (
     oriented,
     unmodelled_residual,
 )
-from latticegenome.core.errors import NoLatticeError
+from latticegenome.core.errors import ModelMismatchError, NoLatticeError
 
 #: Tolerances of the preliminary fits (a start for the joint fit, not a result).
 _LOOSE = {"tol_px": 1e-2, "tol_decrement": 1e-2, "max_iter": 6, "max_sweeps": 1}
@@ -70,7 +70,7 @@ OUT_SHIFT = 2.0
 #: Columns of the output table, in order.
 FIELDS = (
     "x", "y", "site", "species", "x_err", "y_err", "amplitude", "amplitude_err",
-    "background", "sigma", "i", "j", "converged",
+    "background", "sigma", "i", "j", "converged", "detected", "significance",
 )
 
 
@@ -93,6 +93,15 @@ class Columns:
         Lattice indices: of the column for A, of the cell's lower corner
         (the A at ``(i, j)``) for B and O.
     converged : ndarray of bool
+    detected : ndarray of bool
+        The column is there: its amplitude is ``significance`` standard errors
+        above zero and the fit stayed at its site. Every A and B lattice site
+        inside the image is reported, detected or not (a vacancy, or a column
+        too faint at low dose): its position is the fit's, or the lattice
+        site's with NaN errors where the fit left it. O columns are reported
+        only when detected.
+    significance : ndarray
+        amplitude / amplitude_err.
     basis : ndarray, shape (2, 2)
         Mean A lattice vectors ``[a1, a2]`` in pixels.
     origin : ndarray, shape (2,)
@@ -114,6 +123,8 @@ class Columns:
     i: np.ndarray
     j: np.ndarray
     converged: np.ndarray
+    detected: np.ndarray
+    significance: np.ndarray
     basis: np.ndarray
     origin: np.ndarray
     dispersion: float
@@ -382,9 +393,20 @@ def candidate_maxima(image: np.ndarray, spacing: float) -> tuple[np.ndarray, np.
     return np.column_stack([px, py]), smooth[peaks[:, 0], peaks[:, 1]]
 
 
+def pooled_brightness(image: np.ndarray, points: np.ndarray, spacing: float) -> np.ndarray:
+    """The image smoothed at about a column's width (0.15 spacing), at each point.
+
+    Steadier than the height of a maximum of the lightly smoothed image when
+    counts are few (a low-dose maximum is mostly its noise).
+    """
+    smooth = ndimage.gaussian_filter(image.astype(np.float32), max(1.0, 0.15 * spacing))
+    return ndimage.map_coordinates(smooth, [points[:, 1], points[:, 0]], order=1, mode="nearest")
+
+
 def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
                  projection: Projection | None = None, *, spacing_px: float | None = None,
-                 pixel_size_pm: float | None = None, floor: float = 0.0):
+                 pixel_size_pm: float | None = None, floor: float = 0.0,
+                 brightness: np.ndarray | None = None):
     """Step 2: index the maxima on the lattice, then keep the A lattice of the projection.
 
     The maxima are indexed by growing from a bright seed
@@ -410,6 +432,8 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
         Only for the wording of a rejection.
     floor : float
         Background level of the image (brightness contrasts are above it).
+    brightness : ndarray, shape (n,), optional
+        Brightness of each maximum for telling A from B (default ``height``).
 
     Returns
     -------
@@ -436,7 +460,7 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
         raise NoLatticeError("the intensity maxima do not form a lattice")
     ij, found, local, basis, info = choose_a_lattice(
         points, height, ij, found, local, basis, projection, spacing_px=spacing_px,
-        pixel_size_pm=pixel_size_pm, floor=floor)
+        pixel_size_pm=pixel_size_pm, floor=floor, brightness=brightness)
     if found.sum() < 4:
         raise NoLatticeError("fewer than four maxima on the A lattice")
     a_idx = np.flatnonzero(found)
@@ -471,8 +495,10 @@ def add_missing_sites(pos, ij, local, basis, shape, margin):
 
     Faint columns, columns at the edge, and columns up to ``margin`` px
     outside the image, whose tails reach in (fitted, so that their light is
-    not taken for background, but never reported). Two rounds of
-    :func:`_missing_sites`; the sites added carry ``basis`` as local vectors.
+    not taken for background, but never reported). Rounds of
+    :func:`_missing_sites` until none is added (at low dose, where many
+    columns have no maximum, the lattice grows over the whole image); the
+    sites added carry ``basis`` as local vectors.
 
     Returns
     -------
@@ -480,7 +506,7 @@ def add_missing_sites(pos, ij, local, basis, shape, margin):
     ij : ndarray of int, shape (m, 2)
         The columns given, followed by the sites added.
     """
-    for _ in range(2):
+    for _ in range(2 + int(max(shape) / max(1.0, np.hypot(*basis[0])))):
         miss_ij, miss_pos = _missing_sites(pos, ij, local, shape, margin=margin)
         if len(miss_ij) == 0:
             break
@@ -522,16 +548,56 @@ def place_outside_sites(fit: Refinement, pos: np.ndarray, ij: np.ndarray, keep: 
     return pos, outside
 
 
+#: A site whose loose fit's significance is below this fraction of the median of the
+#: significant columns is empty (a vacancy), not a faint column.
+EMPTY_SIGNIFICANCE = 0.2
+
+
+def place_faint_sites(fit: Refinement, pos, ij, sig, outside, sigma: float) -> np.ndarray:
+    """Step 4c: faint sites inside the image where the significant columns put them.
+
+    A site whose loose fit is not significant (a vacancy, or a column with
+    few counts) starts the joint fit at the local-affine prediction of the
+    significant columns around it
+    (:func:`~latticegenome.columns.lattice.predict_sites`), with their median
+    height and width ``sigma``. ``fit`` is updated in place.
+
+    Returns
+    -------
+    pos : ndarray, shape (n, 2)
+        A copy of ``pos`` with the faint sites moved.
+    """
+    pos = pos.copy()
+    seen = sig & ~outside
+    faint = ~sig & ~outside
+    if faint.any():
+        pred = predict_sites(np.column_stack([fit.x[seen], fit.y[seen]]), ij[seen], ij[faint])
+        pos[faint] = np.where(np.isfinite(pred), pred, pos[faint])
+        fit.x[faint], fit.y[faint] = pos[faint, 0], pos[faint, 1]
+        fit.amplitude[faint] = float(np.median(fit.amplitude[seen]))
+        fit.sigma[faint] = sigma
+        fit.background[faint] = float(np.median(fit.background[seen]))
+    return pos
+
+
 def refine_a(image, pos, ij, *, sigma, radius, margin, significance, species="A") -> Candidates:
     """Step 4: all A columns refined together, loosely (a start for the joint fit).
 
-    Kept: significant columns, and every site outside the image
-    (:func:`place_outside_sites`) up to ``margin`` px out.
+    Kept: every site up to ``margin`` px out of the image. Sites outside
+    (:func:`place_outside_sites`) and faint sites inside (not significant: too
+    few counts at low dose) are put where the significant columns around them
+    place them (:func:`place_faint_sites`), so every cell gets its B
+    candidate and the lattice is not thinned by single-column thresholds.
+    Empty sites (a vacancy: significance below :data:`EMPTY_SIGNIFICANCE`
+    of the median of the significant columns) are not modelled; they are
+    returned apart, to be reported as undetected sites.
 
     Returns
     -------
     Candidates
-        The A columns, their lattice sites as seeds.
+        The A columns of the model, their lattice sites as seeds.
+    Candidates
+        The empty sites inside the image (at their predicted positions).
 
     Raises
     ------
@@ -539,16 +605,22 @@ def refine_a(image, pos, ij, *, sigma, radius, margin, significance, species="A"
         Fewer than four A columns kept.
     """
     fit = refine_columns(image, pos[:, 0], pos[:, 1], sigma=sigma, radius=radius, **_LOOSE)
-    keep = _significant(fit, significance)
-    pos, outside = place_outside_sites(fit, pos, ij, keep, image.shape, sigma)
-    keep = (keep | outside) & in_frame(fit.x, fit.y, image.shape, margin)
-    if keep.sum() < 4:
+    sig = _significant(fit, significance)
+    pos, outside = place_outside_sites(fit, pos, ij, sig, image.shape, sigma)
+    if (sig & ~outside).sum() < 4:
         raise NoLatticeError("fewer than four significant A columns")
-    return Candidates(
-        x=fit.x[keep], y=fit.y[keep], amplitude=fit.amplitude[keep], sigma=fit.sigma[keep],
-        background=fit.background[keep], site=np.zeros(int(keep.sum()), dtype=int), ij=ij[keep],
-        seed_x=pos[keep, 0], seed_y=pos[keep, 1], species=np.full(int(keep.sum()), species),
-    )
+    level = fit.amplitude / fit.amplitude_err
+    empty = ~sig & ~outside & ~(level >= EMPTY_SIGNIFICANCE * np.median(level[sig & ~outside]))
+    pos = place_faint_sites(fit, pos, ij, sig, outside, sigma)
+    keep = in_frame(fit.x, fit.y, image.shape, margin)
+
+    def cands(m):
+        return Candidates(
+            x=fit.x[m], y=fit.y[m], amplitude=fit.amplitude[m], sigma=fit.sigma[m],
+            background=fit.background[m], site=np.zeros(int(m.sum()), dtype=int), ij=ij[m],
+            seed_x=pos[m, 0], seed_y=pos[m, 1], species=np.full(int(m.sum()), species))
+
+    return cands(keep & ~empty), cands(empty & in_frame(pos[:, 0], pos[:, 1], image.shape, PIXEL_AREA))
 
 
 def smoothed_residual(image, x, y, amplitude, sigma) -> np.ndarray:
@@ -678,22 +750,36 @@ def refine_together(image: np.ndarray, cand: Candidates, radius: int) -> Refinem
 
 
 def select_columns(fit: Refinement, cand: Candidates, shape, *, spacing, significance,
-                   b_search) -> np.ndarray:
-    """Step 7: the columns to report (a boolean mask over ``cand``).
+                   b_search) -> tuple[np.ndarray, np.ndarray]:
+    """Step 7: the columns to report, and which of them are detected (masks over ``cand``).
 
-    Kept: amplitude ``significance`` standard errors above zero (vacancies
-    and empty sites drop out), inside the area of the pixels, not within a
-    quarter spacing of a brighter column, and ended near where the lattice
-    put it: A within ``0.25 spacing + 1`` px of its site, B within
-    ``b_search spacing + 1`` px of its cell centre (else the fit slid onto
-    another column, e.g. at the edge onto the tail of one outside the image).
+    Detected: amplitude ``significance`` standard errors above zero, inside
+    the area of the pixels, not within a quarter spacing of a brighter column,
+    and ended near where the lattice put it: A within ``0.25 spacing + 1`` px
+    of its site, B and O within ``b_search spacing + 1`` px of theirs (else
+    the fit slid onto another column, e.g. at the edge onto the tail of one
+    outside the image). Reported: every detected column, and every A and B
+    lattice site inside the image (a vacancy or a column too faint to be
+    detected alone still has a site: cells stay complete, and the statistics
+    pool what single columns cannot show).
     """
-    keep = _significant(fit, significance)
-    keep &= in_frame(fit.x, fit.y, shape, PIXEL_AREA)
-    keep &= _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * spacing)
+    sig = _significant(fit, significance)
     moved = np.hypot(fit.x - cand.seed_x, fit.y - cand.seed_y)
-    keep &= np.where(cand.site == 0, moved <= 0.25 * spacing + 1.0, moved <= b_search * spacing + 1.0)
-    return keep
+    stayed = np.where(cand.site == 0, moved <= 0.25 * spacing + 1.0, moved <= b_search * spacing + 1.0)
+    unique = _not_duplicate(fit.x, fit.y, fit.amplitude, 0.25 * spacing)
+    detected = sig & stayed & unique & in_frame(fit.x, fit.y, shape, PIXEL_AREA)
+    site_inside = in_frame(cand.seed_x, cand.seed_y, shape, PIXEL_AREA)
+    report = detected | (site_inside & (cand.site < 2))
+    return report, detected
+
+
+def _undetected_at_their_sites(fit: Refinement, cand: Candidates, report, detected) -> None:
+    """Reported but undetected sites whose fit left the site, or went outside:
+    back to the site, with unknown (NaN) errors (``fit`` changed in place)."""
+    moved = np.hypot(fit.x - cand.seed_x, fit.y - cand.seed_y)
+    lost = report & ~detected & ((moved > 0.5 * np.median(cand.sigma) + 1.0) | ~np.isfinite(fit.x_err))
+    fit.x[lost], fit.y[lost] = cand.seed_x[lost], cand.seed_y[lost]
+    fit.x_err[lost] = fit.y_err[lost] = np.nan
 
 
 def find_columns(
@@ -772,14 +858,14 @@ def find_columns(
     points, height = candidate_maxima(img, d)
     pos, ij, local, basis, lattice_info = index_maxima(
         points, height, basis, projection, spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
-        floor=float(np.percentile(img[::4, ::4], 5)))
+        floor=float(np.percentile(img[::4, ::4], 5)), brightness=pooled_brightness(img, points, d))
     check.update(lattice_info)
     d = _spacing(basis)
     sigma0, radius = column_width(img, pos, d)
     margin = float(max(radius, np.ceil(4.0 * sigma0)))  # as far as the model renders a column
     pos, ij = add_missing_sites(pos, ij, local, basis, img.shape, margin)
-    cand = refine_a(img, pos, ij, sigma=sigma0, radius=radius, margin=margin,
-                    significance=significance, species=projection.of_site("A")[0].species)
+    cand, empty = refine_a(img, pos, ij, sigma=sigma0, radius=radius, margin=margin,
+                           significance=significance, species=projection.of_site("A")[0].species)
     if find_b:
         basis, _ = fit_lattice(np.column_stack([cand.x, cand.y]), cand.ij)
         b_col = projection.of_site("B")[0]
@@ -789,9 +875,10 @@ def find_columns(
             extra = extra.join(o_candidates(img, cand, basis, projection, margin=margin))
         cand = cand.join(extra)
     fit = refine_together(img, cand, radius)
-    keep = select_columns(fit, cand, img.shape, spacing=d, significance=significance,
-                          b_search=b_search)
-    cols = _columns(fit, cand, keep, info={"sigma0_px": sigma0, "window_radius_px": radius,
+    keep, detected = select_columns(fit, cand, img.shape, spacing=d, significance=significance,
+                                    b_search=b_search)
+    _undetected_at_their_sites(fit, cand, keep, detected)
+    cols = _columns(fit, cand, keep, detected, empty, info={"sigma0_px": sigma0, "window_radius_px": radius,
                                            "iterations": fit.iterations,
                                            "zone_axis": list(projection.zone_axis),
                                            "contrast": contrast})
@@ -799,6 +886,9 @@ def find_columns(
     cols.info["check"] = check
     return cols
 
+
+#: An image whose A sites hold a significant column less often than this is rejected.
+MIN_DETECTED_A = 0.5
 
 #: Fit the O columns (``fit_oxygen=None``) when their expected HAADF brightness is
 #: at least this fraction of the B column's ([110]: O2 at 0.36; [001]: O at 0.15).
@@ -820,7 +910,12 @@ def _fit_oxygen(projection: Projection, contrast: str, fit_oxygen: bool | None) 
 def _model_checks(img, cols: Columns, projection: Projection, contrast: str,
                   expected_contrast) -> dict:
     """The fitted model against the image: A/B contrast, unmodelled peaks, coverage."""
-    a, b = cols.site == "A", cols.site == "B"
+    a, b = (cols.site == "A") & cols.detected, (cols.site == "B") & cols.detected
+    sites = int((cols.site == "A").sum())
+    if a.sum() < MIN_DETECTED_A * sites:
+        raise ModelMismatchError(
+            f"only {int(a.sum())} of {sites} A sites hold a significant column: too few counts "
+            f"(dose) or too much noise for the lattice to be trusted")
     lengths = np.hypot(cols.basis[:, 0], cols.basis[:, 1])
     cos = abs(cols.basis[0] @ cols.basis[1]) / (lengths[0] * lengths[1])
     out = {"dispersion": round(float(cols.dispersion), 4),  # of the fitted A lattice:
@@ -831,7 +926,8 @@ def _model_checks(img, cols: Columns, projection: Projection, contrast: str,
         return out
     expected = expected_contrast or (projection.contrast(),) * 2
     out.update(column_contrast(cols.amplitude[a], cols.amplitude[b], expected, contrast))
-    model = render_columns(img.shape, cols.x, cols.y, cols.amplitude, cols.sigma)
+    d = cols.detected
+    model = render_columns(img.shape, cols.x[d], cols.y[d], cols.amplitude[d], cols.sigma[d])
     resid = ndimage.gaussian_filter(img - model - np.median(cols.background),
                                     max(0.5, 0.5 * float(np.median(cols.sigma))))
     corners = _cell_corners(cols)
@@ -855,24 +951,30 @@ def _cell_corners(cols: Columns) -> np.ndarray:
     return pos[k[full]]
 
 
-def _columns(fit: Refinement, cand: Candidates, keep: np.ndarray, info: dict) -> Columns:
-    """The kept columns of a fit, with the lattice fitted through the kept A."""
-    a_keep = keep & (cand.site == 0)
+def _columns(fit: Refinement, cand: Candidates, keep: np.ndarray, detected: np.ndarray,
+             empty: Candidates, info: dict) -> Columns:
+    """The kept columns of a fit, then the empty A sites (undetected, NaN errors, at
+    their sites), with the lattice fitted through the detected A."""
+    a_keep = detected & (cand.site == 0)
     basis, origin = fit_lattice(np.column_stack([fit.x[a_keep], fit.y[a_keep]]), cand.ij[a_keep])
+    n = len(empty)
+    nan = np.full(n, np.nan)
     return Columns(
-        x=fit.x[keep],
-        y=fit.y[keep],
-        site=np.array(["A", "B", "O"])[cand.site[keep]],
-        species=cand.species[keep].astype(str),
-        x_err=fit.x_err[keep],
-        y_err=fit.y_err[keep],
-        amplitude=fit.amplitude[keep],
-        amplitude_err=fit.amplitude_err[keep],
-        background=fit.background[keep],
-        sigma=fit.sigma[keep],
-        i=cand.ij[keep, 0],
-        j=cand.ij[keep, 1],
-        converged=fit.converged[keep],
+        x=np.r_[fit.x[keep], empty.x],
+        y=np.r_[fit.y[keep], empty.y],
+        site=np.r_[np.array(["A", "B", "O"])[cand.site[keep]], np.full(n, "A")],
+        species=np.r_[cand.species[keep], empty.species].astype(str),
+        x_err=np.r_[fit.x_err[keep], nan],
+        y_err=np.r_[fit.y_err[keep], nan],
+        amplitude=np.r_[fit.amplitude[keep], empty.amplitude],
+        amplitude_err=np.r_[fit.amplitude_err[keep], nan],
+        background=np.r_[fit.background[keep], empty.background],
+        sigma=np.r_[fit.sigma[keep], empty.sigma],
+        i=np.r_[cand.ij[keep, 0], empty.ij[:, 0]],
+        j=np.r_[cand.ij[keep, 1], empty.ij[:, 1]],
+        converged=np.r_[fit.converged[keep], np.zeros(n, bool)],
+        detected=np.r_[detected[keep], np.zeros(n, bool)],
+        significance=np.r_[(fit.amplitude / fit.amplitude_err)[keep], nan],
         basis=basis,
         origin=origin,
         dispersion=fit.dispersion,

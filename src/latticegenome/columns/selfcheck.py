@@ -150,7 +150,7 @@ def _describe(choice: LatticeChoice, pixel_size_pm: float | None) -> str:
 
 def choose_a_lattice(points, height, ij, found, local, basis, projection: Projection, *,
                      spacing_px: float | None = None, pixel_size_pm: float | None = None,
-                     floor: float = 0.0):
+                     floor: float = 0.0, brightness: np.ndarray | None = None):
     """The A lattice among the indexed maxima, for the configured projection.
 
     The maxima may hold more than the A columns (B columns in [001] and [110]
@@ -162,7 +162,9 @@ def choose_a_lattice(points, height, ij, found, local, basis, projection: Projec
     A. Of that chain, the deepest at the expected scale (``spacing_px``, the
     short A spacing) is the A lattice, else the deepest. Brightness
     differences are relative to the heights above ``floor`` (the image's
-    background level: ABF columns are shallow dips on a bright background).
+    background level: ABF columns are shallow dips on a bright background), of
+    ``brightness`` (default ``height``): at low dose, the image smoothed at
+    the column width at each maximum, a steadier figure than the maximum.
 
     Returns
     -------
@@ -178,6 +180,7 @@ def choose_a_lattice(points, height, ij, found, local, basis, projection: Projec
         No candidate has the projection's shape: the reason says what the
         lattice looks like.
     """
+    bright = height if brightness is None else brightness
     idx = np.flatnonzero(found)
     chain = [LatticeChoice("maxima", idx, reduce_basis(basis), 0.0)]
     seen: list[LatticeChoice] = []
@@ -189,7 +192,7 @@ def choose_a_lattice(points, height, ij, found, local, basis, projection: Projec
             np.repeat(cur.basis[None], cur.keep.size, axis=0)
         splits = [LatticeChoice(c.name if cur.name == "maxima" else f"{cur.name},{c.name}",
                                 cur.keep[c.keep], c.basis, c.sigmas)
-                  for c in _splits(height[cur.keep], sub_ij, sub_local, floor)]
+                  for c in _splits(bright[cur.keep], sub_ij, sub_local, floor)]
         seen += splits
         fitting = [c for c in splits if c.fits(projection)]
         if not fitting:
@@ -203,7 +206,14 @@ def choose_a_lattice(points, height, ij, found, local, basis, projection: Projec
             f"[{''.join(str(v) for v in projection.zone_axis)}]")
     if spacing_px:
         scaled = [c for c in fitting if abs(c.lengths[0] / spacing_px - 1) <= SCALE_TOLERANCE]
-        fitting = scaled or fitting
+        if not scaled:
+            unit, f = ("pm", pixel_size_pm) if pixel_size_pm else ("px", 1.0)
+            raise ModelMismatchError(
+                f"the lattice of the columns has a spacing of {fitting[-1].lengths[0] * f:.0f} "
+                f"{unit} where the configured projection and lattice parameter expect "
+                f"{spacing_px * f:.0f} {unit}: check the pixel size, or A and B cannot be told "
+                f"apart (too few counts)")
+        fitting = scaled
     return _chosen(fitting[-1], points, height, ij, found, local, basis, projection)
 
 

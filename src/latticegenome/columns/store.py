@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the column finder (and its compiled kernels) is not needed 
     from latticegenome.columns.finder import Columns
 
 CSV_FIELDS = ("x", "y", "site", "species", "x_err", "y_err", "amplitude", "background",
-              "amplitude_err", "sigma", "i", "j", "converged")
+              "amplitude_err", "sigma", "i", "j", "converged", "detected", "significance")
 
 #: Version of the layouts written here (the ``format_version`` attribute of an HDF5
 #: result, the ``format_version`` of a CSV's sidecar).
@@ -152,7 +152,7 @@ def _csv_cell(name: str, value):
         return str(value)
     if name in ("i", "j"):
         return int(value)
-    if name == "converged":
+    if name in ("converged", "detected"):
         return int(bool(value))
     return f"{float(value):.6f}"
 
@@ -177,7 +177,8 @@ def write_columns_csv(path: str | Path, columns: Columns, *, pixel_size_pm: floa
     ...        "amplitude_err", "background", "sigma")}
     >>> cols = Columns(**one, site=np.array(["A"]), species=np.array(["Sr"]),
     ...                i=np.zeros(1, int), j=np.zeros(1, int),
-    ...                converged=np.ones(1, bool), basis=np.eye(2) * 20, origin=np.zeros(2),
+    ...                converged=np.ones(1, bool), detected=np.ones(1, bool),
+    ...                significance=np.full(1, 50.0), basis=np.eye(2) * 20, origin=np.zeros(2),
     ...                dispersion=1.0)
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "cols.csv"
     >>> write_columns_csv(out, cols, pixel_size_pm=19.5, source="a.tif")
@@ -252,7 +253,7 @@ def _csv_columns(rows: list[dict], fieldnames, path: Path) -> dict[str, np.ndarr
         vals = [r[name] for r in rows]
         if name in ("site", "species"):
             cols[name] = np.array(vals, dtype=str)
-        elif name in ("i", "j", "converged"):
+        elif name in ("i", "j", "converged", "detected"):
             cols[name] = np.array([int(float(v)) for v in vals], dtype=np.int64)
         else:
             try:

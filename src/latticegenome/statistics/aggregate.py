@@ -208,13 +208,14 @@ def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_t
 
 def _add_image_row(rows: dict, name: str, cols: dict, attrs: dict, px: float, cells: dict) -> None:
     """Append one image's line of images.tsv (medians over its cells; errors in pm)."""
-    is_a, is_b = cols["site"] == "A", cols["site"] == "B"
+    seen = np.asarray(cols.get("detected", np.ones(len(cols["site"]), bool)), bool)
+    is_a, is_b = (cols["site"] == "A") & seen, (cols["site"] == "B") & seen  # detected columns
     info = attrs.get("info") or {}
     check = info.get("check") or {}
     rows["image"].append(name)
     rows["n_A"].append(int(is_a.sum()))
     rows["n_B"].append(int(is_b.sum()))
-    rows["n_O"].append(int((cols["site"] == "O").sum()))
+    rows["n_O"].append(int(((cols["site"] == "O") & seen).sum()))
     rows["zone_axis"].append("[" + "".join(str(v) for v in info.get("zone_axis", [0, 0, 1])) + "]")
     rows["contrast"].append(info.get("contrast", "haadf"))
     for key in IMAGE_FIELDS[IMAGE_FIELDS.index("check_lattice_ratio"):]:

@@ -29,6 +29,11 @@ Conventions
   a/sqrt2 x a), so that they compare with a material's ``a_pm`` in every
   projection; strain is the physical one (F of the projected cells).
 - Intensities are integrated column counts 2 pi s^2 h (image units).
+- Every A and B lattice site is a column of the table, detected or not (low
+  dose, vacancies): a cell is complete when its four A sites are in the
+  table. ``B_detected`` says whether its B column is significant; an
+  undetected B still gives its displacement (the fit's, with its larger
+  error; NaN where the fit left the site), for statistics that pool cells.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def _b_frac(record: dict) -> tuple[float, float]:
 CELL_FIELDS = (
     "x", "y", "i", "j", "u", "v", "a_pm", "b_pm", "angle_deg", "area_pm2", "exx", "eyy", "exy",
     "rotation_deg", "dx_pm", "dy_pm", "dx_err_pm", "dy_err_pm", "intensity_A",
-    "intensity_B", "intensity_ratio", "has_B",
+    "intensity_B", "intensity_ratio", "has_B", "B_detected",
 )
 
 
@@ -161,6 +166,7 @@ def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, frac: tuple[flo
     NaN for cells without a B column."""
     n = a.k00.size
     out = {k: np.full(n, np.nan) for k in ("dx_pm", "dy_pm", "dx_err_pm", "dy_err_pm", "intensity_B")}
+    out["B_detected"] = np.zeros(n, dtype=bool)
     if not is_b.any():
         return out
     fi, fj = frac
@@ -187,6 +193,8 @@ def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, frac: tuple[flo
     out["dx_err_pm"][c] = np.sqrt(columns["x_err"][is_b][has] ** 2 + corner_var_x[c]) * pixel_size_pm
     out["dy_err_pm"][c] = np.sqrt(columns["y_err"][is_b][has] ** 2 + corner_var_y[c]) * pixel_size_pm
     out["intensity_B"][c] = column_counts(columns["amplitude"][is_b][has], columns["sigma"][is_b][has])
+    detected = np.asarray(columns.get("detected", np.ones(is_b.size, bool)), bool)
+    out["B_detected"][c] = detected[is_b][has]
     return out
 
 
@@ -255,4 +263,5 @@ def measure_cells(
         "dx_pm": b["dx_pm"], "dy_pm": b["dy_pm"], "dx_err_pm": b["dx_err_pm"],
         "dy_err_pm": b["dy_err_pm"], "intensity_A": intensity_a, "intensity_B": b["intensity_B"],
         "intensity_ratio": b["intensity_B"] / intensity_a, "has_B": np.isfinite(b["dx_pm"]),
+        "B_detected": b["B_detected"],
     }

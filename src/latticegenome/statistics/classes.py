@@ -27,9 +27,12 @@ TABLE_FIELDS = ("a_pm", "b_pm", "angle_deg", "exx", "eyy", "exy", "rotation_deg"
 
 
 def descriptor_matrix(cells: dict, names=DESCRIPTORS) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of descriptors and the mask of cells that have all of them."""
+    """Rows of descriptors and the mask of cells that have all of them (and a detected
+    B column: a class is a configuration of the cell, not of the noise of an empty site)."""
     x = np.column_stack([np.asarray(cells[n], float) for n in names])
     ok = np.isfinite(x).all(axis=1)
+    if "B_detected" in cells:
+        ok &= np.asarray(cells["B_detected"], bool)
     return x, ok
 
 
