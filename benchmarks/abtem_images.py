@@ -28,12 +28,12 @@ import os
 for _var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ENERGY_EV = 200e3
 SEMIANGLE_MRAD = 22.0
@@ -55,7 +55,7 @@ def wavelength_a(energy_ev: float = ENERGY_EV) -> float:
 # --------------------------------------------------------------------------- structures
 def _perovskite_001(a_site: str, a: float) -> list[tuple[str, float, float, float]]:
     """Cubic ABO3 cell, A at the origin, beam along z ([001])."""
-    f = [("%s" % a_site, 0, 0, 0), ("Ti", .5, .5, .5), ("O", .5, .5, 0), ("O", .5, 0, .5),
+    f = [(a_site, 0, 0, 0), ("Ti", .5, .5, .5), ("O", .5, .5, 0), ("O", .5, 0, .5),
          ("O", 0, .5, .5)]
     return [(s, x * a, y * a, z * a) for s, x, y, z in f]
 
@@ -209,7 +209,7 @@ def truth_table(spec: dict, cols: list[dict]) -> dict[str, np.ndarray]:
     nmax_x = int(diag / lx) + 3
     nmax_y = int(diag / ly) + 3
     centre = p0 + (w - 1) / 2 * e1 + (h - 1) / 2 * e2
-    i0, j0 = int(round(centre[0] / lx)), int(round(centre[1] / ly))
+    i0, j0 = round(centre[0] / lx), round(centre[1] / ly)
     rows = []
     for i in range(i0 - nmax_x, i0 + nmax_x + 1):
         for j in range(j0 - nmax_y, j0 + nmax_y + 1):

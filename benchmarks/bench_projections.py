@@ -39,14 +39,14 @@ import os
 for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_k] = "1"
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -97,6 +97,13 @@ def jsonable(obj):
 # --------------------------------------------------------------------------- matching
 
 
+def detected(cols):
+    """Columns the finder says are there (it also reports undetected A and B lattice
+    sites, at their fitted or predicted place; older finders report detected ones only)."""
+    d = getattr(cols, "detected", None)
+    return np.ones(len(cols), bool) if d is None else np.asarray(d, bool)
+
+
 def interior(x, y, shape, edge=EDGE_PX):
     rows, cols = shape
     return (x > edge) & (x < cols - 1 - edge) & (y > edge) & (y < rows - 1 - edge)
@@ -105,19 +112,28 @@ def interior(x, y, shape, edge=EDGE_PX):
 def match_sites(truth_x, truth_y, truth_site, cols, shape, radius, edge=EDGE_PX):
     """Per site: the interior true columns, the index of the nearest found column of the
     same site within ``radius`` (-1: missed), and the found columns of that site in the
-    interior with no true column of that site within ``radius`` (extras)."""
+    interior with no true column of that site within ``radius`` (extras). Found: detected
+    (an undetected site reported at its lattice place is not a found column); ``placed``:
+    the fraction of the true columns with a reported site, detected or not, within
+    ``radius``."""
     from scipy.spatial import cKDTree
 
     out = {}
     for site in SITES:
         t = (truth_site == site) & interior(truth_x, truth_y, shape, edge)
-        f = np.flatnonzero(cols.site == site)
         if not t.any():
             continue
         tx, ty = truth_x[t], truth_y[t]
+        every = np.flatnonzero(cols.site == site)
+        placed = 0.0
+        if every.size:
+            d, _ = cKDTree(np.column_stack([cols.x[every], cols.y[every]])).query(
+                np.column_stack([tx, ty]))
+            placed = float((d <= radius).mean())
+        f = np.flatnonzero((cols.site == site) & detected(cols))
         if f.size == 0:
             out[site] = {"t": np.flatnonzero(t), "j": np.full(t.sum(), -1), "extra": 0,
-                         "fitted": False}
+                         "fitted": False, "placed": placed}
             continue
         fx, fy = cols.x[f], cols.y[f]
         d, j = cKDTree(np.column_stack([fx, fy])).query(np.column_stack([tx, ty]))
@@ -126,7 +142,8 @@ def match_sites(truth_x, truth_y, truth_site, cols, shape, radius, edge=EDGE_PX)
         d2, _ = cKDTree(np.column_stack([truth_x[all_t], truth_y[all_t]])).query(
             np.column_stack([fx, fy]))
         extra = int(((d2 > radius) & interior(fx, fy, shape, edge)).sum())
-        out[site] = {"t": np.flatnonzero(t), "j": j, "extra": extra, "fitted": True}
+        out[site] = {"t": np.flatnonzero(t), "j": j, "extra": extra, "fitted": True,
+                     "placed": placed}
     return out
 
 
@@ -161,11 +178,17 @@ def overlay(path, image, cols, title, arrows=None):
     lo, hi = np.percentile(image, [0.5, 99.5])
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
     ms = float(np.clip(60.0 * 400 / big, 4, 60))
+    det = detected(cols)
     for site in SITES:
-        s = cols.site == site
+        s = (cols.site == site) & det
         if s.any():
             ax.scatter(cols.x[s], cols.y[s], marker="+", s=ms, c=COLOURS[site], linewidths=0.9,
                        label=f"{site} ({int(s.sum())}: {', '.join(sorted(set(cols.species[s])))})")
+        u = (cols.site == site) & ~det
+        if u.any():
+            ax.scatter(cols.x[u], cols.y[u], marker="o", s=ms, facecolors="none",
+                       edgecolors=COLOURS[site], linewidths=0.7,
+                       label=f"{site} site, not detected ({int(u.sum())})")
     if arrows is not None:
         x, y, dx, dy, scale = arrows
         ax.quiver(x, y, dx * scale, dy * scale, angles="xy", scale_units="xy", scale=1,
@@ -232,20 +255,22 @@ def bench_real(outdir):
             cols = res.merged()
             img = res.frames[0][0]
             row.update(accepted=True, pixel_size_pm=res.pixel_size_pm, shape=list(img.data.shape),
-                       counts={s: int((cols.site == s).sum()) for s in SITES},
+                       counts={s: int(((cols.site == s) & detected(cols)).sum()) for s in SITES},
+                       undetected={s: int(((cols.site == s) & ~detected(cols)).sum()) for s in SITES},
                        species={s: sorted(set(cols.species[cols.site == s])) for s in SITES},
                        check={k: v for k, v in cols.info.get("check", {}).items()})
             zone = "".join(str(v) for v in cols.info.get("zone_axis", []))
             title = (f"{label}: {Path(path).name}, {res.pixel_size_pm:.3f} pm/px, [{zone}] "
                      f"{cols.info.get('contrast')}; A {row['counts']['A']}, B {row['counts']['B']}, "
-                     f"O {row['counts']['O']}")
+                     f"O {row['counts']['O']} detected; {sum(row['undetected'].values())} undetected sites")
             row["overlay"] = overlay(outdir / f"{key}.png", img.data, cols, title)
             kept[key] = (img, cols)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         if row["accepted"]:
             c = row["counts"]
-            print(f"{label}: accepted, A {c['A']} B {c['B']} O {c['O']}; check "
+            print(f"{label}: accepted, detected A {c['A']} B {c['B']} O {c['O']}, undetected sites "
+                  f"{row['undetected']}; check "
                   f"{ {k: row['check'].get(k) for k in CHECK_KEYS if k in row['check']} } "
                   f"({row['seconds']:.1f} s)", flush=True)
         else:
@@ -271,7 +296,7 @@ def adf_vs_abf(adf, abf, radius_px=3.0):
     px = img.pixel_size_pm
     out = {}
     for site in SITES:
-        sa, sb = a.site == site, b.site == site
+        sa, sb = (a.site == site) & detected(a), (b.site == site) & detected(b)
         if not sa.any() or not sb.any():
             continue
         p = np.column_stack([a.x[sa], a.y[sa]])
@@ -308,7 +333,8 @@ def bench_gaussian(seeds, doses):
         d_short = GAUSS_A_PX / proj.pseudocubic[0]
         for counts, bg_haadf, bg_abf in doses:
             bg = bg_haadf if contrast == "haadf" else bg_abf
-            acc = {s: {"dxy": [], "err": [], "crlb": [], "recall": [], "extra": 0} for s in SITES}
+            acc = {s: {"dxy": [], "err": [], "crlb": [], "recall": [], "placed": [], "extra": 0}
+                   for s in SITES}
             bias = {s: [] for s in SITES}
             failures, t0, n_img = [], time.perf_counter(), 0
             for seed in seeds:
@@ -346,6 +372,7 @@ def bench_gaussian(seeds, doses):
                     for site, m in ms.items():
                         a = acc[site]
                         a["recall"].append(float((m["j"] >= 0).mean()))
+                        a["placed"].append(m["placed"])
                         a["extra"] += m["extra"]
                         if not m["fitted"]:
                             continue
@@ -363,12 +390,13 @@ def bench_gaussian(seeds, doses):
                 if not a["recall"]:
                     continue
                 r = {"recall_min": float(np.min(a["recall"])), "recall_mean": float(np.mean(a["recall"])),
-                     "extra": a["extra"]}
+                     "placed_min": float(np.min(a["placed"])), "extra": a["extra"]}
                 if a["dxy"]:
                     dxy, err = np.vstack(a["dxy"]), np.vstack(a["err"])
-                    r.update(n=int(len(dxy)), rms_px=float(np.sqrt((dxy**2).mean())),
+                    r.update(n=len(dxy), rms_px=float(np.sqrt((dxy**2).mean())),
                              mean_px=dxy.mean(axis=0).tolist(),
                              median_err_px=float(np.nanmedian(err)),
+                             nan_err=int((~np.isfinite(err).all(axis=1)).sum()),
                              rms_over_median_err=float(np.sqrt((dxy**2).mean()) / np.nanmedian(err)),
                              rms_over_rms_err=float(np.sqrt((dxy**2).mean() / (err**2).mean())))
                     if a["crlb"]:
@@ -469,7 +497,7 @@ def bench_abtem(outdir, seeds, doses):
             settings = dict(zone_axis=zone, contrast=det, spacing_pm=spacing, cations=cations)
             shape = signal.shape
 
-            def run(image):
+            def run(image, px=px, settings=settings):
                 return analyse_array(image, px, **settings)
 
             # noise-free: the positions the method gives without noise (bias)
@@ -494,7 +522,7 @@ def bench_abtem(outdir, seeds, doses):
                                       "max_pm": float(np.max(mag))}
             for dose in doses:
                 t0 = time.perf_counter()
-                acc = {s: {"dxy": [], "err": [], "scatter": [], "recall": [], "extra": 0,
+                acc = {s: {"dxy": [], "err": [], "scatter": [], "recall": [], "placed": [], "extra": 0,
                            "reported": s in ref_pos} for s in SITES}
                 failures, overlay_path, polar = [], None, []
                 for seed in seeds:
@@ -510,13 +538,16 @@ def bench_abtem(outdir, seeds, doses):
                             outdir / f"abtem_{name}_{det}_300e.png", img, cols, arrows=(
                                 b_arrows(cols, px, proj) if "polar" in meta else None), title=
                             f"abTEM {name} ({meta.get('structure', '')}), {det.upper()}, 300 e/position, "
-                            f"{px:g} pm/px, [{zone}]; A {(cols.site == 'A').sum()}, "
-                            f"B {(cols.site == 'B').sum()}, O {(cols.site == 'O').sum()}")
+                            f"{px:g} pm/px, [{zone}]; detected A {((cols.site == 'A') & detected(cols)).sum()}, "
+                            f"B {((cols.site == 'B') & detected(cols)).sum()}, "
+                            f"O {((cols.site == 'O') & detected(cols)).sum()}; "
+                            f"undetected sites {(~detected(cols)).sum()}")
                     if "polar" in meta:
                         polar.append(polar_displacement(cols, px, proj, meta))
                     for site, m in match_sites(tx, ty, ts, cols, shape, MATCH * d_short).items():
                         a = acc[site]
                         a["recall"].append(float((m["j"] >= 0).mean()))
+                        a["placed"].append(m["placed"])
                         a["extra"] += m["extra"]
                         if not m["fitted"]:
                             continue
@@ -539,12 +570,16 @@ def bench_abtem(outdir, seeds, doses):
                     if not a["recall"]:
                         continue
                     r = {"recall_min": float(np.min(a["recall"])), "recall_mean": float(np.mean(a["recall"])),
+                         "placed_min": float(np.min(a["placed"])),
                          "extra": a["extra"], "reported": a["reported"]}
                     if a["dxy"]:
                         dxy, err = np.vstack(a["dxy"]), np.vstack(a["err"])
                         med = float(np.nanmedian(err))
-                        r.update(n=int(len(dxy)), rms_pm=float(np.sqrt((dxy**2).mean()) * px),
-                                 median_err_pm=med * px,
+                        finite = np.isfinite(err).all(axis=1)
+                        z = np.abs(dxy[finite]) / err[finite]
+                        r.update(n=len(dxy), rms_pm=float(np.sqrt((dxy**2).mean()) * px),
+                                 median_err_pm=med * px, nan_err=int((~finite).sum()),
+                                 beyond_4_err=float(np.mean(z.max(axis=1) > 4)) if z.size else None,
                                  rms_over_median_err=float(np.sqrt((dxy**2).mean()) / med))
                         if a["scatter"]:
                             sc = np.vstack(a["scatter"])
@@ -589,24 +624,66 @@ def reason_summary(reasons):
     return "; ".join(f"{len(v)}x {v[0]}" for v in groups.values())
 
 
+def _triple(r, key, spec, sites=SITES):
+    vals = []
+    for site in sites:
+        v = r.get(site, {})
+        vals.append("—" if not v or not v.get("reported", True) else fmt(v.get(key), spec))
+    return " / ".join(vals)
+
+
+def summary(res) -> str:
+    """Compact tables (one row per case, A / B / O in each cell) for a note or the README."""
+    L = []
+    gauss = res.get("gaussian")
+    if gauss:
+        L += ["| projection | N (A) | recall A / B / O | RMS/CRLB A / B / O | RMS/err A / B / O | "
+              "max bias (px) |", "|---|---|---|---|---|---|"]
+        for r in gauss:
+            bias = max((r[s].get("bias_max_px") or 0.0) for s in SITES if s in r)
+            L.append(f"| [{r['zone_axis']}] {r['contrast'].upper()} | {r['counts_a']:.0f} | "
+                     f"{_triple(r, 'recall_min', '.2f')} | {_triple(r, 'rms_over_crlb', '.2f')} | "
+                     f"{_triple(r, 'rms_over_median_err', '.2f')} | {bias:.4f} |")
+        L.append("")
+    ab = res.get("abtem")
+    if ab:
+        bias = {(r["structure"], r["detector"]): r["bias"] for r in ab["rows"] if r["dose"] == "noise-free"}
+        L += ["| structure, detector | e/position | accepted | recall detected A / B / O (mean) | "
+              "placed A / B (min) | RMS (pm) A / B / O | "
+              "RMS/err A / B / O | noise-free bias (pm) A / B / O |", "|---|---|---|---|---|---|---|---|"]
+        for r in ab["rows"]:
+            if r["dose"] == "noise-free":
+                continue
+            b = bias.get((r["structure"], r["detector"]), {})
+            bt = " / ".join(fmt(b[s]["median_pm"], ".2f") if s in b else "—" for s in SITES)
+            L.append(f"| {r['structure']} {r['detector'].upper()} | {r['dose']:g} | "
+                     f"{r['accepted']}/{r['images']} | {_triple(r, 'recall_mean', '.2f')} | "
+                     f"{_triple(r, 'placed_min', '.2f', sites=('A', 'B'))} | "
+                     f"{_triple(r, 'rms_pm', '.1f')} | {_triple(r, 'rms_over_median_err', '.2f')} | {bt} |")
+        L.append("")
+    return "\n".join(L)
+
+
 def markdown(res) -> str:
     L = [f"Machine: {res['machine']}; {res['date']}; one core; run {res['mode']}, "
          f"{res['seconds']:.0f} s.", ""]
     real = res.get("real")
     if real:
         L += ["### Real images", "",
-              "| image, settings | result | A | B | O | lattice ratio / angle | A/B contrast | "
-              "unmodelled peak | polarity skewness | coverage |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| image, settings | result | A | B | O | undetected A / B sites | lattice ratio / angle | "
+              "A/B contrast | unmodelled peak | polarity skewness | coverage |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in real["cases"]:
             if r["accepted"]:
                 c, k = r["counts"], r["check"]
+                u = r.get("undetected", {})
                 L.append(f"| {r['case']} | accepted | {c['A']} | {c['B']} | {c['O']} | "
+                         f"{u.get('A', 0)} / {u.get('B', 0)} | "
                          f"{fmt(k.get('lattice_ratio'))} / {fmt(k.get('lattice_angle_deg'), '.1f')}° | "
                          f"{fmt(k.get('a_over_b'), '.2f')} | {fmt(k.get('unmodelled_peak'), '.3f')} | "
                          f"{fmt(k.get('polarity_skewness'), '.2f')} | {fmt(k.get('lattice_coverage'), '.2f')} |")
             else:
-                L.append(f"| {r['case']} | rejected: {r['reason']} | | | | | | | | |")
+                L.append(f"| {r['case']} | rejected: {r['reason']} | | | | | | | | | |")
         pair = real.get("adf_vs_abf")
         if pair:
             L += ["", "Atomap SrTiO3 [110] ADF against ABF (recorded simultaneously), interior columns "
@@ -660,10 +737,15 @@ def markdown(res) -> str:
               f"40 pm source blur, Poisson noise; {res['abtem_seeds']} noise seeds per row; interior "
               f"= more than {EDGE_PX:g} px from the edges; a column is found when one of its site lies "
               f"within {MATCH} of the short A-A spacing. RMS: found - true, both axes; scatter: "
-              "found - noise-free found (the noise part alone); err: median reported error.", "",
-              "| structure | detector | e/position | accepted | site | recall (min) | RMS (pm) | "
-              "median err (pm) | RMS/err | scatter/err | extra |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "found - noise-free found (the noise part alone); err: median reported error; "
+              "> 4 err: fraction of the found columns off by more than 4 of their own reported "
+              "errors in x or y (outliers; columns with a finite error); NaN err: found columns whose reported error is not finite; extra: found columns of that site with no true one "
+              "within the match radius. Recall detected: a detected column of that site within the match "
+              "radius; placed: any reported site (the finder also reports the undetected A and B "
+              "sites, at their fitted or predicted place). RMS and errors: detected columns only.", "",
+              "| structure | detector | e/position | accepted | site | recall detected (min / mean) | "
+              "placed (min) | RMS (pm) | median err (pm) | RMS/err | scatter/err | > 4 err | NaN err | extra |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         rejected = []
         for r in ab["rows"]:
             if r["dose"] == "noise-free":
@@ -673,18 +755,20 @@ def markdown(res) -> str:
                 rejected.append((f"{r['structure']} | {r['detector'].upper()} | {r['dose']:g}",
                                  r["images"], r["failures"]))
             if not r["accepted"]:
-                L.append(head + " — | all rejected | | | | | |")
+                L.append(head + " — | all rejected | | | | | | | | |")
             for site in SITES:
                 if site not in r:
                     continue
                 s = r[site]
                 if not s.get("reported", True):
                     L.append(head + f" {site} | none reported (not fitted, or none significant) "
-                             "| | | | | |")
+                             "| | | | | | | | |")
                     continue
-                L.append(head + f" {site} | {s['recall_min']:.3f} | {fmt(s.get('rms_pm'), '.2f')} | "
+                L.append(head + f" {site} | {s['recall_min']:.3f} / {s['recall_mean']:.3f} | "
+                         f"{fmt(s.get('placed_min'), '.3f')} | {fmt(s.get('rms_pm'), '.2f')} | "
                          f"{fmt(s.get('median_err_pm'), '.2f')} | {fmt(s.get('rms_over_median_err'), '.2f')} | "
-                         f"{fmt(s.get('scatter_over_median_err'), '.2f')} | {s['extra']} |")
+                         f"{fmt(s.get('scatter_over_median_err'), '.2f')} | "
+                         f"{fmt(s.get('beyond_4_err'), '.1%')} | {s.get('nan_err', 0)} | {s['extra']} |")
         if rejected:
             L += ["", "Rejected images (the self-check's reason; same reason with other numbers "
                   "counted together):", "", "| structure | detector | e/position | rejected | reasons |",
@@ -763,7 +847,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     res = jsonable(res)
     (args.out / "projections.json").write_text(json.dumps(res, indent=1))
-    md = markdown(res)
+    md = markdown(res) + "\n### Summary (A / B / O per cell)\n\n" + summary(res)
     (args.out / "projections.md").write_text(md)
     print()
     print(md)

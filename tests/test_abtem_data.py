@@ -17,7 +17,7 @@ def _available(selection):
 def _peak(img: np.ndarray, x: float, y: float, radius: int = 2):
     """Brightest pixel within `radius` of (x, y), refined by a 3x3 parabola; None at edges."""
     h, w = img.shape
-    r, c = int(round(y)), int(round(x))
+    r, c = round(y), round(x)
     if not (radius + 1 <= r < h - radius - 1 and radius + 1 <= c < w - radius - 1):
         return None
     win = img[r - radius:r + radius + 1, c - radius:c + radius + 1]

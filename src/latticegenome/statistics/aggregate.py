@@ -323,7 +323,7 @@ def assign_classes(model: ClassModel | None, cells: dict) -> tuple[np.ndarray, n
     if model is None:
         count = len(cells["x"])
         return np.full(count, -1), np.full(count, np.nan)
-    return model.assign(descriptor_matrix(cells)[0])
+    return model.assign(*descriptor_matrix(cells))
 
 
 @dataclass

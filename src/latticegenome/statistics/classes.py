@@ -91,10 +91,13 @@ class ClassModel:
     def transform(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.components.T
 
-    def assign(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class of each row (-1 where a descriptor is missing) and its probability."""
+    def assign(self, x: np.ndarray, usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Class of each row (-1 where a descriptor is missing, or ``usable`` is False)
+        and its probability."""
         x = np.asarray(x, float)
         ok = np.isfinite(x).all(axis=1)
+        if usable is not None:
+            ok &= np.asarray(usable, bool)
         labels = np.full(len(x), -1, dtype=np.int64)
         prob = np.full(len(x), np.nan)
         if ok.any():
