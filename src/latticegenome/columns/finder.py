@@ -393,20 +393,26 @@ def candidate_maxima(image: np.ndarray, spacing: float) -> tuple[np.ndarray, np.
     return np.column_stack([px, py]), smooth[peaks[:, 0], peaks[:, 1]]
 
 
-def pooled_brightness(image: np.ndarray, points: np.ndarray, spacing: float) -> np.ndarray:
-    """The image smoothed at about a column's width (0.15 spacing), at each point.
+def pooled_brightness(image: np.ndarray, spacing: float):
+    """A function giving the image smoothed at about a column's width (0.15 spacing)
+    at points (x, y), px.
 
-    Steadier than the height of a maximum of the lightly smoothed image when
-    counts are few (a low-dose maximum is mostly its noise).
+    Sampled at the lattice sites of the maxima (not the maxima themselves),
+    steadier than a maximum's height when counts are few (a low-dose maximum
+    is mostly its noise).
     """
     smooth = ndimage.gaussian_filter(image.astype(np.float32), max(1.0, 0.15 * spacing))
-    return ndimage.map_coordinates(smooth, [points[:, 1], points[:, 0]], order=1, mode="nearest")
+
+    def at(points: np.ndarray) -> np.ndarray:
+        return ndimage.map_coordinates(smooth, [points[:, 1], points[:, 0]], order=1, mode="nearest")
+
+    return at
 
 
 def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
                  projection: Projection | None = None, *, spacing_px: float | None = None,
                  pixel_size_pm: float | None = None, floor: float = 0.0,
-                 brightness: np.ndarray | None = None):
+                 brightness=None):
     """Step 2: index the maxima on the lattice, then keep the A lattice of the projection.
 
     The maxima are indexed by growing from a bright seed
@@ -432,8 +438,9 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
         Only for the wording of a rejection.
     floor : float
         Background level of the image (brightness contrasts are above it).
-    brightness : ndarray, shape (n,), optional
-        Brightness of each maximum for telling A from B (default ``height``).
+    brightness : callable, optional
+        Brightness at points (x, y) for telling A from B (:func:`pooled_brightness`);
+        default the maxima's ``height``.
 
     Returns
     -------
@@ -858,7 +865,7 @@ def find_columns(
     points, height = candidate_maxima(img, d)
     pos, ij, local, basis, lattice_info = index_maxima(
         points, height, basis, projection, spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
-        floor=float(np.percentile(img[::4, ::4], 5)), brightness=pooled_brightness(img, points, d))
+        floor=float(np.percentile(img[::4, ::4], 5)), brightness=pooled_brightness(img, d))
     check.update(lattice_info)
     d = _spacing(basis)
     sigma0, radius = column_width(img, pos, d)
@@ -932,8 +939,10 @@ def _model_checks(img, cols: Columns, projection: Projection, contrast: str,
                                     max(0.5, 0.5 * float(np.median(cols.sigma))))
     corners = _cell_corners(cols)
     modelled = [c.frac for c in projection.columns if c.site != "O" or (cols.site == "O").any()]
+    b_detected = float(b.sum() / max(1, (cols.site == "B").sum()))
+    out["b_detected"] = round(b_detected, 3)
     out.update(unmodelled_residual(resid, corners, projection, float(np.median(cols.amplitude[b])),
-                                   modelled))
+                                   modelled, b_detected))
     cell_area = abs(np.linalg.det(cols.basis))
     out["lattice_coverage"] = round(min(1.0, float(a.sum() * cell_area / img.size)), 3)
     return out
