@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import sys
@@ -250,9 +251,11 @@ def _cmd_cells(args) -> int:
     from latticegenome.columns.store import read_columns
     from latticegenome.core.errors import ImageReadError
     from latticegenome.core.tables import write_table_csv
-    from latticegenome.statistics.cells import CELL_FIELDS, measure_cells
+    from latticegenome.core.fsutil import atomic_write
+    from latticegenome.statistics.cells import CELL_FIELDS
+    from latticegenome.statistics.reference import corrected_cells, parse_region
 
-    refuse_overwrite([args.csv], [args.columns])
+    refuse_overwrite([args.csv, Path(f"{args.csv}.json")], [args.columns])
     cols, attrs = read_columns(args.columns)
     px = args.pixel_size_pm or attrs.get("pixel_size_pm")
     if px is None or not px == px:
@@ -266,13 +269,26 @@ def _cmd_cells(args) -> int:
             raise ImageReadError(f"column '{need}' missing: write it with 'latticegenome columns'",
                                  args.columns)
     try:
-        cells = measure_cells(cols, float(px),
-                              reference_pm=(args.reference_pm, args.reference_pm) if args.reference_pm else None,
-                              projection=(attrs.get("info") or {}).get("projection"))
+        region = parse_region(args.displacement_reference)
+        cells, applied = corrected_cells(
+            cols, float(px), projection=(attrs.get("info") or {}).get("projection"),
+            displacement_region=region, calibrate_to_pm=args.calibrate_to_pm,
+            calibration_region=region if region is not None else "all",
+            reference_pm=(args.reference_pm, args.reference_pm) if args.reference_pm else None)
     except ValueError as exc:
         raise ImageReadError(str(exc), args.columns) from None
-    write_table_csv(args.csv, cells, CELL_FIELDS)
-    print(f"{args.columns}: {len(cells['x'])} cells")
+    fisher = ("dx_err_fisher_pm", "dy_err_fisher_pm") if region is not None else ()
+    write_table_csv(args.csv, cells, (*CELL_FIELDS, *fisher))
+    with atomic_write(Path(f"{args.csv}.json"), "w") as side:
+        json.dump({"source": str(args.columns), "pixel_size_pm": float(px), **applied}, side,
+                  indent=1, default=float)
+        side.write("\n")
+    ref, calib = applied["displacement_reference"], applied["calibration"]
+    extra = (f"; offset ({ref['dx_pm']:+.2f}, {ref['dy_pm']:+.2f}) pm subtracted, errors x"
+             f"{ref['error_scale']:.2f}" if ref else "") + (
+        f"; pixel size {calib['pixel_size_pm']:.4g} -> {calib['calibrated_pixel_size_pm']:.4g} pm "
+        f"(scales {calib['scale_i']:.4f} / {calib['scale_j']:.4f})" if calib else "")
+    print(f"{args.columns}: {len(cells['x'])} cells{extra}")
     return 0
 
 
@@ -438,6 +454,13 @@ def _add_analysis_commands(sub) -> None:
     e = sub.add_parser("cells", help="measure the unit cells of one image's columns")
     e.add_argument("columns", type=Path, help="CSV or HDF5 written by 'latticegenome columns'")
     add_field_options(e, "cells")
+    e.add_argument("--displacement-reference", metavar="all|x0,y0,x1,y1",
+                   help="centrosymmetric reference of the B displacement: the whole image, or a "
+                        "box in pixels; its mean is subtracted (the instrument offset) and the "
+                        "errors are scaled to its scatter (the Fisher-only ones kept)")
+    e.add_argument("--calibrate-to-pm", type=field_type(Material, "a_pm"), metavar="A",
+                   help="known lattice parameter (pm) of the reference (the region above, else "
+                        "the whole image): the pixel size and scan anisotropy are fitted to it")
     e.add_argument("--csv", type=Path, required=True)
     e.set_defaults(func=_cmd_cells)
 

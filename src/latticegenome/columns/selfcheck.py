@@ -111,7 +111,7 @@ class LatticeChoice:
 def _splits(height: np.ndarray, ij: np.ndarray, local: np.ndarray, floor: float = 0.0):
     """The index-2 sub-lattices of the maxima whose halves differ in brightness
     (above ``floor``, the image's background level), their basis from the
-    local lattice vectors at the first maximum kept."""
+    median local lattice vectors of the maxima kept."""
     rules = {"i": (ij[:, 0] % 2, lambda b1, b2: (2 * b1, b2)),
              "j": (ij[:, 1] % 2, lambda b1, b2: (b1, 2 * b2)),
              "i+j": ((ij[:, 0] + ij[:, 1]) % 2, lambda b1, b2: (b1 + b2, b1 - b2))}
@@ -124,8 +124,8 @@ def _splits(height: np.ndarray, ij: np.ndarray, local: np.ndarray, floor: float 
         diff = abs(h0.mean() - h1.mean())
         if diff > SPLIT_SIGMAS * se and diff / max(h0.mean() - floor, h1.mean() - floor) > SPLIT_CONTRAST:
             keep = np.flatnonzero(parity == (h1.mean() > h0.mean()))
-            yield LatticeChoice(name, keep, reduce_basis(np.array(make(*local[keep[0]]))),
-                                float(diff / se))
+            b1, b2 = np.nanmedian(local[keep], axis=0)  # robust: one maximum's may be noisy
+            yield LatticeChoice(name, keep, reduce_basis(np.array(make(b1, b2))), float(diff / se))
 
 
 def looks_like(choice: LatticeChoice) -> str:
