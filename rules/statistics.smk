@@ -63,6 +63,7 @@ rule statistics:
         materials=lambda wc: experiment(wc)["materials"],
         stacking_axis=lambda wc: experiment_model(wc).stacking_axis,
         reference_region=lambda wc: experiment(wc).get("strain_reference_region_px"),
+        corrections=lambda wc: experiment_model(wc).corrections(),
         settings=analysis_settings,
     log:
         f"{RESULTS}/{{experiment}}/logs/statistics.log",

@@ -18,7 +18,7 @@ try:
         classes_csv=out.classes, layers_csv=out.layers, experiment=sm.wildcards.experiment,
         rule=sm.rule, workdir=str(sm.scriptdir), nominal_pm=params.nominal_pm,
         materials=params.materials, stacking_axis=params.stacking_axis,
-        reference_region_px=params.reference_region,
+        reference_region_px=params.reference_region, corrections=params.corrections,
         lattice_tolerance=params.settings.get("lattice_tolerance"))
 except LatticeGenomeError as exc:  # one line, in the log and on stderr: no traceback
     log.error("%s", exc)

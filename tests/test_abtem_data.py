@@ -101,11 +101,14 @@ def test_abf_minima_on_a_columns(name):
 
 @pytest.mark.parametrize("name", _available(CENTROSYMMETRIC))
 def test_truth_of_centrosymmetric_structure_is_centrosymmetric(name):
-    signals, truth, _ = load(name)
+    """Inversion about the tile origin (an Sr column; in sto_bto_001 the O column of
+    the TiO2 plane between the two SrO planes), taken near the image centre."""
+    signals, truth, meta = load(name)
     h, w = signals["haadf"].shape
     xy = np.column_stack([truth["x_px"], truth["y_px"]])
-    a = np.flatnonzero(truth["site"] == "A")
-    centre = xy[a[np.argmin(np.hypot(xy[a, 0] - w / 2, xy[a, 1] - h / 2))]]
+    t = np.array(meta["tile_vectors_px"]).T  # columns: the two tile vectors
+    ij = np.round(np.linalg.solve(t, np.array([w / 2, h / 2]) - meta["tile_origin_px"]))
+    centre = meta["tile_origin_px"] + t @ ij
     inv = 2 * centre - xy
     inside = (inv[:, 0] > 0) & (inv[:, 0] < w - 1) & (inv[:, 1] > 0) & (inv[:, 1] < h - 1)
     assert inside.sum() > 100

@@ -102,3 +102,31 @@ def test_cells_command_line_applies_and_records_the_reference(distorted, tmp_pat
     bad = subprocess.run([exe, "cells", str(path), "--displacement-reference", "1,2",
                           "--csv", str(tmp_path / "bad.csv")], capture_output=True, text=True)
     assert bad.returncode == 2 and "x0,y0,x1,y1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_statistics_apply_the_corrections_and_warn(distorted, tmp_path, caplog):
+    from latticegenome.columns.finder import Columns
+    from latticegenome.columns.store import write_columns_h5
+    from latticegenome.core.tables import read_table
+    from latticegenome.statistics.aggregate import aggregate
+
+    cols, _, px_file = distorted
+    path = tmp_path / "img.h5"
+    write_columns_h5(path, Columns(**cols, basis=np.eye(2) * 19.5, origin=np.zeros(2),
+                                   dispersion=1.0), source="img.tif", pixel_size_pm=px_file)
+    caplog.set_level("WARNING", logger="latticegenome.statistics")
+    plain = aggregate([path], tmp_path / "p.h5", tmp_path / "p.tsv", tmp_path / "pr.tsv",
+                      nominal_pm=390.5, materials=DEMO_MATERIALS[:1])
+    assert any("no displacement reference" in w for w in plain["warnings"])
+    done = aggregate([path], tmp_path / "s.h5", tmp_path / "i.tsv", tmp_path / "r.tsv",
+                     nominal_pm=390.5, materials=DEMO_MATERIALS[:1],
+                     corrections={"displacement_region": "all", "calibrate_to_pm": 390.5})
+    (row,) = read_table(tmp_path / "i.tsv")
+    assert float(row["offset_dy_pm"]) == pytest.approx(OFFSET_PM, abs=1.0)
+    assert abs(float(row["dy_pm"])) < 1.0 and float(row["a_pm"]) == pytest.approx(390.5, rel=0.003)
+    assert float(row["calibrated_pixel_size_pm"]) < 0.95 * px_file
+    assert 0.8 < float(row["error_scale"]) < 1.25
+    text = " | ".join(done["warnings"])
+    assert "instrument offset" in text and "pixel size is off" in text
+    assert "no displacement reference" not in text
+    assert any("instrument offset" in r.getMessage() for r in caplog.records)

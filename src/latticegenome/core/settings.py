@@ -363,6 +363,10 @@ class Material(_Section):
     structure_file: str | None = Field(
         None, description="reference structure (CIF, POSCAR, pymatgen JSON) used when the "
                           "Materials Project (MP_API_KEY) and its cache have none")
+    centrosymmetric: Flag = Field(
+        False, description="the material has no polar displacement (e.g. a SrTiO3 substrate): "
+                           "when every material of an experiment is, each whole image is the "
+                           "reference of zero B displacement (the instrument offset)")
 
 
 class Experiment(_Section):
@@ -385,8 +389,43 @@ class Experiment(_Section):
         description="[x0, y0, x1, y1] in pixels: the cells inside this box of each image define "
                     "the strain reference (e.g. the substrate); default the first material's a_pm")
     materials: list[Material] = Field(min_length=1, description="the materials of the sample")
+    displacement_reference_region_px: list[Real] | None = Field(
+        None, min_length=4, max_length=4,
+        description="[x0, y0, x1, y1] in pixels: the cells inside this box of each image "
+                    "(a centrosymmetric region, e.g. the substrate) give the instrument offset "
+                    "of the B displacement, subtracted from every cell, and the scatter the "
+                    "errors are calibrated to")
+    calibrate_to: str | None = Field(
+        None, description="name or formula of a material of the experiment whose a_pm the pixel "
+                          "size and scan anisotropy are fitted to (in the displacement reference "
+                          "region when given, else over the whole image)")
     analysis: AnalysisOverrides | None = Field(
         None, description="this experiment's own analysis settings (override the analysis block)")
+
+    def corrections(self) -> dict:
+        """The instrument corrections of this experiment's statistics
+        (:func:`latticegenome.statistics.aggregate.measure_image_cells`): the
+        displacement reference (the configured region; the whole image when every
+        material is centrosymmetric; else none) and the calibration.
+
+        Raises
+        ------
+        ValueError
+            ``calibrate_to`` names no material of the experiment.
+        """
+        region = self.displacement_reference_region_px
+        if region is None and all(m.centrosymmetric for m in self.materials):
+            region = "all"
+        calibrate = None
+        if self.calibrate_to is not None:
+            match = [m for m in self.materials if self.calibrate_to in (m.name, m.formula)]
+            if not match:
+                raise ValueError(f"calibrate_to {self.calibrate_to!r} is not a material of the "
+                                 f"experiment ({', '.join(m.name or m.formula for m in self.materials)})")
+            calibrate = match[0].a_pm
+        return {"displacement_region": region, "calibrate_to_pm": calibrate,
+                "calibration_region": self.displacement_reference_region_px or "all"}
+
 
 
 class Settings(_Section):

@@ -54,7 +54,10 @@ IMAGE_FIELDS = ("image", "n_A", "n_B", "n_cells", "pixel_size_pm", "a_pm", "b_pm
                 "mean_x_err_B_pm", "n_O", "zone_axis", "contrast", *(
                     f"check_{k}" for k in ("lattice_ratio", "lattice_angle_deg", "a_over_b",
                                            "unmodelled_peak", "polarity_skewness",
-                                           "lattice_coverage")))
+                                           "lattice_coverage")),
+                "offset_dx_pm", "offset_dy_pm", "offset_err_pm", "error_scale",
+                "calibrated_pixel_size_pm", "calibration_scale_i", "calibration_scale_j",
+                "b_over_a")
 
 
 @dataclass
@@ -73,17 +76,31 @@ class Histogram:
 
 
 def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_px=None,
-                        projection=None):
-    """Cells of one image, strained against a region of it or the nominal cell."""
+                        projection=None, corrections=None):
+    """Cells of one image, strained against a region of it or the nominal cell.
+
+    ``corrections`` (``displacement_region``: "all" or a box in px, the
+    centrosymmetric reference of the B displacement; ``calibrate_to_pm``
+    with ``calibration_region``: the known lattice parameter the pixel size
+    and scan anisotropy are fitted to; see
+    :func:`latticegenome.statistics.reference.corrected_cells`) are applied
+    first; what was applied is returned under the key ``"_applied"``.
+    """
+    from latticegenome.statistics.reference import corrected_cells
+
     reference = (nominal_pm, nominal_pm) if nominal_pm else None
-    if reference_region_px is None:
-        return measure_cells(cols, pixel_size_pm, reference_pm=reference, projection=projection)
-    cells = measure_cells(cols, pixel_size_pm, projection=projection)
-    x0, y0, x1, y1 = reference_region_px
-    region = (cells["x"] >= x0) & (cells["x"] <= x1) & (cells["y"] >= y0) & (cells["y"] <= y1)
-    if not region.any():
-        raise ValueError(f"no complete cell in the strain reference region {list(reference_region_px)}")
-    return measure_cells(cols, pixel_size_pm, reference_cells=region, projection=projection)
+    corr = {k: v for k, v in (corrections or {}).items() if v is not None}
+    cells, applied = corrected_cells(cols, pixel_size_pm, projection=projection,
+                                     reference_pm=None if reference_region_px else reference, **corr)
+    if reference_region_px is not None:
+        x0, y0, x1, y1 = reference_region_px
+        region = (cells["x"] >= x0) & (cells["x"] <= x1) & (cells["y"] >= y0) & (cells["y"] <= y1)
+        if not region.any():
+            raise ValueError(f"no complete cell in the strain reference region {list(reference_region_px)}")
+        cells, applied = corrected_cells(cols, pixel_size_pm, projection=projection,
+                                         reference_cells=region, **corr)
+    cells["_applied"] = applied
+    return cells
 
 
 def lattice_sanity(a_pm: float, b_pm: float, materials: list[dict] | None = None,
@@ -174,7 +191,8 @@ class _Rejections:
         return len(self.rows["file"])
 
 
-def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_tolerance):
+def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_tolerance,
+                  corrections=None):
     """One column file's columns and cells, or why it is set aside.
 
     Returns
@@ -194,7 +212,9 @@ def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_t
     px = float(attrs["pixel_size_pm"])
     try:
         cells = measure_image_cells(cols, px, nominal_pm, reference_region_px,
-                                    projection=(attrs.get("info") or {}).get("projection"))
+                                    projection=(attrs.get("info") or {}).get("projection"),
+                                    corrections=corrections)
+        attrs["applied"] = cells.pop("_applied")
     except ValueError as exc:
         reason = str(exc)
     else:
@@ -218,9 +238,19 @@ def _add_image_row(rows: dict, name: str, cols: dict, attrs: dict, px: float, ce
     rows["n_O"].append(int(((cols["site"] == "O") & seen).sum()))
     rows["zone_axis"].append("[" + "".join(str(v) for v in info.get("zone_axis", [0, 0, 1])) + "]")
     rows["contrast"].append(info.get("contrast", "haadf"))
-    for key in IMAGE_FIELDS[IMAGE_FIELDS.index("check_lattice_ratio"):]:
+    for key in IMAGE_FIELDS[IMAGE_FIELDS.index("check_lattice_ratio"):IMAGE_FIELDS.index("offset_dx_pm")]:
         value = check.get(key[len("check_"):])
         rows[key].append(np.nan if value is None else float(value))
+    applied = attrs.get("applied") or {}
+    ref, calib = applied.get("displacement_reference") or {}, applied.get("calibration") or {}
+    rows["offset_dx_pm"].append(ref.get("dx_pm", np.nan))
+    rows["offset_dy_pm"].append(ref.get("dy_pm", np.nan))
+    rows["offset_err_pm"].append(float(np.hypot(ref["dx_err_pm"], ref["dy_err_pm"])) if ref else np.nan)
+    rows["error_scale"].append(ref.get("error_scale", np.nan))
+    rows["calibrated_pixel_size_pm"].append(calib.get("calibrated_pixel_size_pm", np.nan))
+    rows["calibration_scale_i"].append(calib.get("scale_i", np.nan))
+    rows["calibration_scale_j"].append(calib.get("scale_j", np.nan))
+    rows["b_over_a"].append(_median(cells["b_pm"]) / _median(cells["a_pm"]))
     rows["n_cells"].append(len(cells["x"]))
     rows["pixel_size_pm"].append(px)
     for field_name in ("a_pm", "b_pm", "dx_pm", "dy_pm", "intensity_ratio"):
@@ -286,7 +316,7 @@ class MeasuredImages:
 def measure_pass(results, writer: StatisticsWriter, rejected: _Rejections, *,
                  nominal_pm: float | None = None, reference_region_px=None,
                  materials: list[dict] | None = None, lattice_tolerance: float | None = 0.15,
-                 sample_size: int = 20000, seed: int = 0) -> MeasuredImages:
+                 sample_size: int = 20000, seed: int = 0, corrections=None) -> MeasuredImages:
     """First pass: measure the cells of every usable image, one image at a time.
 
     Each image's cells are appended to ``writer``'s cell table, its
@@ -299,7 +329,7 @@ def measure_pass(results, writer: StatisticsWriter, rejected: _Rejections, *,
     for path in results:
         source, usable = _usable_image(
             Path(path), nominal_pm=nominal_pm, reference_region_px=reference_region_px,
-            materials=materials, lattice_tolerance=lattice_tolerance)
+            materials=materials, lattice_tolerance=lattice_tolerance, corrections=corrections)
         if isinstance(usable, str):
             rejected.add(Path(source).name, usable, source=source)
         else:
@@ -373,11 +403,57 @@ def assignment_pass(writer: StatisticsWriter, measured: MeasuredImages, model: C
     return (class_table.table() if model is not None else {}), layers
 
 
+#: Plausibility limits of an image (:func:`plausibility_warnings`).
+PLAUSIBLE = {"b_over_a": 0.03, "calibration": 0.05, "dispersion": 3.0, "offset_pm": 2.0}
+
+
+def plausibility_warnings(rows: dict, corrections: dict | None = None) -> list[str]:
+    """What in the images looks like an instrument artefact rather than the sample.
+
+    Per image: a cell anisotropy ``|b/a - 1|`` beyond 3 % (slow-scan
+    compression or drift looks like tetragonality), a calibration more than
+    5 % from the file's pixel size, a dispersion beyond 3 (the image is not in
+    detector counts: its errors rest on the dispersion), an instrument offset
+    of more than 2 pm and 3 standard errors (subtracted). Per experiment: no
+    displacement reference configured (B displacements then include any
+    instrument offset). Each warning is one line naming the image(s).
+    """
+    out = []
+    names = rows["image"]
+
+    def flag(key, test, text):
+        bad = [(n, v) for n, v in zip(names, rows[key]) if np.isfinite(v) and test(v)]
+        if bad:
+            shown = ", ".join(f"{n} ({v:.3g})" for n, v in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            out.append(f"{len(bad)} image(s) {text}: {shown}")
+
+    flag("b_over_a", lambda v: abs(v - 1) > PLAUSIBLE["b_over_a"],
+         "with b/a more than 3 % from 1 (scan compression or drift, or a tetragonal cell)")
+    for key in ("calibration_scale_i", "calibration_scale_j"):
+        flag(key, lambda v: abs(v - 1) > PLAUSIBLE["calibration"],
+             f"whose pixel size is off by more than 5 % ({key})")
+    flag("dispersion", lambda v: v > PLAUSIBLE["dispersion"],
+         "not in detector counts (dispersion > 3: errors rest on it; a displacement reference "
+         "calibrates them)")
+    for n, dx, dy, err in zip(names, rows["offset_dx_pm"], rows["offset_dy_pm"], rows["offset_err_pm"]):
+        size = float(np.hypot(dx, dy))
+        if np.isfinite(size) and size > PLAUSIBLE["offset_pm"] and size > 3 * err:
+            out.append(f"{n}: instrument offset ({dx:+.1f}, {dy:+.1f}) pm found in the reference "
+                       f"and subtracted")
+    if names and not (corrections or {}).get("displacement_region"):
+        out.append("no displacement reference: B displacements include any instrument offset "
+                   "(mistilt, probe tails); set displacement_reference_region_px or a "
+                   "centrosymmetric material")
+    return out
+
+
 def experiment_summary(measured: MeasuredImages, rejected: _Rejections, n_cells: int,
-                       n_classes: int, layers: LayerRows, layer_names) -> dict:
-    """The summary: images used and rejected, cells, classes, period, per-layer means."""
+                       n_classes: int, layers: LayerRows, layer_names, warnings=()) -> dict:
+    """The summary: images used and rejected, cells, classes, period, per-layer means,
+    plausibility warnings."""
     periods = layers.periods
     return {
+        "warnings": list(warnings),
         "images_used": len(measured.names),
         "images_rejected": len(rejected),
         "cells": int(n_cells),
@@ -419,7 +495,7 @@ def aggregate(results: list[str | Path], out_h5: str | Path, images_tsv: str | P
               reference_region_px: list[float] | None = None, sample_size: int = 20000,
               max_classes: int = 8, seed: int = 0, lattice_tolerance: float | None = 0.15,
               extra_rejected: list[tuple[str, str]] = (), provenance: dict | None = None,
-              log=None) -> dict:
+              log=None, corrections: dict | None = None) -> dict:
     """Measure, classify and aggregate the cells of every image of an experiment.
 
     Two streaming passes over the per-image results, one image in memory at
@@ -457,6 +533,9 @@ def aggregate(results: list[str | Path], out_h5: str | Path, images_tsv: str | P
     provenance : dict, optional
         Provenance record: stored in ``out_h5`` and, with the output's own
         name, beside each CSV/TSV (``.prov.json``).
+    corrections : dict, optional
+        Instrument corrections of every image (:func:`measure_image_cells`):
+        ``displacement_region``, ``calibrate_to_pm``, ``calibration_region``.
     log : None
         Deprecated and ignored (a DeprecationWarning when given): progress
         goes to ``logging.getLogger("latticegenome.statistics.aggregate")``.
@@ -473,7 +552,7 @@ def aggregate(results: list[str | Path], out_h5: str | Path, images_tsv: str | P
         measured = measure_pass(results, writer, rejected, nominal_pm=nominal_pm,
                                 reference_region_px=reference_region_px, materials=materials,
                                 lattice_tolerance=lattice_tolerance, sample_size=sample_size,
-                                seed=seed)
+                                seed=seed, corrections=corrections)
         writer.write_images(measured.names)
         writer.write_histograms(measured.histograms)
         model = fit_class_model(measured.reservoir.sample, max_classes=max_classes, seed=seed)
@@ -482,8 +561,11 @@ def aggregate(results: list[str | Path], out_h5: str | Path, images_tsv: str | P
         writer.write_classes(class_table, bic=model.bic if model else None, descriptors=DESCRIPTORS)
         writer.write_rows("layers", layers.rows)
         writer.write_rows("interfaces", layers.interfaces)
+        warnings = plausibility_warnings(measured.rows, corrections)
+        for text in warnings:
+            logger.warning("%s", text)
         summary = experiment_summary(measured, rejected, writer.n_cells,
-                                     model.n_classes if model else 0, layers, layer_names)
+                                     model.n_classes if model else 0, layers, layer_names, warnings)
         writer.write_attributes(summary, None if provenance is None
                                 else {**provenance, "output": Path(out_h5).name})
     write_tables(images_tsv, rejected_tsv, measured, rejected, classes_csv=classes_csv,

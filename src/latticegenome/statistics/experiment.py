@@ -49,7 +49,8 @@ def experiment_statistics(batch_folders, raw_images, refused_tsv, out_h5, images
                           rejected_tsv, *, classes_csv, layers_csv, experiment: str, rule: str,
                           workdir: str, nominal_pm: float, materials: list[dict],
                           stacking_axis: str = "y", reference_region_px=None,
-                          lattice_tolerance: float | None = None) -> tuple[dict, list[str]]:
+                          lattice_tolerance: float | None = None,
+                          corrections: dict | None = None) -> tuple[dict, list[str]]:
     """Aggregate an experiment's column batches, with the provenance of the run.
 
     The column files of ``raw_images`` (:func:`experiment_columns`) and the
@@ -72,14 +73,15 @@ def experiment_statistics(batch_folders, raw_images, refused_tsv, out_h5, images
     """
     columns = experiment_columns(batch_folders, raw_images, experiment=experiment)
     params = {"nominal_pm": nominal_pm, "stacking_axis": stacking_axis, "materials": materials,
-              "reference_region_px": reference_region_px, "lattice_tolerance": lattice_tolerance}
+              "reference_region_px": reference_region_px, "lattice_tolerance": lattice_tolerance,
+              "corrections": corrections}
     record = make_record(out_h5, rule=rule, inputs=columns, workdir=workdir, params=params)
     summary = aggregate(
         columns, out_h5, images_tsv, rejected_tsv, classes_csv=classes_csv, layers_csv=layers_csv,
         nominal_pm=nominal_pm, stacking_axis=stacking_axis, materials=materials,
         reference_region_px=reference_region_px, lattice_tolerance=lattice_tolerance,
         extra_rejected=read_refused(refused_tsv),  # links, unsafe names: refused at ingest
-        provenance=record)
+        provenance=record, corrections=corrections)
     logger.info("summary: %s", summary)
     if summary["images_used"] == 0:
         raise LatticeGenomeError(f"{experiment}: every image was rejected; see {rejected_tsv}")

@@ -205,7 +205,8 @@ def parse_region(text: str | None):
 
 def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
                     displacement_region=None, calibrate_to_pm: float | None = None,
-                    calibration_region="all", reference_pm=None) -> tuple[dict, dict]:
+                    calibration_region="all", reference_pm=None,
+                    reference_cells=None) -> tuple[dict, dict]:
     """Cells of one image, calibrated and referenced as asked, and what was applied.
 
     Parameters
@@ -221,7 +222,8 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
         Known lattice parameter of the material in ``calibration_region``.
     calibration_region : "all" or (x0, y0, x1, y1)
     reference_pm : (float, float), optional
-        Nominal cell for strain (as :func:`~latticegenome.statistics.cells.measure_cells`).
+    reference_cells : ndarray of bool, optional
+        The strain reference (as :func:`~latticegenome.statistics.cells.measure_cells`).
 
     Returns
     -------
@@ -246,7 +248,8 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
                             tuple(record.get("pseudocubic", (1.0, 1.0))))
         columns, px = calibrate_columns(columns, calib), 1.0
         applied["calibration"] = {**calib, "region": calibration_region}
-    cells = measure_cells(columns, px, reference_pm=reference_pm, projection=projection)
+    cells = measure_cells(columns, px, reference_pm=reference_pm, reference_cells=reference_cells,
+                          projection=projection)
     if displacement_region is not None:
         ref = displacement_reference(cells, region_mask(cells, displacement_region))
         cells = apply_reference(cells, ref)
