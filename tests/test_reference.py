@@ -130,3 +130,33 @@ def test_the_statistics_apply_the_corrections_and_warn(distorted, tmp_path, capl
     assert "instrument offset" in text and "pixel size is off" in text
     assert "no displacement reference" not in text
     assert any("instrument offset" in r.getMessage() for r in caplog.records)
+
+
+def test_a_centrosymmetric_layer_is_the_reference_of_a_polar_one():
+    """SrTiO3/BaTiO3 with a +8 pm offset everywhere and a 12 pm polar BaTiO3: with
+    SrTiO3 flagged centrosymmetric its layers give the offset; afterwards SrTiO3 is
+    within 1 pm of zero and BaTiO3 within 1.5 pm of its 12 pm."""
+    from latticegenome.core.settings import Experiment
+    from latticegenome.statistics.aggregate import measure_image_cells
+    from latticegenome.statistics.reference import material_mask
+
+    mats = [dict(DEMO_MATERIALS[0], polar_pm=8.0), dict(DEMO_MATERIALS[1], polar_pm=20.0)]
+    img, _, meta = simulate_superlattice((384, 384), materials=mats, rng=np.random.default_rng(5))
+    px = meta["pixel_size_pm"]
+    cols = find_columns(img, spacing_px=390.5 / px).as_dict()
+    exp = Experiment(facility="f", path="p", materials=[
+        {"name": "SrTiO3", "formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5,
+         "centrosymmetric": True},
+        {"name": "BaTiO3", "formula": "BaTiO3", "A": "Ba", "B": "Ti", "a_pm": 399.2}])
+    corr = exp.corrections()
+    assert corr["reference_material"] == "SrTiO3" and corr["displacement_region"] is None
+    cells = measure_image_cells(cols, px, 390.5, corrections=corr)
+    ref = cells.pop("_applied")["displacement_reference"]
+    assert ref["region"] == "layers of SrTiO3" and ref["dy_pm"] == pytest.approx(8.0, abs=1.0)
+    bto = material_mask(cells, "BaTiO3", corr["materials"])
+    assert 0.3 < bto.mean() < 0.7
+    assert abs(np.nanmedian(cells["dy_pm"][~bto])) < 1.0
+    assert np.nanmedian(cells["dy_pm"][bto]) == pytest.approx(12.0, abs=1.5)
+    with pytest.raises(ValueError, match="is not a material"):
+        Experiment(facility="f", path="p", calibrate_to="LaAlO3",
+                   materials=[{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]).corrections()

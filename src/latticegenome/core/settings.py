@@ -405,8 +405,9 @@ class Experiment(_Section):
     def corrections(self) -> dict:
         """The instrument corrections of this experiment's statistics
         (:func:`latticegenome.statistics.aggregate.measure_image_cells`): the
-        displacement reference (the configured region; the whole image when every
-        material is centrosymmetric; else none) and the calibration.
+        displacement reference (the configured region; else the whole image when
+        every material is centrosymmetric, the layers of the first centrosymmetric
+        one when some are; else none) and the calibration.
 
         Raises
         ------
@@ -414,8 +415,15 @@ class Experiment(_Section):
             ``calibrate_to`` names no material of the experiment.
         """
         region = self.displacement_reference_region_px
-        if region is None and all(m.centrosymmetric for m in self.materials):
+        central = [m for m in self.materials if m.centrosymmetric]
+        by_layer = {}
+        if region is None and central and len(central) == len(self.materials):
             region = "all"
+        elif region is None and central:  # the cells of its layers
+            by_layer = {"reference_material": central[0].name or central[0].formula,
+                        "materials": [m.model_dump(include={"name", "formula", "A"})
+                                      for m in self.materials],
+                        "stacking_axis": self.stacking_axis}
         calibrate = None
         if self.calibrate_to is not None:
             match = [m for m in self.materials if self.calibrate_to in (m.name, m.formula)]
@@ -424,7 +432,7 @@ class Experiment(_Section):
                                  f"experiment ({', '.join(m.name or m.formula for m in self.materials)})")
             calibrate = match[0].a_pm
         return {"displacement_region": region, "calibrate_to_pm": calibrate,
-                "calibration_region": self.displacement_reference_region_px or "all"}
+                "calibration_region": self.displacement_reference_region_px or "all", **by_layer}
 
 
 

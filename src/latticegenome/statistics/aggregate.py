@@ -75,6 +75,19 @@ class Histogram:
         self.counts += np.histogram(v[np.isfinite(v)], self.edges)[0]
 
 
+class _MaterialReference:
+    """The reference cells of a material's layers (a callable for ``corrected_cells``)."""
+
+    def __init__(self, material: str, materials: list[dict], stacking_axis: str):
+        self.material, self.materials, self.stacking_axis = material, materials, stacking_axis
+        self.describe = f"layers of {material}"
+
+    def __call__(self, cells: dict) -> np.ndarray:
+        from latticegenome.statistics.reference import material_mask
+
+        return material_mask(cells, self.material, self.materials, self.stacking_axis)
+
+
 def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_px=None,
                         projection=None, corrections=None):
     """Cells of one image, strained against a region of it or the nominal cell.
@@ -90,6 +103,10 @@ def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_p
 
     reference = (nominal_pm, nominal_pm) if nominal_pm else None
     corr = {k: v for k, v in (corrections or {}).items() if v is not None}
+    if "reference_material" in corr:  # the cells of a centrosymmetric layer
+        corr["displacement_region"] = _MaterialReference(corr.pop("reference_material"),
+                                                         corr.pop("materials"),
+                                                         corr.pop("stacking_axis", "y"))
     cells, applied = corrected_cells(cols, pixel_size_pm, projection=projection,
                                      reference_pm=None if reference_region_px else reference, **corr)
     if reference_region_px is not None:
@@ -440,7 +457,8 @@ def plausibility_warnings(rows: dict, corrections: dict | None = None) -> list[s
         if np.isfinite(size) and size > PLAUSIBLE["offset_pm"] and size > 3 * err:
             out.append(f"{n}: instrument offset ({dx:+.1f}, {dy:+.1f}) pm found in the reference "
                        f"and subtracted")
-    if names and not (corrections or {}).get("displacement_region"):
+    corr = corrections or {}
+    if names and not (corr.get("displacement_region") or corr.get("reference_material")):
         out.append("no displacement reference: B displacements include any instrument offset "
                    "(mistilt, probe tails); set displacement_reference_region_px or a "
                    "centrosymmetric material")

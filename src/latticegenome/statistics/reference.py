@@ -35,8 +35,45 @@ MIN_REFERENCE_CELLS = 8
 ERROR_SCALE_BOUNDS = (0.5, 10.0)
 
 
+def material_mask(cells: dict, material: str, materials: list[dict],
+                  stacking_axis: str = "y") -> np.ndarray:
+    """The cells of the layers of ``material`` (a name or formula) in one image.
+
+    The planes along the stacking axis are split into the two kinds of layer
+    (:func:`~latticegenome.statistics.layers.segment_layers`: A-site
+    brightness, b, intensity ratio) and named by their A species
+    (:func:`~latticegenome.statistics.layers.name_layers`). With one material,
+    every cell.
+
+    Raises
+    ------
+    ValueError
+        The material is not one of ``materials``, or the image shows no layers.
+    """
+    from latticegenome.statistics.layers import name_layers, plane_profile, segment_layers
+
+    names = [m.get("name") or m["formula"] for m in materials]
+    if material not in names + [m["formula"] for m in materials]:
+        raise ValueError(f"reference material {material!r} is not one of {names}")
+    if len(materials) < 2:
+        return np.ones(len(cells["x"]), dtype=bool)
+    prof = plane_profile(cells, stacking_axis=stacking_axis)
+    seg = segment_layers(prof)
+    if not len(seg["interfaces_px"]):
+        raise ValueError(f"no layers found in the image: the cells of {material} cannot be told")
+    layer_names = name_layers(materials)
+    formula_of = {m.get("name") or m["formula"]: m["formula"] for m in materials}
+    want = [k for k, n in enumerate(layer_names) if material in (n, formula_of.get(n))]
+    planes = prof["plane"][np.isin(seg["label"], want)]
+    idx = np.asarray(cells["v"] if stacking_axis == "y" else cells["u"])
+    return np.isin(idx, planes)
+
+
 def region_mask(cells: dict, region_px) -> np.ndarray:
-    """Cells whose centre lies in ``region_px`` = (x0, y0, x1, y1), px; ``"all"``: every cell."""
+    """Cells whose centre lies in ``region_px`` = (x0, y0, x1, y1), px; ``"all"``: every
+    cell; a callable: its mask of the cells (e.g. :func:`material_mask`)."""
+    if callable(region_px):
+        return np.asarray(region_px(cells), bool)
     if isinstance(region_px, str):
         if region_px != "all":
             raise ValueError(f"displacement reference {region_px!r}: 'all' or x0,y0,x1,y1")
@@ -216,8 +253,9 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
         The file's pixel size.
     projection : dict, optional
         The column file's projection record.
-    displacement_region : "all", (x0, y0, x1, y1) or None
-        The centrosymmetric reference of the B displacement (px).
+    displacement_region : "all", (x0, y0, x1, y1), callable or None
+        The centrosymmetric reference of the B displacement (px), or a function
+        giving the reference cells (:func:`material_mask`).
     calibrate_to_pm : float, optional
         Known lattice parameter of the material in ``calibration_region``.
     calibration_region : "all" or (x0, y0, x1, y1)
@@ -253,5 +291,6 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
     if displacement_region is not None:
         ref = displacement_reference(cells, region_mask(cells, displacement_region))
         cells = apply_reference(cells, ref)
-        applied["displacement_reference"] = {**ref, "region": displacement_region}
+        where = getattr(displacement_region, "describe", displacement_region)
+        applied["displacement_reference"] = {**ref, "region": where}
     return cells, applied
