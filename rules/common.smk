@@ -168,6 +168,11 @@ def dft_results(wildcards):
     ]
 
 
+def models_folder(wildcards):
+    """The models folder of the models checkpoint (why a class was not run)."""
+    return checkpoints.models.get(experiment=wildcards.experiment).output.models
+
+
 def globus_preflight():
     """Before any job runs: can every Globus collection this run needs be used?
 

@@ -56,6 +56,7 @@ rule dft_table:
     input:
         results=dft_results,
         classes=f"{RESULTS}/{{experiment}}/classes.csv",
+        models=models_folder,
     output:
         table=report(
             f"{RESULTS}/{{experiment}}/dft.csv",

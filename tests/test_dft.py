@@ -133,8 +133,15 @@ def test_write_models_folder_and_index(tmp_path, axis):
                                           *(f"class_{r['class']}" for r in rows), "superlattice"]
     assert index[2] == {"name": "class_0", "kind": "class", "class": "0",
                         "material": "BaTiO3", "run": True}  # the layers' vote
-    assert [m["run"] for m in index] == [True, True,
-                                         *(float(r["fraction"]) >= 0.1 for r in rows), False]
+    # a class runs when it is frequent enough and a structure apart from its material's
+    # reference; the SrTiO3 class (cubic, no displacement) is the reference itself
+    distinct = [read_model(out / f"class_{r['class']}.json")[1]
+                ["distinct_from_reference"] for r in rows]
+    assert [m["run"] for m in index] == [True, True, *(
+        float(r["fraction"]) >= 0.1 and d for r, d in zip(rows, distinct)), False]
+    sto = [r for r in rows if abs(float(r["b_pm_mean"]) - 390.5) < 2
+           and abs(float(r["dy_pm_mean"])) < 2]
+    assert sto and all(not index[2 + rows.index(r)]["run"] for r in sto)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["index.json"] + [f"{m['name']}.{e}" for m in index for e in ("cif", "json")])
     assert not (tmp_path / "models.tmp").exists()

@@ -160,3 +160,17 @@ def test_a_centrosymmetric_layer_is_the_reference_of_a_polar_one():
     with pytest.raises(ValueError, match="is not a material"):
         Experiment(facility="f", path="p", calibrate_to="LaAlO3",
                    materials=[{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]).corrections()
+
+
+def test_scan_line_jitter_is_measured_from_the_lattice():
+    from scipy import ndimage
+
+    from latticegenome.columns.simulate import simulate_lattice
+
+    img, _ = simulate_lattice((256, 256), rng=1)
+    clean = find_columns(img).info["check"]
+    rng = np.random.default_rng(2)
+    jittered = np.array([ndimage.shift(row, rng.normal(0, 0.5), order=1, mode="nearest")
+                         for row in img])
+    seen = find_columns(jittered).info["check"]
+    assert clean["scan_jitter_px"] < 0.02 and seen["scan_jitter_px"] > 0.08

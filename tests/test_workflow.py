@@ -270,8 +270,12 @@ def test_dft_table_joins_classes_with_cp2k_results(tiny):
     classes = read_table(res / "classes.csv")
     table = read_table(res / "dft.csv")
     assert [r["class"] for r in table] == [r["class"] for r in classes]
-    ran = [r for r in table if float(r["fraction"]) >= 0.05]
+    ran = [r for r in table if float(r["fraction"]) >= 0.05 and not r["status"].startswith("not run")]
     assert ran and all(r["status"] == "ok" for r in ran), table
+    # frequent classes that are their material's reference within the artefacts: not run,
+    # and the table says why
+    same = [r for r in table if float(r["fraction"]) >= 0.05 and r["status"].startswith("not run")]
+    assert all("reference structure within the image artefacts" in r["status"] for r in same)
     for r in ran:
         assert 1.0 < float(r["band_gap_eV"]) < 3.5
         assert -4000 < float(r["energy_per_fu_eV"]) < -3000

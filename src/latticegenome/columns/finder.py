@@ -47,7 +47,6 @@ from latticegenome.columns.lattice import (
     index_grid,
     index_lattice,
     predict_sites,
-    reduce_basis,
 )
 from latticegenome.columns.model import render_columns
 from latticegenome.columns.projection import Projection, perovskite_projection
@@ -945,7 +944,41 @@ def _model_checks(img, cols: Columns, projection: Projection, contrast: str,
                                    modelled, b_detected))
     cell_area = abs(np.linalg.det(cols.basis))
     out["lattice_coverage"] = round(min(1.0, float(a.sum() * cell_area / img.size)), 3)
+    out.update(scan_distortion(cols, a, float(lengths.min())))
     return out
+
+
+def scan_distortion(cols: Columns, a: np.ndarray, spacing: float) -> dict:
+    """Scan distortion seen in the lattice of one image (figures of the self-check).
+
+    ``scan_jitter_px``: the spread, from one band of image rows to the next,
+    of the mean x residual of the A columns from the fitted (affine) lattice,
+    less what their errors explain: line-to-line jitter of the fast scan.
+    ``scan_drift_px``: the largest x or y deviation of a quadratic trend of
+    the residuals along the slow-scan (y) axis: slow-scan drift that is not
+    linear (linear drift is a shear and scale of the lattice, in
+    ``lattice_angle_deg`` and ``lattice_ratio``).
+    """
+    ij = np.column_stack([cols.i[a], cols.j[a]])
+    pos = np.column_stack([cols.x[a], cols.y[a]])
+    if len(pos) < 8:
+        return {"scan_jitter_px": None, "scan_drift_px": None}
+    resid = pos - (cols.origin + ij @ cols.basis)
+    band = np.rint(pos[:, 1] / max(1.0, 0.5 * spacing)).astype(np.int64)
+    keys, inv = np.unique(band, return_inverse=True)
+    inv = inv.ravel()
+    n = np.bincount(inv)
+    mean_x = np.bincount(inv, weights=resid[:, 0]) / n
+    noise = np.bincount(inv, weights=np.nan_to_num(cols.x_err[a]) ** 2) / n**2
+    use = n >= 3
+    jitter = float(np.sqrt(max(0.0, np.var(mean_x[use]) - np.mean(noise[use])))) if use.sum() >= 3 else None
+    drift = None
+    if np.ptp(pos[:, 1]) > 0:
+        y = (pos[:, 1] - pos[:, 1].mean()) / np.ptp(pos[:, 1])
+        trend = [np.polyval(np.polyfit(y, resid[:, k], 2), y) for k in (0, 1)]
+        drift = float(max(np.ptp(t) for t in trend))
+    return {"scan_jitter_px": None if jitter is None else round(jitter, 4),
+            "scan_drift_px": None if drift is None else round(drift, 4)}
 
 
 def _cell_corners(cols: Columns) -> np.ndarray:

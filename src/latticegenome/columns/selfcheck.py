@@ -218,9 +218,9 @@ def choose_a_lattice(points, height, ij, found, local, basis, projection: Projec
         if not scaled:
             unit, f = ("pm", pixel_size_pm) if pixel_size_pm else ("px", 1.0)
             raise ModelMismatchError(
-                f"the lattice of the columns has a spacing of {fitting[-1].lengths[0] * f:.0f} "
+                f"the lattice of the columns has a spacing of {fitting[-1].lengths[0] * f:.1f} "
                 f"{unit} where the configured projection and lattice parameter expect "
-                f"{spacing_px * f:.0f} {unit}: check the pixel size, or A and B cannot be told "
+                f"{spacing_px * f:.1f} {unit}: check the pixel size, or A and B cannot be told "
                 f"apart (too few counts)")
         fitting = scaled
     return _chosen(fitting[-1], points, height, ij, found, local, basis, projection)

@@ -508,8 +508,15 @@ def write_demo_experiment(
     size: int = 512,
     seed: int = 20261123,
     pixel_size_pm: float = 20.0,
+    offset_pm: float = 6.0,
 ) -> list[Path]:
     """Write the embedded demo experiment: TIFF images with truth beside them.
+
+    Like real images, the demo carries instrument artefacts: every B column is
+    shifted by ``offset_pm`` along the stacking axis (a mistilt-like offset:
+    the centrosymmetric SrTiO3 looks polar until its layers are taken as the
+    displacement reference), and each image has its own small rotation and
+    linear scan drift.
 
     Each image ``superlattice_NNN.tif`` carries its pixel size (ImageJ
     resolution in nm) and has ``superlattice_NNN.truth.json`` beside it.
@@ -532,10 +539,12 @@ def write_demo_experiment(
         rng = np.random.default_rng([seed, k])
         angle = float(rng.uniform(-3, 3))
         drift = (float(rng.uniform(-0.01, 0.01)), float(rng.uniform(-0.004, 0.004)))
+        materials = [dict(m, polar_pm=m["polar_pm"] + offset_pm) for m in DEMO_MATERIALS]
         image, truth, meta = simulate_superlattice(
-            (size, size), pixel_size_pm=pixel_size_pm, angle_deg=angle,
+            (size, size), pixel_size_pm=pixel_size_pm, materials=materials, angle_deg=angle,
             drift_px_per_row=drift, rng=rng,
         )
+        meta["instrument_offset_pm"] = offset_pm  # included in each material's polar_pm
         path = folder / f"superlattice_{k:03d}.tif"
         truth_path = path.with_suffix(".truth.json")
         paths.append(path)

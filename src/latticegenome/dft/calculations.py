@@ -429,12 +429,26 @@ def run_model(model_json: str | Path, workdir: str | Path, settings: dict, *,
     return result
 
 
-def dft_table(result_paths, classes: list[dict]) -> dict:
+def _not_run(models, cls: str) -> str:
+    """Why a class has no DFT result: too rare, or its material's reference structure
+    within the artefacts (the models folder's record says which)."""
+    meta_path = Path(models) / f"class_{cls}.json" if models else None
+    if meta_path is not None and meta_path.is_file():
+        meta = json.loads(meta_path.read_text()).get("latticegenome", {})
+        if meta.get("distinct_from_reference") is False:
+            return (f"not run: its material's reference structure within the image "
+                    f"artefacts ({meta.get('difference', '')})")
+    return "not run (below dft.min_fraction)"
+
+
+def dft_table(result_paths, classes: list[dict], models=None) -> dict:
     """One row per class: measured numbers, population, and its DFT result.
 
     ``dE_meV_per_fu`` is the class model's energy per formula unit minus the
     undistorted reference of the same material (meV). Classes without a run
-    (too rare) or with a failed run keep their row with the status and reason.
+    (too rare, or not a structure apart from its material's reference: see the
+    class models in ``models``) or with a failed run keep their row with the
+    status and reason.
     """
     docs = [json.loads(Path(p).read_text()) for p in result_paths]
     refs = {d["model"]["material"]: d for d in docs if d["model"]["kind"] == "reference"}
@@ -453,7 +467,7 @@ def dft_table(result_paths, classes: list[dict]) -> dict:
             "fraction": row["fraction"],
             **{k: row.get(k, "") for k in ("a_pm_mean", "b_pm_mean", "dx_pm_mean",
                                            "dy_pm_mean")},
-            "status": d["status"] if d else "not run (below dft.min_fraction)",
+            "status": d["status"] if d else _not_run(models, str(row["class"])),
             "reason": (d or {}).get("reason", ""),
             "energy_per_fu_eV": e if e is not None else float("nan"),
             "dE_meV_per_fu": (e - e0) * 1000 if e is not None and e0 is not None

@@ -337,16 +337,48 @@ def _reference_model(material: dict, ref: dict) -> dict:
                   {"kind": "reference", "material": formula, "run": True})
 
 
+#: A class is a structure of its own (worth a DFT run) when its mean cell differs from
+#: its material's nominal cubic cell by more than this strain along a or b, or its mean
+#: B displacement exceeds this many pm; else it is the reference structure within the
+#: image's artefacts (scan distortion, calibration, offsets), which the reference model
+#: already covers.
+DISTINCT = {"strain": 0.01, "displacement_pm": 3.0}
+
+
+def distinct_from_reference(row: dict, material: dict) -> tuple[bool, str]:
+    """Whether a class's mean cell is a structure apart from its material's reference.
+
+    Examples
+    --------
+    >>> sto = {"formula": "SrTiO3", "a_pm": 390.5}
+    >>> distinct_from_reference({"a_pm_mean": 391.0, "b_pm_mean": 390.1, "dx_pm_mean": 0.4,
+    ...                          "dy_pm_mean": -0.8}, sto)[0]
+    False
+    >>> distinct_from_reference({"a_pm_mean": 399.0, "b_pm_mean": 412.0, "dx_pm_mean": 0.0,
+    ...                          "dy_pm_mean": 12.0}, sto)
+    (True, 'a -> +2.2 %, b -> +5.5 %, |d| = 12.0 pm against SrTiO3 (390.5 pm)')
+    """
+    a0 = float(material["a_pm"])
+    ea = float(row["a_pm_mean"]) / a0 - 1
+    eb = float(row["b_pm_mean"]) / a0 - 1
+    d = float(np.hypot(float(row.get("dx_pm_mean") or 0), float(row.get("dy_pm_mean") or 0)))
+    text = (f"a -> {ea * 100:+.1f} %, b -> {eb * 100:+.1f} %, |d| = {d:.1f} pm against "
+            f"{material['formula']} ({a0:g} pm)")
+    return (max(abs(ea), abs(eb)) > DISTINCT["strain"] or d > DISTINCT["displacement_pm"]), text
+
+
 def _class_model(row: dict, material: dict, ref: dict, *, stacking_axis: str,
                  min_fraction: float, source: str) -> dict:
     formula, m = material["formula"], image_to_crystal(row, stacking_axis)
     s = class_model(ref["structure"], a_site=material["A"], b_site=material["B"], **m)
+    distinct, why = distinct_from_reference(row, material)
     meta = {"kind": "class", "class": row["class"], "material": formula,
             "population": int(row["population"]), "fraction": row["fraction"],
-            "measured": {**m, "source": source}, "reference": ref["source"]}
+            "measured": {**m, "source": source}, "reference": ref["source"],
+            "distinct_from_reference": distinct, "difference": why}
     return _model(f"class_{row['class']}", s, meta,
                   {"kind": "class", "class": row["class"], "material": formula,
-                   "run": float(row["fraction"]) >= min_fraction})
+                   "run": float(row["fraction"]) >= min_fraction and distinct})
 
 
 def _superlattice(layers: list[dict], by_class: dict, stacking_axis: str) -> dict | None:

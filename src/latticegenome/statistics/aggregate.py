@@ -26,7 +26,6 @@ import numpy as np
 from latticegenome.columns.store import read_columns
 from latticegenome.core.records import write_sidecar
 from latticegenome.core.tables import write_table_csv
-from latticegenome.statistics.cells import measure_cells
 from latticegenome.statistics.classes import (
     DESCRIPTORS,
     ClassModel,
@@ -54,7 +53,8 @@ IMAGE_FIELDS = ("image", "n_A", "n_B", "n_cells", "pixel_size_pm", "a_pm", "b_pm
                 "mean_x_err_B_pm", "n_O", "zone_axis", "contrast", *(
                     f"check_{k}" for k in ("lattice_ratio", "lattice_angle_deg", "a_over_b",
                                            "unmodelled_peak", "polarity_skewness",
-                                           "lattice_coverage")),
+                                           "lattice_coverage", "scan_jitter_px",
+                                           "scan_drift_px")),
                 "offset_dx_pm", "offset_dy_pm", "offset_err_pm", "error_scale",
                 "calibrated_pixel_size_pm", "calibration_scale_i", "calibration_scale_j",
                 "b_over_a")
@@ -424,11 +424,14 @@ def assignment_pass(writer: StatisticsWriter, measured: MeasuredImages, model: C
 PLAUSIBLE = {"b_over_a": 0.03, "calibration": 0.05, "dispersion": 3.0, "offset_pm": 2.0}
 
 
-def plausibility_warnings(rows: dict, corrections: dict | None = None) -> list[str]:
+def plausibility_warnings(rows: dict, corrections: dict | None = None,
+                          n_materials: int = 1) -> list[str]:
     """What in the images looks like an instrument artefact rather than the sample.
 
-    Per image: a cell anisotropy ``|b/a - 1|`` beyond 3 % (slow-scan
-    compression or drift looks like tetragonality), a calibration more than
+    Per image: b shorter than a by more than 3 % (slow-scan compression: a
+    strained film would be longer along the stacking axis, not shorter), or
+    longer by more than 3 % in a one-material sample (scan drift, or a
+    tetragonal cell), a calibration more than
     5 % from the file's pixel size, a dispersion beyond 3 (the image is not in
     detector counts: its errors rest on the dispersion), an instrument offset
     of more than 2 pm and 3 standard errors (subtracted). Per experiment: no
@@ -444,8 +447,11 @@ def plausibility_warnings(rows: dict, corrections: dict | None = None) -> list[s
             shown = ", ".join(f"{n} ({v:.3g})" for n, v in bad[:5]) + (" ..." if len(bad) > 5 else "")
             out.append(f"{len(bad)} image(s) {text}: {shown}")
 
-    flag("b_over_a", lambda v: abs(v - 1) > PLAUSIBLE["b_over_a"],
-         "with b/a more than 3 % from 1 (scan compression or drift, or a tetragonal cell)")
+    flag("b_over_a", lambda v: v < 1 - PLAUSIBLE["b_over_a"],
+         "with b more than 3 % shorter than a (slow-scan compression, not tetragonality)")
+    if n_materials == 1:
+        flag("b_over_a", lambda v: v > 1 + PLAUSIBLE["b_over_a"],
+             "with b more than 3 % longer than a (scan drift, or a tetragonal cell)")
     for key in ("calibration_scale_i", "calibration_scale_j"):
         flag(key, lambda v: abs(v - 1) > PLAUSIBLE["calibration"],
              f"whose pixel size is off by more than 5 % ({key})")
@@ -579,7 +585,7 @@ def aggregate(results: list[str | Path], out_h5: str | Path, images_tsv: str | P
         writer.write_classes(class_table, bic=model.bic if model else None, descriptors=DESCRIPTORS)
         writer.write_rows("layers", layers.rows)
         writer.write_rows("interfaces", layers.interfaces)
-        warnings = plausibility_warnings(measured.rows, corrections)
+        warnings = plausibility_warnings(measured.rows, corrections, len(materials or []) or 1)
         for text in warnings:
             logger.warning("%s", text)
         summary = experiment_summary(measured, rejected, writer.n_cells,
