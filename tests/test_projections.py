@@ -248,3 +248,11 @@ def test_command_line_zone_axis_and_contrast(atomap, tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "looks like [110], configured [001]" in run.stderr and len(run.stderr.splitlines()) == 1
     assert not (tmp_path / "no.csv").exists()
+    # the material's species set which columns must be brightest; a bad symbol is one line
+    run = subprocess.run([exe, "columns", str(files["ADF"]), "--zone-axis", "110", "--species",
+                          "Sr,Ti", "--pixel-size-pm", str(px), "--csv", str(tmp_path / "s.csv")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "command line (--pixel-size-pm)" in run.stdout
+    run = subprocess.run([exe, "columns", str(files["ADF"]), "--species", "Sr,Xx",
+                          "--csv", str(tmp_path / "x.csv")], capture_output=True, text=True)
+    assert run.returncode == 2 and "two element symbols" in run.stderr

@@ -153,6 +153,22 @@ def field_type(model: type[BaseModel], name: str):
     return parse
 
 
+def _species_pair(text: str) -> tuple[str, str]:
+    """``"Sr,Ru"`` -> ("Sr", "Ru"): two element symbols."""
+    from pymatgen.core import Element
+
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        for p in parts:
+            Element(p)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give the A and B species as two element symbols, "
+                                         f"e.g. Sr,Ru; not {text!r}") from None
+    return parts[0], parts[1]
+
+
 def add_field_option(parser: argparse.ArgumentParser, option: FieldOption) -> None:
     """Add the option of a settings field: its name, type, range, default and help.
 
@@ -224,6 +240,11 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _source_text(source: str) -> str:
+    """Where the pixel size came from, in the command line's words."""
+    return "command line (--pixel-size-pm)" if source == "config" else source
+
+
 def _cmd_columns(args) -> int:
     from latticegenome.columns.analysis import analyse_file
     from latticegenome.columns.store import write_columns_csv, write_columns_h5
@@ -232,6 +253,8 @@ def _cmd_columns(args) -> int:
     refuse_overwrite([args.csv, sidecar, args.h5], [args.image])
     given = {name: getattr(args, name) for name in AnalysisSettings.column_fields()
              if name not in AnalysisSettings.NOT_OPTIONS}
+    if args.species:
+        given["cations"] = [list(args.species)]
     res = analyse_file(args.image, ColumnsOptions.model_validate(given))
     cols = res.merged()
     if args.csv:
@@ -243,7 +266,8 @@ def _cmd_columns(args) -> int:
     n = {s: int((cols.site == s).sum()) for s in ("A", "B", "O")}
     counts = f"{n['A']} A, {n['B']} B" + (f" and {n['O']} O" if n["O"] else "")
     print(f"{args.image}: {counts} columns "
-          f"(pixel size {res.pixel_size_pm:.4g} pm, from the {res.frames[0][0].pixel_size_source})")
+          f"(pixel size {res.pixel_size_pm:.4g} pm, from the "
+          f"{_source_text(res.frames[0][0].pixel_size_source)})")
     return 0
 
 
@@ -447,6 +471,9 @@ def _add_analysis_commands(sub) -> None:
     c = sub.add_parser("columns", help="find and refine the A and B columns of one image")
     c.add_argument("image", type=Path)
     add_field_options(c, "columns")
+    c.add_argument("--species", type=_species_pair, metavar="A,B",
+                   help="A- and B-site species of the material (e.g. Sr,Ru): which projected "
+                        "columns are brightest (default Sr,Ti)")
     c.add_argument("--csv", type=Path, help="write the columns here (CSV)")
     c.add_argument("--h5", type=Path, help="write the columns here (HDF5)")
     c.set_defaults(func=_cmd_columns)
