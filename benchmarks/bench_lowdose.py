@@ -95,7 +95,7 @@ def run_atomap(atomap_python, image, path, spacing_px):
     np.save(path, image)
     try:
         r = subprocess.run([atomap_python, str(HERE / "atomap_runner.py"), str(path), f"{spacing_px:.3f}"],
-                           capture_output=True, text=True, env=single_thread_env(),
+                           check=False, capture_output=True, text=True, env=single_thread_env(),
                            timeout=ATOMAP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return None, f"timeout {ATOMAP_TIMEOUT_S} s"
@@ -188,7 +188,7 @@ def summarise(acc, px, crlb, dose):
         r = {"recall_mean": float(np.mean([p["recall"] for p in per])),
              "recall_min": float(np.min([p["recall"] for p in per])),
              "detected_mean": float(np.mean([p["detected"] for p in per])),
-             "n": int(len(dxy)), "rms_pm": rms(dxy) * px,
+             "n": len(dxy), "rms_pm": rms(dxy) * px,
              "rms_all_pm": rms(np.vstack([p["dxy_all"] for p in per])) * px,
              "offset_pm": float(np.hypot(*dxy.mean(axis=0)) * px) if len(dxy) else float("nan"),
              "mean_error_pm": (dxy.mean(axis=0) * px).tolist() if len(dxy) else None}
@@ -413,9 +413,9 @@ def table(st) -> list[str]:
 
 
 def markdown(res) -> str:
-    L = [f"Low-dose table (#17), `benchmarks/bench_lowdose.py` ({res['mode']}); {res['machine']}; "
-         f"{res['date']}; one core; {res['seconds'] / 60:.1f} min.", "",
-         f"abTEM multislice HAADF (tests/abtem_data.py), 40 pm source blur, Poisson noise; "
+    L = [(f"Low-dose table (#17), `benchmarks/bench_lowdose.py` ({res['mode']}); {res['machine']}; "
+          f"{res['date']}; one core; {res['seconds'] / 60:.1f} min."), "",
+         (f"abTEM multislice HAADF (tests/abtem_data.py), 40 pm source blur, Poisson noise; "
          f"{res['seeds']} noise seeds per dose for latticegenome (LG), {res['atomap_seeds']} for Atomap "
          f"0.4.2 ({res['atomap_python'] or 'not run'}), the same noisy images. Interior columns "
          f"(> {EDGE_PX:g} px from the edges); a column is found when a reported column of its site lies "
@@ -426,10 +426,10 @@ def markdown(res) -> str:
          "error. RMS/CRLB: CRLB of LG's Gaussian model at its noise-free fit, scaled to the dose "
          "(a model bound: the columns are not Gaussians). Offset: |mean error| over columns and seeds. "
          f"Noise-free row: the source-blurred signal x {NOISE_FREE_DOSE:g} e, no noise; its RMS "
-         "columns are the bias.", ""]
+         "columns are the bias."), ""]
     for st in res["structures"]:
-        L += [f"### {st['structure']} [{st['zone_axis']}], cations {st['cations']}, "
-              f"{st['pixel_pm']:g} pm/px, A-A {st['short_spacing_px']:.1f} px", ""]
+        L += [(f"### {st['structure']} [{st['zone_axis']}], cations {st['cations']}, "
+               f"{st['pixel_pm']:g} pm/px, A-A {st['short_spacing_px']:.1f} px"), ""]
         L += table(st)
         reasons = {}
         for r in st["rows"]:
@@ -438,8 +438,10 @@ def markdown(res) -> str:
                     key = (who, re.sub(r"\d+", "N", why))
                     reasons.setdefault(key, []).append(r["dose"])
         if reasons:
-            L += [""] + [f"- {'LG rejected' if who == 'lg' else 'Atomap failed'} "
-                         f"({', '.join(f'{d:g}' if isinstance(d, float) else str(d) for d in doses)} e): "
+            def where(doses):
+                n = {d: doses.count(d) for d in dict.fromkeys(doses)}
+                return ", ".join(f"{d:g} e: {k}" if isinstance(d, float) else f"{d}: {k}" for d, k in n.items())
+            L += [""] + [f"- {'LG rejected' if who == 'lg' else 'Atomap failed'} ({where(doses)}): "
                          f"\"{why}\"" for (who, why), doses in reasons.items()]
         L.append("")
     return "\n".join(L)

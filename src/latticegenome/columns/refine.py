@@ -521,6 +521,11 @@ def _iterate(p: _Problem, st: _State, sync_held, max_iter: int, max_sweeps: int)
     return it, canvas
 
 
+#: The summed Pearson dispersion is replaced by the median window's when it exceeds it
+#: by this factor (a few outlier windows, not the image, are then over-dispersed).
+OUTLIER_DISPERSION = 2.0
+
+
 def _uncertainties(p: _Problem, st: _State, canvas: np.ndarray | None):
     """Standard errors of (x, y, amplitude) and the Pearson dispersion at the solution.
 
@@ -532,6 +537,7 @@ def _uncertainties(p: _Problem, st: _State, canvas: np.ndarray | None):
     cov_diag = np.full((n_col, 3), np.nan)
     chi2 = 0.0
     dof = 0.0
+    per_window = []
     for start in range(0, n_col, p.chunk):
         k = np.arange(start, min(n_col, start + p.chunk))
         _, _, info, c2, npx = _window_stats(p, st, full, k)
@@ -542,7 +548,14 @@ def _uncertainties(p: _Problem, st: _State, canvas: np.ndarray | None):
             cov_diag[k[good]] = np.stack([inv[:, 0, 0], inv[:, 1, 1], inv[:, 2, 2]], axis=1)
         chi2 += float(np.sum(c2))
         dof += float(np.sum(np.maximum(npx - 5, 0)))
+        per_window.append(c2 / np.maximum(npx - 5, 1))
     dispersion = chi2 / dof if dof > 0 else 1.0
+    typical = float(np.median(np.concatenate(per_window))) if per_window else dispersion
+    if dispersion > OUTLIER_DISPERSION * typical:
+        # a few windows dominate the sum: at very low counts, a window whose fitted
+        # background went to ~0 turns a single count into a huge Pearson term; the
+        # typical window is the image's dispersion
+        dispersion = typical
     return np.sqrt(np.maximum(cov_diag, 0) * dispersion), float(dispersion)
 
 
