@@ -32,3 +32,13 @@ def test_60_electrons_per_position_keep_every_interior_column(name, zone_axis):
                          0.2 * 390.5 / np.sqrt(2 if zone_axis == "110" else 1) / px)
             assert (j >= 0).mean() >= 0.99, (seed, site, (j >= 0).mean())
         assert cols.detected[cols.site == "A"].mean() > 0.95
+
+
+def test_a_very_bright_or_noise_free_image_is_not_refused():
+    """The Fisher information's raw condition number grows with the counts (its
+    parameters have different units): at 1e7 e/position every error came out NaN and the
+    image was refused. Scaled, only real degeneracy counts."""
+    signals, _, meta = abtem_data.load("sto_001")
+    clean = abtem_data.source_blur(signals["haadf"], pixel_pm=meta["pixel_pm"]) * 1e7
+    cols = analyse_array(clean, meta["pixel_pm"], zone_axis="001", spacing_pm=390.5)
+    assert np.isfinite(cols.x_err[cols.detected]).all() and cols.detected.mean() > 0.95

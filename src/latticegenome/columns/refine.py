@@ -542,9 +542,16 @@ def _uncertainties(p: _Problem, st: _State, canvas: np.ndarray | None):
         k = np.arange(start, min(n_col, start + p.chunk))
         _, _, info, c2, npx = _window_stats(p, st, full, k)
         info = hold_fixed(info, p.free[k])
-        good = np.linalg.cond(info) < 1e12
+        # Jacobi-scaled before the conditioning test: the parameters have different units,
+        # so the raw condition number grows with the counts (a noise-free or very bright
+        # image looked singular); the scaled one measures real degeneracy only
+        diag = np.einsum("nii->ni", info)
+        ok = (diag > 0).all(axis=1)
+        d = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
+        scaled = info * d[:, :, None] * d[:, None, :]
+        good = ok & (np.linalg.cond(scaled) < 1e12)
         if good.any():
-            inv = np.linalg.inv(info[good])
+            inv = np.linalg.inv(scaled[good]) * d[good][:, :, None] * d[good][:, None, :]
             cov_diag[k[good]] = np.stack([inv[:, 0, 0], inv[:, 1, 1], inv[:, 2, 2]], axis=1)
         chi2 += float(np.sum(c2))
         dof += float(np.sum(np.maximum(npx - 5, 0)))
