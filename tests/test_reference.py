@@ -174,3 +174,17 @@ def test_scan_line_jitter_is_measured_from_the_lattice():
                          for row in img])
     seen = find_columns(jittered).info["check"]
     assert clean["scan_jitter_px"] < 0.02 and seen["scan_jitter_px"] > 0.08
+
+
+def test_regions_stay_in_pixels_after_calibration(distorted):
+    """Calibrated cells are measured in pm, but a region is a box of the image: the cell
+    centres stay in pixels, so the box selects the same cells with and without it."""
+    cols, _, px_file = distorted
+    box = (0.0, 0.0, 383.0, 190.0)  # the upper half of the 384 px image
+    plain, _ = corrected_cells(cols, px_file, displacement_region=box)
+    calib, applied = corrected_cells(cols, px_file, displacement_region=box,
+                                     calibrate_to_pm=390.5, strain_region_px=box)
+    assert np.allclose(calib["x"], plain["x"]) and np.allclose(calib["y"], plain["y"])
+    assert applied["displacement_reference"]["cells"] == \
+        corrected_cells(cols, px_file, displacement_region=box)[1]["displacement_reference"]["cells"]
+    assert np.median(calib["a_pm"]) == pytest.approx(390.5, rel=0.003)

@@ -108,14 +108,8 @@ def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_p
                                                          corr.pop("materials"),
                                                          corr.pop("stacking_axis", "y"))
     cells, applied = corrected_cells(cols, pixel_size_pm, projection=projection,
-                                     reference_pm=None if reference_region_px else reference, **corr)
-    if reference_region_px is not None:
-        x0, y0, x1, y1 = reference_region_px
-        region = (cells["x"] >= x0) & (cells["x"] <= x1) & (cells["y"] >= y0) & (cells["y"] <= y1)
-        if not region.any():
-            raise ValueError(f"no complete cell in the strain reference region {list(reference_region_px)}")
-        cells, applied = corrected_cells(cols, pixel_size_pm, projection=projection,
-                                         reference_cells=region, **corr)
+                                     reference_pm=reference, strain_region_px=reference_region_px,
+                                     **corr)
     cells["_applied"] = applied
     return cells
 
@@ -458,11 +452,13 @@ def plausibility_warnings(rows: dict, corrections: dict | None = None,
     flag("dispersion", lambda v: v > PLAUSIBLE["dispersion"],
          "not in detector counts (dispersion > 3: errors rest on it; a displacement reference "
          "calibrates them)")
-    for n, dx, dy, err in zip(names, rows["offset_dx_pm"], rows["offset_dy_pm"], rows["offset_err_pm"]):
-        size = float(np.hypot(dx, dy))
-        if np.isfinite(size) and size > PLAUSIBLE["offset_pm"] and size > 3 * err:
-            out.append(f"{n}: instrument offset ({dx:+.1f}, {dy:+.1f}) pm found in the reference "
-                       f"and subtracted")
+    offsets = [(n, dx, dy) for n, dx, dy, err in zip(names, rows["offset_dx_pm"],
+                                                      rows["offset_dy_pm"], rows["offset_err_pm"])
+               if np.hypot(dx, dy) > max(PLAUSIBLE["offset_pm"], 3 * err)]
+    if offsets:  # one line for the experiment, however many images
+        shown = ", ".join(f"{n} ({dx:+.1f}, {dy:+.1f})" for n, dx, dy in offsets[:5])
+        out.append(f"{len(offsets)} image(s) with an instrument offset (pm) found in the reference "
+                   f"and subtracted: {shown}" + (" ..." if len(offsets) > 5 else ""))
     corr = corrections or {}
     if names and not (corr.get("displacement_region") or corr.get("reference_material")):
         out.append("no displacement reference: B displacements include any instrument offset "

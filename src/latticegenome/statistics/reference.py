@@ -243,7 +243,7 @@ def parse_region(text: str | None):
 def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
                     displacement_region=None, calibrate_to_pm: float | None = None,
                     calibration_region="all", reference_pm=None,
-                    reference_cells=None) -> tuple[dict, dict]:
+                    strain_region_px=None) -> tuple[dict, dict]:
     """Cells of one image, calibrated and referenced as asked, and what was applied.
 
     Parameters
@@ -260,13 +260,15 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
         Known lattice parameter of the material in ``calibration_region``.
     calibration_region : "all" or (x0, y0, x1, y1)
     reference_pm : (float, float), optional
-    reference_cells : ndarray of bool, optional
-        The strain reference (as :func:`~latticegenome.statistics.cells.measure_cells`).
+        Nominal cell for strain (as :func:`~latticegenome.statistics.cells.measure_cells`).
+    strain_region_px : (x0, y0, x1, y1), optional
+        Instead, the cells in this box are the strain reference.
 
     Returns
     -------
     cells : dict
-        With ``dx_err_fisher_pm``, ``dy_err_fisher_pm`` when referenced.
+        With ``dx_err_fisher_pm``, ``dy_err_fisher_pm`` when referenced; cell
+        centres ``x``, ``y`` in the image's pixels, calibrated or not.
     applied : dict
         ``calibration`` and ``displacement_reference`` (None where not asked): the
         figures, for the results and their provenance.
@@ -286,8 +288,19 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
                             tuple(record.get("pseudocubic", (1.0, 1.0))))
         columns, px = calibrate_columns(columns, calib), 1.0
         applied["calibration"] = {**calib, "region": calibration_region}
-    cells = measure_cells(columns, px, reference_pm=reference_pm, reference_cells=reference_cells,
+    cells = measure_cells(columns, px, reference_pm=None if strain_region_px else reference_pm,
                           projection=projection)
+    if applied["calibration"] is not None:  # centres back in pixels: regions are in pixels
+        xy = np.linalg.solve(np.asarray(applied["calibration"]["matrix_pm_per_px"], float),
+                             np.vstack([cells["x"], cells["y"]]))
+        cells["x"], cells["y"] = xy[0], xy[1]
+    if strain_region_px is not None:
+        region = region_mask(cells, strain_region_px)
+        if not region.any():
+            raise ValueError(f"no complete cell in the strain reference region {list(strain_region_px)}")
+        centres = cells["x"], cells["y"]
+        cells = measure_cells(columns, px, reference_cells=region, projection=projection)
+        cells["x"], cells["y"] = centres
     if displacement_region is not None:
         ref = displacement_reference(cells, region_mask(cells, displacement_region))
         cells = apply_reference(cells, ref)
