@@ -93,7 +93,8 @@ def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_p
     """Cells of one image, strained against a region of it or the nominal cell.
 
     ``corrections`` (``displacement_region``: "all" or a box in px, the
-    centrosymmetric reference of the B displacement; ``calibrate_to_pm``
+    centrosymmetric reference of the B displacement, with ``displacement_field``
+    its offset field: constant, plane, quadratic or auto; ``calibrate_to_pm``
     with ``calibration_region``: the known lattice parameter the pixel size
     and scan anisotropy are fitted to; see
     :func:`latticegenome.statistics.reference.corrected_cells`) are applied
