@@ -18,6 +18,9 @@ include: "rules/common.smk"
 
 check_references(config)
 
+if workflow.is_main_process:
+    refresh_listings()
+
 
 onstart:
     globus_preflight()

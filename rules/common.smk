@@ -13,8 +13,8 @@ from pathlib import Path
 # The library of this checkout (also installed in .venv; this keeps the two in step).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from latticegenome.columns.batch import batches, memory_mb
-from latticegenome.ingest.manifest import manifest_index
+from latticegenome.columns.batch import increment_batches, memory_mb
+from latticegenome.ingest.manifest import manifest_increments, manifest_index
 from latticegenome.core.config import check_references, globus_facilities, settings_from_config
 
 SETTINGS = settings_from_config(config)
@@ -85,7 +85,8 @@ def _manifest_names(path, mtime_ns):
 
 @lru_cache(maxsize=32)
 def _manifest_batches(path, mtime_ns, size):
-    return tuple(tuple(b) for b in batches(_manifest_names(path, mtime_ns), size))
+    """Batches that never span two ingest increments: earlier batches never change."""
+    return tuple(tuple(b) for b in increment_batches(manifest_increments(path), size))
 
 
 @lru_cache(maxsize=32)
@@ -99,7 +100,8 @@ def manifest_images(wildcards):
 
 
 def image_batches(wildcards):
-    """The experiment's images in batches of BATCH_SIZE, in manifest order."""
+    """The experiment's images in batches of at most BATCH_SIZE, in manifest order,
+    one increment's images per batch (a batch, once made, never changes)."""
     return _manifest_batches(*_manifest(wildcards), BATCH_SIZE)
 
 
@@ -140,6 +142,22 @@ def column_batches(wildcards):
     ]
 
 
+def batch_partials(wildcards):
+    """The partials of every batch of an experiment (batch_statistics outputs)."""
+    return [
+        f"{RESULTS}/{wildcards.experiment}/partials/batch-{k:05d}.npz"
+        for k in range(len(image_batches(wildcards)))
+    ]
+
+
+def batch_cell_tables(wildcards):
+    """The Parquet cell table of every batch of an experiment."""
+    return [
+        f"{RESULTS}/cells/experiment={wildcards.experiment}/batch={k:05d}/cells.parquet"
+        for k in range(len(image_batches(wildcards)))
+    ]
+
+
 def raw_images(wildcards):
     return expand(
         f"{SCRATCH}/{wildcards.experiment}/raw/{{image}}",
@@ -150,6 +168,7 @@ def raw_images(wildcards):
 def all_outputs():
     out = [
         *expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
+        *expand(f"{RESULTS}/{{experiment}}/figures/histograms.png", experiment=EXPERIMENTS),
         f"{RESULTS}/software.tsv",
     ]
     if SETTINGS.dft.enabled:
@@ -171,6 +190,31 @@ def dft_results(wildcards):
 def models_folder(wildcards):
     """The models folder of the models checkpoint (why a class was not run)."""
     return checkpoints.models.get(experiment=wildcards.experiment).output.models
+
+
+def refresh_listings():
+    """Before planning: list each experiment's facility folder; where the listing
+    changed, rewrite scratch/<exp>/listing.json, the input of its ingest checkpoint,
+    so that new images are ingested (and nothing else is redone).
+
+    Only in the main Snakemake process (a cluster job re-parsing the workflow
+    does not list). A facility that cannot be listed is said in one line;
+    the ingest job then reports why.
+    """
+    from latticegenome.ingest.backends import backend_for
+    from latticegenome.ingest.increments import refresh_listing
+
+    for name in EXPERIMENTS:
+        exp = SETTINGS.experiments[name]
+        marker = Path(f"{SCRATCH}/{name}/listing.json")
+        try:
+            backend = backend_for(exp.facility, config["facilities"][exp.facility], config=config)
+            refresh_listing(backend, exp.path, exp.pattern, marker)
+        except Exception as exc:  # a missing folder, Globus unreachable: ingest says why
+            print(f"latticegenome: warning: {name}: facility not listed: {exc}", file=sys.stderr)
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(json.dumps({"digest": None, "error": str(exc)}))
 
 
 def globus_preflight():

@@ -1,8 +1,14 @@
 # Stage 1: raw images from the facility to scratch, checksummed, with a manifest.
 # A checkpoint: the per-image rules are driven by the manifest it writes.
+# Incremental: each run takes only the files not yet ingested, as the next
+# increment (scratch/<exp>/increments/, never changed afterwards); it runs
+# again when the facility's listing changed (listing.json, refreshed when the
+# workflow is planned: see refresh_listings in common.smk).
 
 
 checkpoint ingest:
+    input:
+        listing=f"{SCRATCH}/{{experiment}}/listing.json",
     output:
         manifest=f"{SCRATCH}/{{experiment}}/manifest.tsv",
         # files not taken (links, unsafe names, changed at the facility), with the reason

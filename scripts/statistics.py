@@ -1,28 +1,33 @@
-"""Rule statistics: cells of every image -> classes, layers, statistics, figures."""
+"""Rule statistics: merge the batches' partials -> the experiment's summary file,
+tables, and the classes of every batch (assigned only where stale)."""
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures go to files: the backend is set here, once, before pyplot
-from _setup import setup  # noqa: E402
+from _setup import setup
 
 log = setup(snakemake)  # noqa: F821
 
 from latticegenome.core.errors import LatticeGenomeError  # noqa: E402
-from latticegenome.figures.experiment import experiment_figures  # noqa: E402
-from latticegenome.statistics.experiment import experiment_statistics  # noqa: E402
+from latticegenome.core.records import make_record  # noqa: E402
+from latticegenome.statistics.experiment import reduce_experiment  # noqa: E402
 
 sm, out, params = snakemake, snakemake.output, snakemake.params  # noqa: F821
+batches = [{"name": name, "partition": f"experiment={sm.wildcards.experiment}/batch={name}",
+            "partials": partials, "cells": cells,
+            "classes": f"{params.results}/classes/experiment={sm.wildcards.experiment}/batch={name}/classes.parquet",
+            "summary": f"{params.results}/{sm.wildcards.experiment}/partials/classes-{name}.json"}
+           for name, partials, cells in zip(params.batches, sm.input.partials, sm.input.cells)]
+record = make_record(out.cells, rule=sm.rule, inputs=list(sm.input.partials),
+                     workdir=str(sm.scriptdir),
+                     params={"materials": params.materials, "stacking_axis": params.stacking_axis,
+                             "corrections": params.corrections, "classes": params.classes})
 try:
-    summary, columns = experiment_statistics(
-        sm.input.columns, sm.input.raw, sm.input.refused, out.cells, out.images, out.rejected,
-        classes_csv=out.classes, layers_csv=out.layers, experiment=sm.wildcards.experiment,
-        rule=sm.rule, workdir=str(sm.scriptdir), nominal_pm=params.nominal_pm,
-        materials=params.materials, stacking_axis=params.stacking_axis,
-        reference_region_px=params.reference_region, corrections=params.corrections,
-        lattice_tolerance=params.settings.get("lattice_tolerance"))
+    summary = reduce_experiment(
+        batches, sm.input.refused, out.cells, out.images, out.rejected, classes_csv=out.classes,
+        layers_csv=out.layers, experiment=sm.wildcards.experiment, materials=params.materials,
+        stacking_axis=params.stacking_axis, corrections=params.corrections,
+        classes=params.classes, provenance=record, workers=sm.threads)
+    if summary["images_used"] == 0:
+        raise LatticeGenomeError(f"{sm.wildcards.experiment}: every image was rejected; "
+                                 f"see {out.rejected}")
 except LatticeGenomeError as exc:  # one line, in the log and on stderr: no traceback
     log.error("%s", exc)
     raise SystemExit(str(exc)) from None
-experiment_figures(out.cells, sm.input.raw, columns, histograms_png=out.histograms,
-                   overview_dir=out.overview, layers_png=out.layer_figure,
-                   title=sm.wildcards.experiment, settings=params.settings)

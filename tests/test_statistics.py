@@ -351,7 +351,7 @@ def test_statistics_file_reader(statistics_file):
 
     out, summary, _, _ = statistics_file
     stats = read_statistics(out)
-    assert stats.format_version == FORMAT_VERSION == 1 and stats.summary == summary
+    assert stats.format_version == 1 < FORMAT_VERSION and stats.summary == summary
     assert stats.images == ["first_µ.npy", "second.npy", "third.npy"]
     assert stats.provenance == {"rule": "test", "output": "statistics.h5"}
     assert stats.units["lengths"] == "pm" and set(stats.histograms) >= {"a_pm", "intensity_ratio"}
@@ -383,8 +383,8 @@ def test_statistics_file_versions(tmp_path, statistics_file):
         del f.attrs["format_version"]
     assert read_statistics(old).format_version == 1
     with h5py.File(old, "a") as f:
-        f.attrs["format_version"] = 2
-    with pytest.raises(LatticeGenomeError, match="old.h5: statistics format version 2"):
+        f.attrs["format_version"] = 3
+    with pytest.raises(LatticeGenomeError, match="old.h5: statistics format version 3"):
         read_statistics(old)
     (tmp_path / "junk.h5").write_bytes(b"junk")
     with pytest.raises(LatticeGenomeError, match="junk.h5: not a statistics file"):

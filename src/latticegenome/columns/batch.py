@@ -60,6 +60,34 @@ def batches(names: Sequence[str], size: int) -> list[list[str]]:
     return [list(names[k:k + size]) for k in range(0, len(names), size)]
 
 
+def increment_batches(rows: Sequence[tuple[str, int]], size: int) -> list[list[str]]:
+    """Batches of at most ``size`` images, never spanning two ingest increments.
+
+    ``rows`` are ``(name, increment)`` in manifest order (append-only: the
+    rows of earlier increments never change), so a batch, once made, keeps
+    its images: a new increment only adds batches, and no image already
+    analysed is analysed again. One increment gives :func:`batches`.
+
+    Examples
+    --------
+    >>> increment_batches([("a", 0), ("b", 0), ("c", 0), ("d", 1)], 2)
+    [['a', 'b'], ['c'], ['d']]
+    """
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, not {size}")
+    out: list[list[str]] = []
+    current, last = [], None
+    for name, inc in rows:
+        if current and (inc != last or len(current) == size):
+            out.append(current)
+            current = []
+        current.append(name)
+        last = inc
+    if current:
+        out.append(current)
+    return out
+
+
 #: Memory of a batch job (benchmarks/README.md, peak RSS per worker at 512² to 2048²,
 #: and 1.6 GB measured for an 8192² image): the parent process, a worker's floor, and
 #: bytes of worker memory per byte of the largest image file (images of 2 bytes per

@@ -395,6 +395,15 @@ class Experiment(_Section):
                     "(a centrosymmetric region, e.g. the substrate) give the instrument offset "
                     "of the B displacement, subtracted from every cell, and the scatter the "
                     "errors are calibrated to")
+    displacement_reference_field: Literal["constant", "plane", "quadratic", "auto"] = Field(
+        "constant",
+        description="the instrument offset across each image, fitted to the displacement "
+                    "reference's cells: one constant vector (their mean), a plane in the cell "
+                    "centres (c0 + c1 x + c2 y: a mistilt or scan distortion that varies across "
+                    "the field of view), a quadratic (adds x^2, xy, y^2), or auto (the lowest "
+                    "BIC of those the cells are enough for); a field is weighted by the "
+                    "reported errors and never evaluated more than 25 % beyond the reference "
+                    "cells' box")
     calibrate_to: str | None = Field(
         None, description="name or formula of a material of the experiment whose a_pm the pixel "
                           "size and scan anisotropy are fitted to (in the displacement reference "
@@ -407,7 +416,8 @@ class Experiment(_Section):
         (:func:`latticegenome.statistics.aggregate.measure_image_cells`): the
         displacement reference (the configured region; else the whole image when
         every material is centrosymmetric, the layers of the first centrosymmetric
-        one when some are; else none) and the calibration.
+        one when some are; else none), its offset field (``displacement_field``) and
+        the calibration.
 
         Raises
         ------
@@ -432,8 +442,30 @@ class Experiment(_Section):
                                  f"experiment ({', '.join(m.name or m.formula for m in self.materials)})")
             calibrate = match[0].a_pm
         return {"displacement_region": region, "calibrate_to_pm": calibrate,
-                "calibration_region": self.displacement_reference_region_px or "all", **by_layer}
+                "calibration_region": self.displacement_reference_region_px or "all",
+                "displacement_field": self.displacement_reference_field, **by_layer}
 
+
+
+class ClassSettings(_Section):
+    """How the classes of local configurations are fitted and kept stable.
+
+    Examples
+    --------
+    >>> ClassSettings().refit_growth
+    2.0
+    """
+
+    max_classes: Integer = Field(8, ge=1, le=50,
+                                 description="mixtures of 1 .. max_classes components are "
+                                             "compared by BIC")
+    seed: Integer = Field(0, ge=0, description="seed of the cell sample and of the fit")
+    refit_growth: Real = Field(
+        2.0, ge=1.0,
+        description="refit the class model when the classifiable cells have grown by this "
+                    "factor since the last fit (1: at every increment); otherwise new images "
+                    "are assigned to the existing classes. After a refit the classes are "
+                    "matched to the previous ones, so class ids stay the same")
 
 
 class Settings(_Section):
@@ -448,6 +480,7 @@ class Settings(_Section):
                                    description="Globus settings, used when a facility has backend "
                                                "globus")
     analysis: AnalysisBlock = Field(default_factory=AnalysisBlock)
+    classes: ClassSettings = Field(default_factory=ClassSettings)
     batch_size: Integer = Field(
         100, ge=1,
         description="images analysed by one find_columns job (one process start-up, one batch "

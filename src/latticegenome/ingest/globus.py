@@ -135,14 +135,18 @@ def collection_from_config(name: str, block: dict, *, base: str | Path = ".") ->
 # --------------------------------------------------------------------------- ingest
 
 
-def _safe_names(files, where: str, pattern: str) -> tuple[list[list], list[tuple[str, str]]]:
+def _safe_names(files, where: str, pattern: str, *, required: bool = True
+                ) -> tuple[list[list], list[tuple[str, str]]]:
     """The listed files whose names are safe (``[name, size]``) and those refused.
 
     Raises
     ------
     TransferError
-        Nothing matched, or no name is acceptable.
+        Nothing matched, or no name is acceptable (only when ``required``:
+        an increment may bring nothing new).
     """
+    if not files and not required:
+        return [], []
     if not files:
         raise TransferError(f"no files match '{pattern}' in {where}")
     ok, refused = [], []
@@ -153,13 +157,13 @@ def _safe_names(files, where: str, pattern: str) -> tuple[list[list], list[tuple
         except TransferError as exc:
             refused.append((name, exc.reason))
             logger.info("refused: %s", exc.reason)
-    if not ok:
+    if not ok and required:
         raise TransferError(f"no acceptable file names in {where}")
     return ok, refused
 
 
 def plan_ingest(backend: GlobusBackend, path: str, pattern: str, remote_dest: str,
-                label: str) -> dict:
+                label: str, skip=None) -> dict:
     """The state of a new ingest task, not yet submitted.
 
     The facility folder is listed; files with unsafe names are refused
@@ -174,6 +178,10 @@ def plan_ingest(backend: GlobusBackend, path: str, pattern: str, remote_dest: st
         The destination folder as the host collection shows it.
     label : str
         The task's label.
+    skip : dict, optional
+        ``{name: ManifestEntry}`` of files ingested before: left out of the
+        task; one whose size at the facility differs from its record is
+        refused as changed (reported, the copy that arrived is kept).
 
     Returns
     -------
@@ -183,7 +191,14 @@ def plan_ingest(backend: GlobusBackend, path: str, pattern: str, remote_dest: st
         and ``refused`` (name, reason).
     """
     where = f"{backend.collection.describe()} folder '{path}'"
-    ok, refused = _safe_names(backend.list(path, pattern), where, pattern)
+    listed, skip = backend.list(path, pattern), skip or {}
+    fresh = [f for f in listed if f[0] not in skip]
+    ok, refused = _safe_names(fresh, where, pattern, required=not skip)
+    refused += [(n, f"changed at the facility since ingest (size {skip[n].size} -> {size}); "
+                    "the copy that arrived is used") for n, size in listed
+                if n in skip and int(size) != skip[n].size]
+    if not ok:  # nothing new: no task (and no submission id asked for)
+        return {"files": [], "refused": refused}
     state = new_state(backend.client, backend.settings, label,
                       backend.collection.collection_id, backend.host.collection_id)
     state.update({"source_path": backend.collection.remote(path), "destination": remote_dest,
@@ -373,27 +388,36 @@ class GlobusBackend:
             raise explain(exc, f"{self.collection.describe()} folder '{folder}'",
                           client_mode=unattended(self.settings)) from None
 
-    def ingest(self, path: str, pattern: str, dest_dir: str | Path, manifest: str | Path, *,
-               label: str | None = None, log=None):
+    def ingest(self, path: str, pattern: str, dest_dir: str | Path, manifest: str | Path | None,
+               *, label: str | None = None, log=None, skip=None,
+               state_name: str = ".transfer.json"):
         """One checksum-verified task from the facility to ``dest_dir``; then the manifest.
 
         ``dest_dir`` must lie below the host facility's ``local_path``. A
         rerun resumes the task of an unfinished ingest (its state file
         ``dest_dir/.transfer.json``). Returns ``(entries, refused)`` like the
         local backend; ``refused`` also holds files Globus skipped (e.g.
-        permission denied at the source).
+        permission denied at the source). ``skip`` (files of earlier
+        increments, ``{name: ManifestEntry}``) are left out of the task and
+        of the entries: an increment submits only what is new, and nothing
+        when nothing is (:func:`plan_ingest`); ``state_name`` is the task's
+        state file in ``dest_dir`` (one per increment).
         """
         _warn_log_ignored(log, "GlobusBackend.ingest", __name__)
         dest_dir = Path(dest_dir)
         dest_dir.mkdir(parents=True, exist_ok=True)
         remote_dest = self.host.remote_of_local(dest_dir)
-        state_path = dest_dir / ".transfer.json"
+        state_path = dest_dir / state_name
         state = read_state(state_path)
         if state and (state.get("complete") or state.get("backend") != "globus"):
             state = None  # a finished (or local) transfer: this is a new sync
         if state is None:
             state = plan_ingest(self, path, pattern, remote_dest,
-                                label or f"latticegenome ingest {path}")
+                                label or f"latticegenome ingest {path}", skip=skip)
+            if not state["files"]:
+                if manifest is not None:
+                    write_manifest(manifest, [])
+                return [], state["refused"]
             write_state(state_path, state)  # the submission id is on disk before submitting
         else:
             logger.info("resuming transfer (submission %s%s)", state["submission_id"],
@@ -409,7 +433,8 @@ class GlobusBackend:
             logger.info("skipped: %s: %s", name, reason)
         entries = manifest_from_task(state, dest_dir, task_id, skipped, facility=self.name,
                                      collection=self.collection_label)
-        write_manifest(manifest, entries)
+        if manifest is not None:
+            write_manifest(manifest, entries)
         state["complete"] = True
         state["completed_at"] = _now()
         write_state(state_path, state)

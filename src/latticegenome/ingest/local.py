@@ -461,8 +461,9 @@ class LocalBackend:
         (links and unsafe names left out: see :meth:`scan`)."""
         return self.scan(path, pattern)[0]
 
-    def ingest(self, path: str, pattern: str, dest_dir: str | Path, manifest: str | Path, *,
-               label: str | None = None, log=None
+    def ingest(self, path: str, pattern: str, dest_dir: str | Path, manifest: str | Path | None,
+               *, label: str | None = None, log=None, skip=None,
+               state_name: str = ".transfer.json"
                ) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
         """Copy matching files into ``dest_dir`` and write the manifest.
 
@@ -471,12 +472,17 @@ class LocalBackend:
         file; when the facility file changed since it was ingested (its
         record in the manifest or the copy's sidecar), the copy and its
         record are kept and the file is reported, never silently replaced.
-        Progress goes to this module's logger; ``log`` is deprecated and
-        ignored.
+        ``skip`` (``{name: ManifestEntry}``, the files of earlier increments:
+        :mod:`latticegenome.ingest.increments`) are neither copied nor
+        returned; each is only checked, cheaply (size and time; hashed only
+        when those differ), for a change at the facility, which is reported
+        in ``refused``. Progress goes to this module's logger; ``log`` is
+        deprecated and ignored.
 
         Returns
         -------
         entries : list of ManifestEntry
+            Also written to ``manifest`` (unless None).
         refused : list of (name, reason)
             Files not transferred: unsafe names, symbolic links, not regular
             files, and files changed at the facility since their ingest.
@@ -488,29 +494,42 @@ class LocalBackend:
             nothing matches, or a copy fails its checksum.
         """
         _warn_log_ignored(log, "LocalBackend.ingest", __name__)
-        dest_dir, manifest = Path(dest_dir), Path(manifest)
+        dest_dir, skip = Path(dest_dir), dict(skip or {})
         with self._open_folder(path) as fd:
             files, refused = scan_folder(fd, pattern)
-            if not files and not refused:
+            if not files and not refused and not skip:
                 raise TransferError(f"no files match '{pattern}' at facility '{self.name}'",
                                     display_name(str(self.root / path)))
+            refused += [(e.file, why) for e in skip.values()  # deleted there: no change of ours
+                        if (why := _change_of(fd, e)) and why != "gone from the facility"]
+            files = [(n, size) for n, size in files if n not in skip]
             dest_dir.mkdir(parents=True, exist_ok=True)
-            state = _task_state(dest_dir / ".transfer.json", f"{self.collection}/{path}",
-                                pattern, label)
-            records = _earlier_records(manifest, dest_dir, [n for n, _ in files])
-            run = _FolderIngest(fd, dest_dir, self.name, self.collection, path, state["task_id"])
-            entries: list[ManifestEntry] = []
-            for name, _ in files:
-                try:
-                    entries.append(run.take(name, records.get(name)))
-                except _Refused as exc:
-                    refused.append((name, exc.reason))
-                    if exc.keep is not None:
-                        entries.append(exc.keep)
+            entries = self._take_all(fd, path, files, refused, dest_dir,
+                                     None if manifest is None else Path(manifest),
+                                     state_name=state_name, pattern=pattern, label=label)
         for name, reason in sorted(refused):
             logger.info("refused %s: %s", display_name(name), reason)
-        write_manifest(manifest, entries)
+        if manifest is not None:
+            write_manifest(manifest, entries)
         return entries, sorted(refused)
+
+    def _take_all(self, fd, path, files, refused, dest_dir: Path, manifest: Path | None, *,
+                  state_name: str, pattern: str, label) -> list[ManifestEntry]:
+        """Reuse or copy each of ``files`` under one task; refusals appended to ``refused``."""
+        if not files:
+            return []
+        state = _task_state(dest_dir / state_name, f"{self.collection}/{path}", pattern, label)
+        records = _earlier_records(manifest or dest_dir / ".none", dest_dir, [n for n, _ in files])
+        run = _FolderIngest(fd, dest_dir, self.name, self.collection, path, state["task_id"])
+        entries: list[ManifestEntry] = []
+        for name, _ in files:
+            try:
+                entries.append(run.take(name, records.get(name)))
+            except _Refused as exc:
+                refused.append((name, exc.reason))
+                if exc.keep is not None:
+                    entries.append(exc.keep)
+        return entries
 
     def publish(self, source: str | Path, dest: str, *, label: str | None = None,
                 log=None) -> dict:

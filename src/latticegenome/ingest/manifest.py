@@ -34,7 +34,7 @@ from latticegenome.core.records import SIDECAR, make_record, write_sidecar
 BOOKKEEPING = {".snakemake_timestamp"}
 
 MANIFEST_FIELDS = ("file", "size", "sha256", "facility", "collection", "source_path",
-                   "task_id", "transferred_at", "source_mtime_ns")
+                   "task_id", "transferred_at", "source_mtime_ns", "increment")
 
 #: Columns of a list of refused files (``rejected.tsv``).
 REFUSED_FIELDS = ("file", "reason")
@@ -51,7 +51,10 @@ class ManifestEntry:
 
     ``source_mtime_ns`` is the facility original's modification time (ns,
     as text) when it was read; empty for manifests written before it was
-    recorded and for backends that do not know it (Globus).
+    recorded and for backends that do not know it (Globus). ``increment``
+    is the ingest increment (0, 1, ...) that brought the file
+    (:mod:`latticegenome.ingest.increments`); empty in an increment's own
+    file and in manifests written before increments existed (read as 0).
     """
 
     file: str
@@ -63,6 +66,7 @@ class ManifestEntry:
     task_id: str
     transferred_at: str
     source_mtime_ns: str = ""
+    increment: str = ""
 
 
 def _escape_char(c: str) -> str:
@@ -206,6 +210,7 @@ def _entry_from(row: dict, **override) -> ManifestEntry:
     values = {k: ("" if v is None else v) for k, v in {**row, **override}.items() if k in known}
     values["size"] = int(values["size"])
     values["source_mtime_ns"] = str(values.get("source_mtime_ns", ""))
+    values["increment"] = str(values.get("increment", ""))
     return ManifestEntry(**values)
 
 
@@ -228,6 +233,17 @@ def manifest_index(path: str | Path) -> dict[str, tuple[int, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return {row["file"]: (int(row["size"]), row["sha256"])
                 for row in csv.DictReader(fh, delimiter="\t")}
+
+
+def manifest_increments(path: str | Path) -> list[tuple[str, int]]:
+    """``[(file, increment)]`` of a manifest, in its order (an empty increment: 0).
+
+    What the batches of the workflow are made from
+    (:func:`latticegenome.columns.batch.increment_batches`).
+    """
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [(row["file"], int(row.get("increment") or 0))
+                for row in csv.DictReader(fh, delimiter="\t")]
 
 
 def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> None:

@@ -7,11 +7,17 @@ through :class:`StatisticsWriter`, figures and scripts read it through
 Layout (format version :data:`FORMAT_VERSION`, the file attribute
 ``format_version``; a file without it is version 1)
 -------------------------------------------------------------------------
-``cells/``
+``cells/`` (format 1: a one-shot :func:`~latticegenome.statistics.aggregate.aggregate`)
     One dataset per field of :data:`latticegenome.statistics.cells.CELL_FIELDS`,
     plus ``image`` (the index of the cell's image in ``images``), ``class``
     (-1: not classified) and ``class_probability``. Cells are stored image
     after image, so the cells of one image are one slice.
+``batches/`` (format 2: the workflow's map-reduce statistics)
+    Instead of ``cells/``: one row per batch, ``name``, ``partition``
+    (``experiment=<name>/batch=<k>``), ``cells`` and ``classes`` (the paths
+    of its Parquet cell table and class table, relative to this file's
+    folder); ``image_batch`` (the batch of each image of ``images``).
+    :func:`image_cells` reads either layout.
 ``images``
     The names of the images used, in order (UTF-8 strings).
 ``histograms/<field>/edges``, ``histograms/<field>/counts``
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,8 +52,9 @@ from latticegenome.core.errors import LatticeGenomeError
 from latticegenome.core.fsutil import atomic_path
 from latticegenome.statistics.cells import CELL_FIELDS
 
-#: Version of the layout written by :class:`StatisticsWriter`.
-FORMAT_VERSION = 1
+#: Version of the layout written by :class:`StatisticsWriter` (1) and
+#: :func:`write_summary_file` (2); the newest this module reads.
+FORMAT_VERSION = 2
 
 #: The ``units`` attribute of every statistics file.
 UNITS = {"positions": "px", "lengths": "pm", "strain": "1", "angles": "deg"}
@@ -165,7 +173,7 @@ class StatisticsWriter:
         if provenance is not None:
             self.file.attrs["provenance"] = json.dumps(provenance)
         self.file.attrs["units"] = json.dumps(UNITS)
-        self.file.attrs["format_version"] = FORMAT_VERSION
+        self.file.attrs["format_version"] = 1 if "cells" in self.file else FORMAT_VERSION
 
 
 @contextlib.contextmanager
@@ -277,19 +285,93 @@ def read_statistics(path: str | Path) -> Statistics:
                 interfaces=_read_rows(f["interfaces"]), summary=json.loads(f.attrs["summary"]),
                 units=_json_attr(f.attrs, "units", {}), provenance=_json_attr(f.attrs, "provenance"),
                 bic=_json_attr(cg.attrs, "bic"), descriptors=_json_attr(cg.attrs, "descriptors"),
-                n_cells=int(f["cells/x"].shape[0]),
+                n_cells=(int(f["cells/x"].shape[0]) if "cells" in f
+                         else int(json.loads(f.attrs["summary"]).get("cells", 0))),
                 format_version=int(f.attrs.get("format_version", 1)))
         except KeyError as exc:
             raise LatticeGenomeError(f"not a statistics file: {exc}", str(path)) from None
+
+
+def write_summary_file(path: str | Path, merged, image_batch, batches: list[dict], *,
+                       table: dict, layers: dict, interfaces: dict, summary: dict,
+                       bic: dict | None = None, provenance: dict | None = None) -> None:
+    """The statistics file of format 2 (no cell table: the batches' Parquet files).
+
+    ``merged``: the experiment's merged
+    :class:`~latticegenome.statistics.partials.Partials`; ``image_batch``: the
+    batch index of each of its images; ``batches``: per batch ``name``,
+    ``partition``, ``cells``, ``classes`` (paths).
+    """
+    import h5py
+
+    from latticegenome.statistics.classes import DESCRIPTORS
+
+    here = Path(path).resolve().parent
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        w = StatisticsWriter.__new__(StatisticsWriter)
+        w.file, w.n_cells = f, int(merged.n_cells)
+        w.write_images([n for n, _ in merged.images])
+        f.create_dataset("image_batch", data=np.asarray(image_batch, np.int64))
+        g = f.create_group("batches")
+        for key in ("name", "partition", "cells", "classes"):
+            values = [b.get(key, "") for b in batches]
+            if key in ("cells", "classes"):
+                values = [os.path.relpath(Path(v).resolve(), here) for v in values]
+            _write_names(g, key, values)
+
+        class _H:  # histograms as the writer takes them
+            def __init__(self, e, c):
+                self.edges, self.counts = e, c
+
+        w.write_histograms({k: _H(e, c) for k, (e, c) in merged.histograms.items()})
+        w.write_classes(table, bic=bic, descriptors=DESCRIPTORS)
+        w.write_rows("layers", layers)
+        w.write_rows("interfaces", interfaces)
+        w.write_attributes(summary, provenance)
+
+
+def _parquet_of(path: Path, f, key: str, b: int) -> Path:
+    """The Parquet file ``key`` of batch ``b``: as recorded, else below ``cells/``
+    beside the statistics file (a published package)."""
+    rel = Path(read_h5_strings(f[f"batches/{key}"])[b])
+    p = path.parent / rel
+    if p.exists():
+        return p
+    part = read_h5_strings(f["batches/partition"])[b]
+    return path.parent / key / part / rel.name
+
+
+def _image_cells_v2(path: Path, f, k: int) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    name = read_h5_strings(f["images"])[k]
+    b = int(f["image_batch"][k])
+    filt = [("image", "==", str(name))]
+    cells = pq.read_table(_parquet_of(path, f, "cells", b), filters=filt)
+    out = {c: cells.column(c).to_numpy(zero_copy_only=False) for c in cells.column_names
+           if c not in ("image", "cell")}
+    classes = _parquet_of(path, f, "classes", b)
+    n = cells.num_rows
+    if classes.exists():
+        cl = pq.read_table(classes, filters=filt).sort_by("cell")
+        out["class"] = cl.column("class").to_numpy()
+        out["class_probability"] = cl.column("class_probability").to_numpy()
+    else:
+        out["class"], out["class_probability"] = np.full(n, -1), np.full(n, np.nan)
+    out["image"] = np.full(n, k, dtype=np.int64)
+    return out
 
 
 def image_cells(path: str | Path, k: int) -> dict[str, np.ndarray]:
     """The cells of image ``k`` (``read_statistics(path).images[k]``), as stored.
 
     Every field of ``cells/`` (``class`` and ``class_probability`` included),
-    one entry per cell of that image; empty arrays if it has none.
+    one entry per cell of that image; empty arrays if it has none. Format 2
+    files: read from the batch's Parquet tables.
     """
     with _open(path) as f:
+        if "cells" not in f:
+            return _image_cells_v2(Path(path), f, k)
         image_index = f["cells/image"][()]
         # stored image after image: one slice per image
         start, stop = np.searchsorted(image_index, [k, k + 1])
@@ -297,4 +379,4 @@ def image_cells(path: str | Path, k: int) -> dict[str, np.ndarray]:
 
 
 __all__ = ["FORMAT_VERSION", "Statistics", "StatisticsWriter", "image_cells", "read_h5_strings",
-           "read_statistics", "statistics_writer"]
+           "read_statistics", "statistics_writer", "write_summary_file"]
