@@ -212,9 +212,13 @@ def refresh_listings():
             refresh_listing(backend, exp.path, exp.pattern, marker)
         except Exception as exc:  # a missing folder, Globus unreachable: ingest says why
             print(f"latticegenome: warning: {name}: facility not listed: {exc}", file=sys.stderr)
-            if not marker.exists():
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text(json.dumps({"digest": None, "error": str(exc)}))
+
+
+def listing_marker(wildcards):
+    """The ingest checkpoint's input: the facility listing's marker, once there is one
+    (before, the missing manifest makes ingest run, and it says what is wrong)."""
+    marker = Path(f"{SCRATCH}/{wildcards.experiment}/listing.json")
+    return [str(marker)] if marker.exists() else []
 
 
 def globus_preflight():

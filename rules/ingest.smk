@@ -8,7 +8,7 @@
 
 checkpoint ingest:
     input:
-        listing=f"{SCRATCH}/{{experiment}}/listing.json",
+        listing=listing_marker,
     output:
         manifest=f"{SCRATCH}/{{experiment}}/manifest.tsv",
         # files not taken (links, unsafe names, changed at the facility), with the reason

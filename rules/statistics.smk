@@ -69,7 +69,6 @@ rule statistics:
         ),
     params:
         batches=lambda wc: [f"{k:05d}" for k in range(len(image_batches(wc)))],
-        results=RESULTS,
         materials=lambda wc: experiment(wc)["materials"],
         stacking_axis=lambda wc: experiment_model(wc).stacking_axis,
         corrections=lambda wc: experiment_model(wc).corrections(),

@@ -9,11 +9,17 @@ from latticegenome.core.errors import LatticeGenomeError  # noqa: E402
 from latticegenome.core.records import make_record  # noqa: E402
 from latticegenome.statistics.experiment import reduce_experiment  # noqa: E402
 
+from pathlib import Path  # noqa: E402
+
 sm, out, params = snakemake, snakemake.output, snakemake.params  # noqa: F821
-batches = [{"name": name, "partition": f"experiment={sm.wildcards.experiment}/batch={name}",
-            "partials": partials, "cells": cells,
-            "classes": f"{params.results}/classes/experiment={sm.wildcards.experiment}/batch={name}/classes.parquet",
-            "summary": f"{params.results}/{sm.wildcards.experiment}/partials/classes-{name}.json"}
+exp = sm.wildcards.experiment
+results = Path(out.cells).parent.parent  # <results>/<experiment>/statistics.h5
+# each batch's classes: beside its cells (results/classes/experiment=E/batch=K/), and
+# its class sums and layers (results/E/partials/classes-K.json)
+batches = [{"name": name, "partition": f"experiment={exp}/batch={name}", "partials": partials,
+            "cells": cells,
+            "classes": results / "classes" / f"experiment={exp}" / f"batch={name}" / "classes.parquet",
+            "summary": Path(partials).with_name(f"classes-{name}.json")}
            for name, partials, cells in zip(params.batches, sm.input.partials, sm.input.cells)]
 record = make_record(out.cells, rule=sm.rule, inputs=list(sm.input.partials),
                      workdir=str(sm.scriptdir),

@@ -56,6 +56,8 @@ _RENDERED_HEADER = """\
 # SBATCH_CONSTRAINT, SBATCH_PARTITION. See README, section "Running on HPC".
 # Rendered by `latticegenome render-profiles` from profiles/slurm-template.yaml and
 # profiles/machines.yaml: edit those, not this file.
+# software-deployment-method "?CONDA" (YTE, rendered by Snakemake): conda environments
+# for every run; only a dry run (-n) on a machine without conda plans without them.
 """
 
 
