@@ -21,6 +21,11 @@ rule package:
         package=directory(f"{RESULTS}/{{experiment}}/package"),
     params:
         experiment=lambda wc: experiment(wc),
+        # the experiment's Parquet cell and class tables (partitioned by batch)
+        tables=lambda wc: [
+            f"{RESULTS}/cells/experiment={wc.experiment}",
+            f"{RESULTS}/classes/experiment={wc.experiment}",
+        ],
         people=config["people"],  # as written (validate() filled the model's default)
         license=SETTINGS.license,
     log:

@@ -15,7 +15,7 @@ try:  # the report must show this experiment's tables as they are now
 except LatticeGenomeError as exc:
     log.error("%s", exc)
     raise SystemExit(f"package {sm.wildcards.experiment}: {exc}") from None
-files = [sm.input.cells, *sm.input.tables, *sm.input.figures, sm.input.report]
+files = [sm.input.cells, *sm.input.tables, *sm.params.tables, *sm.input.figures, sm.input.report]
 package = build_package(
     files, sm.output.package, experiment=sm.wildcards.experiment,
     description=exp.get("description", ""), people=sm.params.people,

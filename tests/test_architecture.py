@@ -50,7 +50,7 @@ def test_every_stage_is_a_package():
         init = SRC / stage / "__init__.py"
         assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), stage
     flat = sorted(p.name for p in SRC.glob("*.py"))
-    assert flat == ["__init__.py", "api.py", "cli.py", "profiles.py", "resume.py"], flat
+    assert flat == ["__init__.py", "api.py", "cli.py", "profiles.py", "resume.py", "watch.py"], flat
 
 
 def test_stages_import_only_the_stages_below_them():

@@ -18,6 +18,7 @@ import tifffile
 import yaml
 
 from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.statistics.results import image_cells, read_statistics
 from latticegenome.core.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,8 +120,10 @@ def test_an_image_with_a_wrong_pixel_size_is_rejected_before_the_classes(hostile
     # the column finding already sees the lattice at twice the scale (else the statistics)
     measured = float(re.search(r"(?:measured a = |a spacing of )([\d.]+)", reason).group(1))
     assert 700 < measured < 860
-    with h5py.File(_res(work) / "statistics.h5") as f:
-        a_pm, labels = f["cells/a_pm"][()], f["cells/class"][()]
+    stats = read_statistics(_res(work) / "statistics.h5")
+    cells = [image_cells(_res(work) / "statistics.h5", k) for k in range(len(stats.images))]
+    a_pm = np.concatenate([c["a_pm"] for c in cells])
+    labels = np.concatenate([c["class"] for c in cells])
     assert np.nanmax(a_pm) < 500  # no 780 pm cell reached the table or the class model
     population = sum(int(r["population"]) for r in read_table(_res(work) / "classes.csv"))
     assert population == int((labels >= 0).sum()) and population > 100

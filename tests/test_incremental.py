@@ -307,3 +307,20 @@ def test_sample_keys_and_cell_table_round_trip(tmp_path):
     import pyarrow.dataset as ds
 
     assert ds.dataset(tmp_path / "c.parquet").count_rows() == 6
+
+
+def test_a_centrosymmetric_material_left_polar_is_warned():
+    from latticegenome.statistics.aggregate import centrosymmetric_warnings
+
+    mats = [{"formula": "SrTiO3", "centrosymmetric": True}, {"formula": "BaTiO3"}]
+    rng = np.random.default_rng(3)
+    layers = {"material": ["SrTiO3"] * 10 + ["BaTiO3"] * 10,
+              "dx_pm": list(rng.normal(0, 0.5, 20)),
+              "dy_pm": list(np.r_[rng.normal(4.0, 0.5, 10), rng.normal(12, 0.5, 10)])}
+    out = centrosymmetric_warnings({}, layers, mats)
+    assert len(out) == 1 and "SrTiO3 is centrosymmetric" in out[0] and "dy" in out[0]
+    layers["dy_pm"][:10] = list(rng.normal(0, 0.5, 10))  # corrected: nothing to say
+    assert centrosymmetric_warnings({}, layers, mats) == []
+    one = [{"formula": "SrTiO3", "centrosymmetric": True}]
+    assert centrosymmetric_warnings({"image": ["a", "b", "c"], "dx_pm": [6.0, 6.2, 5.9],
+                                     "dy_pm": [0.1, -0.2, 0.0]}, {}, one)[0].startswith("SrTiO3")

@@ -10,13 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import tifffile
 import yaml
 
 from latticegenome.columns.simulate import simulate_superlattice
+from latticegenome.statistics.results import image_cells, read_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -107,15 +107,20 @@ def _partial_batch_with_images(work: Path) -> bool:
 
 
 def _statistics_being_written(work: Path) -> bool:
-    return any((work / "results" / "resume").glob(".statistics.h5.*.part"))
+    """A batch's statistics job has started (its log exists) and no merge has finished."""
+    res = work / "results" / "resume"
+    return (any((res / "logs" / "statistics").glob("batch-*.log"))
+            and not (res / "statistics.h5").exists())
 
 
 def _same_results(a: Path, b: Path) -> None:
-    with h5py.File(a / "results/resume/statistics.h5") as fa, h5py.File(b / "results/resume/statistics.h5") as fb:
-        assert sorted(fa["cells"]) == sorted(fb["cells"])
-        for name in fa["cells"]:
-            assert np.array_equal(fa["cells"][name][()], fb["cells"][name][()], equal_nan=True), name
-        assert list(fa["images"][()]) == list(fb["images"][()])
+    sa, sb = (read_statistics(w / "results/resume/statistics.h5") for w in (a, b))
+    assert sa.images == sb.images and sa.n_cells == sb.n_cells
+    for k in range(len(sa.images)):  # every cell, from the batches' Parquet tables
+        ca, cb = (image_cells(w / "results/resume/statistics.h5", k) for w in (a, b))
+        assert sorted(ca) == sorted(cb)
+        for name in ca:
+            assert np.array_equal(ca[name], cb[name], equal_nan=ca[name].dtype.kind == "f"), name
     for table in ("images.tsv", "classes.csv", "layers.csv", "rejected.tsv"):
         assert (a / "results/resume" / table).read_text() == (b / "results/resume" / table).read_text()
 

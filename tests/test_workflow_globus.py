@@ -111,16 +111,38 @@ def test_ingest_and_publish_go_through_globus(globus_run):
     assert (out / "ro-crate-metadata.json").exists()
 
 
-def test_rerun_contacts_nobody(globus_run):
+def test_rerun_lists_the_microscope_and_a_new_image_is_one_new_task(globus_run):
+    """Incremental ingest through Globus: a rerun lists the facility (one ls, nothing
+    submitted, nothing to do); an image added there afterwards is one new task holding
+    only that image, appended to the manifest, analysed without re-analysing the rest."""
     work, hpc, fake, runs = globus_run
     server, sdk_env = fake.serve()
-    n = len(fake.log)
     env = {**os.environ, **sdk_env, "HOME": str(work / "home"),
            "LATTICEGENOME_GLOBUS_CLIENT_ID": CLIENT, "LATTICEGENOME_GLOBUS_CLIENT_SECRET": SECRET}
-    run = _run(hpc, env)
-    server.shutdown()
-    assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr
-    assert len(fake.log) == n  # manifests exist: no preflight, no transfer
+    try:
+        n, tasks = len(fake.log), dict(fake.tasks)
+        run = _run(hpc, env)
+        assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr
+        assert fake.tasks == tasks  # listed, nothing submitted
+        assert [p for m, p, _ in fake.log[n:] if m == "POST" and "token" not in p] == []
+        assert any("/ls" in p for _, p, _ in fake.log[n:])
+        old = {p.name: p.stat().st_mtime_ns for p in (hpc / "results/sl/columns").rglob("*.h5")}
+        img, _, _ = simulate_superlattice((160, 160), rng=np.random.default_rng(12))
+        tifffile.imwrite(work / "microscope/stem_2026/scan_2.tif", img.astype(np.uint16),
+                         imagej=True, resolution=(50.0, 50.0), metadata={"unit": "nm"})
+        run = _run(hpc, env, "results/sl/statistics.h5")
+    finally:
+        server.shutdown()
+    assert run.returncode == 0, run.stderr[-3000:]
+    new = [t for tid, t in fake.tasks.items() if tid not in tasks]
+    assert len(new) == 1 and new[0]["files"] == 1 and new[0]["source_endpoint_id"] == MIC
+    manifest = read_manifest(hpc / "data/sl/manifest.tsv")
+    assert [(m.file, m.increment) for m in manifest] == [("scan_0.tif", "0"), ("scan_1.tif", "0"),
+                                                         ("scan_2.tif", "1")]
+    assert manifest[2].task_id == new[0]["task_id"] != manifest[0].task_id
+    assert "scan_2.tif" in (hpc / "results/sl/images.tsv").read_text()
+    now = {p.name: p.stat().st_mtime_ns for p in (hpc / "results/sl/columns").rglob("*.h5")}
+    assert {k: now[k] for k in old} == old and "scan_2.tif.h5" in now
 
 
 def test_no_secret_or_token_anywhere(globus_run):

@@ -458,7 +458,123 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_analysis_commands(sub)
     _add_workflow_commands(sub)
+    _add_descan_command(sub)
+    _add_watch_command(sub)
     return p
+
+
+def _cmd_watch(args) -> int:
+    """Poll the facilities; run the workflow on each increment; keep results/live.html."""
+    import logging
+
+    from latticegenome.watch import watch
+
+    logging.basicConfig(level=logging.INFO, format="latticegenome watch: %(message)s")
+    try:
+        return watch(args.configfile, profile=args.profile, experiments=args.experiment or None,
+                     interval=args.interval, directory=args.directory, snakefile=args.snakefile,
+                     once=args.once, extra_args=args.snakemake_args)
+    except (OSError, ValueError) as exc:
+        print(f"latticegenome watch: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_watch_command(sub) -> None:
+    """watch: images analysed as they land, a live page."""
+    w = sub.add_parser(
+        "watch", help="analyse images as they land at the facility; keep results/live.html",
+        description="Poll each experiment's facility folder; when new images arrived, run the "
+                    "workflow once for them (ingest, columns, cells, the merged statistics: "
+                    "nothing already done is redone) and rewrite results/live.html, a page "
+                    "that refreshes itself. Ctrl-C or SIGTERM stops between increments (a "
+                    "second one stops the running increment); a restart resumes. Snakemake's "
+                    "output goes to .latticegenome-watch.log.")
+    w.add_argument("--profile", default="local",
+                   help="Snakemake profile of each increment (default local; on a cluster's "
+                        "login node its profile, e.g. titan)")
+    w.add_argument("--experiment", action="append", metavar="NAME",
+                   help="watch this experiment (repeat for more; default all)")
+    w.add_argument("--interval", type=float, default=2.0, metavar="S",
+                   help="seconds between polls (default 2; a poll lists the facility folder)")
+    w.add_argument("--configfile", default="config/config.yaml",
+                   help="workflow configuration (default config/config.yaml)")
+    w.add_argument("--directory", default=".", help="the workflow's working directory")
+    w.add_argument("--snakefile", default=None, help="default: Snakefile in the directory")
+    w.add_argument("--once", action="store_true", help="one poll (and increment), then stop")
+    w.add_argument("snakemake_args", nargs="*", metavar="-- SNAKEMAKE_ARGS",
+                   help="more Snakemake options for each increment, after --")
+    w.set_defaults(func=_cmd_watch)
+
+
+def _cmd_descan(args) -> int:
+    """Correct the scan distortion of a 0/90-degree frame pair; write the average."""
+    import numpy as np
+    import tifffile
+
+    from latticegenome.columns.readers import read_image
+    from latticegenome.columns.scanpair import correct_orthogonal_pair
+    from latticegenome.core.errors import ImageReadError
+    from latticegenome.core.fsutil import atomic_path, atomic_write
+
+    sidecar = Path(f"{args.out}.json")
+    refuse_overwrite([args.out, sidecar], [args.frame_0, args.frame_90])
+    # The pixel size is not used (all in px): 1 pm stands in for a file without one.
+    frames = [read_image(path, pixel_size_pm=1.0, stack="align")[0]
+              for path in (args.frame_0, args.frame_90)]
+    try:
+        res = correct_orthogonal_pair(frames[0].data, frames[1].data,
+                                      rotation=args.rot90 or None, max_drift=args.max_drift)
+    except ValueError as exc:
+        raise ImageReadError(str(exc), args.frame_90) from None
+    sizes = [f.pixel_size_pm if f.pixel_size_source == "file" else None for f in frames]
+    kwargs = {}
+    if sizes[0] is not None:
+        kwargs = {"resolution": (1000.0 / sizes[0], 1000.0 / sizes[0]),
+                  "metadata": {"unit": "nm", "axes": "YX"}}
+    with atomic_path(args.out) as tmp:
+        tifffile.imwrite(tmp, res.average.astype(np.float32), imagej=True, **kwargs)
+    with atomic_write(sidecar, "w") as side:
+        json.dump({"frame_0": str(args.frame_0), "frame_90": str(args.frame_90),
+                   "rot90": args.rot90, "pixel_size_pm": sizes, **res.summary()}, side,
+                  indent=1, default=float)
+        side.write("\n")
+    print(f"{args.out}: drift 0/90 ({res.drift_0[0]:+.4f}, {res.drift_0[1]:+.4f}) / "
+          f"({res.drift_90[0]:+.4f}, {res.drift_90[1]:+.4f}) px/line; residual "
+          f"{res.residual_raw:.3f} -> {res.residual:.3f}")
+    return 0
+
+
+def _drift_rate(text: str) -> float:
+    """``--max-drift``: a finite number of px per line, > 0 and <= 0.5."""
+    try:
+        value = float(text)
+        if not 0 < value <= 0.5:
+            raise ValueError(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 and <= 0.5 px per "
+                                         f"line, not {text!r}") from None
+    return value
+
+
+def _add_descan_command(sub) -> None:
+    """descan: scan-distortion correction of a frame pair with orthogonal fast scans."""
+    d = sub.add_parser(
+        "descan", help="correct the scan distortion of two frames with orthogonal fast scans",
+        description="Correct the scan distortion of two frames of one field recorded with "
+                    "fast scans along x (FRAME_0) and along y (FRAME_90), Ophus-style "
+                    "(latticegenome.columns.scanpair); write their corrected average as a "
+                    "float32 TIFF and OUT.tif.json with the drift, per-line offsets (px) and "
+                    "residuals.")
+    d.add_argument("frame_0", type=Path, metavar="FRAME_0", help="fast scan along x")
+    d.add_argument("frame_90", type=Path, metavar="FRAME_90",
+                   help="fast scan along y, in FRAME_0's orientation unless --rot90")
+    d.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.tif")
+    d.add_argument("--rot90", type=int, choices=(0, 1, 3, -1), default=0, metavar="K",
+                   help="turn FRAME_90 by np.rot90(FRAME_90, K) into FRAME_0's orientation "
+                        "(1, 3 or -1; default 0: already turned)")
+    d.add_argument("--max-drift", type=_drift_rate, default=0.05, metavar="PX",
+                   help="largest linear drift searched, px per line (default 0.05)")
+    d.set_defaults(func=_cmd_descan)
 
 
 def _add_analysis_commands(sub) -> None:

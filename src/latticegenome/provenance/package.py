@@ -28,8 +28,11 @@ WORKFLOW_URL = "https://github.com/latticegenome/latticegenome"
 
 #: What each kind of result file is, for the crate's descriptions.
 DESCRIPTIONS = {
-    "statistics.h5": "per-cell table (lattice parameters, strain, B displacement, intensities, class), "
-                     "class table, layer profiles and interfaces (HDF5)",
+    "statistics.h5": "histograms, class table, layer profiles and interfaces, and the batches' "
+                     "cell tables named (HDF5)",
+    "cells.parquet": "per-cell table of one batch of images: lattice parameters, strain, B "
+                     "displacement, intensities (Parquet)",
+    "classes.parquet": "configuration class of every cell of one batch (Parquet)",
     "classes.csv": "class table: population, mean and spread of each measure per configuration class",
     "layers.csv": "per-plane profile along the stacking axis of every image",
     "images.tsv": "per-image summary",
@@ -98,13 +101,16 @@ def copy_results(files: list[str | Path], package: Path) -> list[Path]:
     """Copy result files and folders into ``package``; return the copies.
 
     A folder is copied whole (workflow bookkeeping left out) under its own
-    name; a file goes with its provenance sidecar (``.prov.json``) if any.
+    name, a Hive partition (``cells/experiment=<name>``) under its parent's
+    name too, so the package keeps the partitioning; a file goes with its
+    provenance sidecar (``.prov.json``) if any.
     """
     copied: list[Path] = []
     for f in map(Path, files):
         if f.is_dir():
+            top = Path(f.parent.name, f.name) if "=" in f.name else Path(f.name)
             for sub in sorted(p for p in f.rglob("*") if p.is_file() and p.name not in BOOKKEEPING):
-                dest = package / f.name / sub.relative_to(f)
+                dest = package / top / sub.relative_to(f)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(sub, dest)
                 copied.append(dest)

@@ -468,6 +468,42 @@ def plausibility_warnings(rows: dict, corrections: dict | None = None,
     return out
 
 
+def centrosymmetric_warnings(image_rows: dict, layer_rows: dict,
+                             materials: list[dict] | None) -> list[str]:
+    """Centrosymmetric materials whose B displacement is not zero after the corrections.
+
+    A material flagged ``centrosymmetric`` cannot be polar: a mean B
+    displacement beyond 3 standard errors (and 1 pm) in its layers (the
+    planes labelled with its name; the images' medians in a one-material
+    experiment) is an instrument artefact left in the results. Standard
+    errors from the scatter of the planes (images).
+    """
+    out = []
+    for m in materials or []:
+        if not m.get("centrosymmetric"):
+            continue
+        name = m.get("name") or m.get("formula")
+        planes = [k for k, mat in enumerate(layer_rows.get("material", [])) if mat == name]
+        if planes:
+            where, d = f"its {len(planes)} planes", {
+                c: np.asarray(layer_rows[c], float)[planes] for c in ("dx_pm", "dy_pm")}
+        elif len(materials) == 1:
+            where, d = f"{len(image_rows.get('image', []))} images", {
+                c: np.asarray(image_rows.get(c, []), float) for c in ("dx_pm", "dy_pm")}
+        else:
+            continue
+        for c, v in d.items():
+            v = v[np.isfinite(v)]
+            if v.size < 2:
+                continue
+            mean, se = float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+            if abs(mean) > max(1.0, 3 * se):
+                out.append(f"{name} is centrosymmetric but its mean B displacement {c[:2]} is "
+                           f"{mean:+.1f} +- {se:.1f} pm over {where} after the corrections: an "
+                           "instrument offset is left (set or check the displacement reference)")
+    return out
+
+
 def experiment_summary(measured: MeasuredImages, rejected: _Rejections, n_cells: int,
                        n_classes: int, layers: LayerRows, layer_names, warnings=()) -> dict:
     """The summary: images used and rejected, cells, classes, period, per-layer means,
@@ -583,6 +619,7 @@ def aggregate(results: list[str | Path], out_h5: str | Path, images_tsv: str | P
         writer.write_rows("layers", layers.rows)
         writer.write_rows("interfaces", layers.interfaces)
         warnings = plausibility_warnings(measured.rows, corrections, len(materials or []) or 1)
+        warnings += centrosymmetric_warnings(measured.rows, layers.rows, materials)
         for text in warnings:
             logger.warning("%s", text)
         summary = experiment_summary(measured, rejected, writer.n_cells,

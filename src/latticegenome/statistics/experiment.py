@@ -26,6 +26,7 @@ from latticegenome.statistics.aggregate import (
     MeasuredImages,
     _Rejections,
     aggregate,
+    centrosymmetric_warnings,
     plausibility_warnings,
     write_tables,
 )
@@ -189,6 +190,7 @@ def reduce_experiment(batches: list[dict], refused_tsv, out_h5, images_tsv, reje
     for k in ("file", "source", "reason"):
         rejected.rows[k].extend(merged.rejected.get(k, []))
     warnings = plausibility_warnings(measured.rows, corrections, len(materials or []) or 1)
+    warnings += centrosymmetric_warnings(measured.rows, rows, materials)
     for text in warnings:
         logger.warning("%s", text)
     summary = {

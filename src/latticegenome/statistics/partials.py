@@ -225,15 +225,17 @@ def write_cell_table(path: str | Path, per_image: list[tuple[str, dict]]) -> Non
     import pyarrow.parquet as pq
 
     schema = cell_schema()
-    cols = {"image": [], "cell": []} | {n: [] for n in CELL_FIELDS}
+    cols = {"cell": []} | {n: [] for n in CELL_FIELDS}
+    names: list[str] = []  # a list of str, not an object array (that would import pandas)
     for name, cells in per_image:
         n = len(cells["x"])
-        cols["image"].append(np.full(n, name, dtype=object))
+        names += [name] * n
         cols["cell"].append(np.arange(n, dtype=np.int32))
         for f in CELL_FIELDS:
             cols[f].append(np.asarray(cells[f]))
-    arrays = [pa.array(np.concatenate(cols[f.name]) if cols[f.name] else [], type=f.type)
-              for f in schema]
+    arrays = [pa.array(names, type=pa.string())] + [
+        pa.array(np.concatenate(cols[f.name]) if cols[f.name] else [], type=f.type)
+        for f in list(schema)[1:]]
     with atomic_path(path) as tmp:
         pq.write_table(pa.Table.from_arrays(arrays, schema=schema), tmp, compression="zstd")
 
@@ -244,7 +246,10 @@ def read_cell_table(path: str | Path, image: str | None = None) -> dict[str, np.
 
     filters = [("image", "==", image)] if image is not None else None
     table = pq.read_table(path, filters=filters)
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    out = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
+           if name != "image"}
+    out["image"] = np.array(table.column("image").to_pylist(), dtype=object)
+    return out
 
 
 def add_image(partials: Partials, name: str, cells: dict, *, seed: int = 0,
