@@ -324,3 +324,17 @@ def test_a_centrosymmetric_material_left_polar_is_warned():
     one = [{"formula": "SrTiO3", "centrosymmetric": True}]
     assert centrosymmetric_warnings({"image": ["a", "b", "c"], "dx_pm": [6.0, 6.2, 5.9],
                                      "dy_pm": [0.1, -0.2, 0.0]}, {}, one)[0].startswith("SrTiO3")
+
+
+def test_a_stored_model_assigns_as_the_fitted_one(rng):
+    from latticegenome.statistics.classes import DESCRIPTORS, fit_classes
+    from latticegenome.statistics.incremental import model_from_json, model_to_json
+
+    x = np.vstack([rng.normal(0, 1, (300, len(DESCRIPTORS))),
+                   rng.normal(4, 1, (300, len(DESCRIPTORS)))])
+    fitted = fit_classes(x, max_classes=3)
+    stored = model_from_json(json.loads(json.dumps(model_to_json(fitted))))
+    la, pa = fitted.assign(x)
+    lb, pb = stored.assign(x)
+    assert np.array_equal(la, lb) and np.allclose(pa, pb, atol=1e-10)
+    assert fitted.n_classes == stored.n_classes >= 2

@@ -64,16 +64,37 @@ def model_to_json(model: ClassModel) -> dict:
             "descriptors": list(DESCRIPTORS)}
 
 
-def model_from_json(d: dict) -> ClassModel:
-    """The :class:`ClassModel` of :func:`model_to_json`."""
-    from sklearn.mixture import GaussianMixture
+class StoredMixture:
+    """A fitted full-covariance Gaussian mixture, as stored: what assigning needs.
 
+    ``predict_proba`` is scikit-learn's (the same formula on the same
+    parameters) without importing scikit-learn, whose import costs more than
+    assigning a batch: an increment with a kept model does not pay it.
+    """
+
+    def __init__(self, weights, means, covariances, precisions_cholesky):
+        self.weights_, self.means_ = np.asarray(weights, float), np.asarray(means, float)
+        self.covariances_ = np.asarray(covariances, float)
+        self.precisions_cholesky_ = np.asarray(precisions_cholesky, float)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Posterior probability of each component for each row of ``x``."""
+        x = np.atleast_2d(np.asarray(x, float))
+        n, d = x.shape
+        logp = np.empty((n, len(self.weights_)))
+        for k, (mu, pc) in enumerate(zip(self.means_, self.precisions_cholesky_)):
+            y = x @ pc - mu @ pc
+            logp[:, k] = (-0.5 * (d * np.log(2 * np.pi) + np.sum(y * y, axis=1))
+                          + np.log(np.diag(pc)).sum() + np.log(self.weights_[k]))
+        logp -= logp.max(axis=1, keepdims=True)
+        p = np.exp(logp)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def model_from_json(d: dict) -> ClassModel:
+    """The :class:`ClassModel` of :func:`model_to_json` (its mixture a :class:`StoredMixture`)."""
     gd = d["gmm"]
-    g = GaussianMixture(len(gd["weights"]), covariance_type="full")
-    g.weights_, g.means_ = np.asarray(gd["weights"]), np.asarray(gd["means"])
-    g.covariances_ = np.asarray(gd["covariances"])
-    g.precisions_cholesky_ = np.asarray(gd["precisions_cholesky"])
-    g.converged_, g.n_iter_, g.lower_bound_ = True, 0, 0.0
+    g = StoredMixture(gd["weights"], gd["means"], gd["covariances"], gd["precisions_cholesky"])
     return ClassModel(mean=np.asarray(d["mean"]), scale=np.asarray(d["scale"]),
                       components=np.asarray(d["components"]), gmm=g,
                       order=np.asarray(d["order"], dtype=np.int64),
@@ -293,6 +314,6 @@ def _assign_star(job):
     return assign_batch(*args, **kwargs)
 
 
-__all__ = ["ClassState", "MATCH_DISTANCE", "assign_stale", "class_means", "class_table_of",
+__all__ = ["ClassState", "MATCH_DISTANCE", "StoredMixture", "assign_stale", "class_means", "class_table_of",
            "match_classes", "merge_batches", "model_from_json", "model_to_json", "needs_refit",
            "read_state", "update_state"]
