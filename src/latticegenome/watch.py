@@ -31,6 +31,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+#: Seconds after which a failed increment is tried again (nothing new needed).
+RETRY_S = 60.0
+
 
 class _Stop:
     """Signal bookkeeping: the first signal asks to stop, the second stops the increment."""
@@ -140,22 +143,27 @@ def watch(configfile: str | Path = "config/config.yaml", *, profile: str = "loca
 
 def _loop(stop, settings, config, names, workdir, results, interval, once, max_increments,
           command) -> int:
-    """The poll loop of :func:`watch`."""
-    increments, status, first = 0, 0, True
+    """The poll loop of :func:`watch`. The page is rewritten after each increment (and
+    when the watch stops), not at every poll; a failed increment is retried after
+    :data:`RETRY_S` even when nothing new arrived."""
+    increments, status, last_run = 0, 0, None
     while not stop.requested:
         changed = listings_changed(settings, config, names, workdir)
-        if changed or first:
-            logger.info("increment %d: %s", increments + 1, ", ".join(changed) or "catching up")
+        retry = status != 0 and time.monotonic() - last_run > RETRY_S
+        if changed or last_run is None or retry:
+            logger.info("increment %d: %s", increments + 1,
+                        ", ".join(changed) or ("retrying" if retry else "catching up"))
             write_live(results, settings, names, workdir, status="running an increment")
-            status = _run(command, stop, workdir)
+            status, last_run = _run(command, stop, workdir), time.monotonic()
             increments += 1
             if status != 0:
-                logger.warning("the increment ended with exit status %d; see the logs in %s",
-                               status, results)
-        first = False
-        write_live(results, settings, names, workdir,
-                   status="stopped" if (once or stop.requested) else
-                   f"watching; polls every {interval:g} s", refresh_s=0 if once else interval)
+                logger.warning("the increment ended with exit status %d (retried in %g s); "
+                               "see %s and the logs in %s", status, RETRY_S,
+                               workdir / ".latticegenome-watch.log", results)
+            write_live(results, settings, names, workdir, refresh_s=0 if once else interval,
+                       status="stopped" if (once or stop.requested) else
+                       f"watching; polls every {interval:g} s" + (
+                           "; the last increment failed" if status else ""))
         if once or (max_increments is not None and increments >= max_increments):
             break
         _sleep(interval, stop)
