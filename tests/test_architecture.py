@@ -11,7 +11,7 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "latticegenome"
-STAGES = ("core", "ingest", "columns", "statistics", "figures", "dft", "provenance")
+STAGES = ("core", "ingest", "columns", "statistics", "dynamics", "figures", "dft", "provenance")
 
 
 def _module(path: Path) -> str:
