@@ -404,6 +404,7 @@ def simulate_superlattice(
     drift_px_per_row: tuple[float, float] = (0.0, 0.0),
     vacancies: tuple[int, int] = (3, 2),
     rng: np.random.Generator | None = None,
+    probe_tail: tuple[float, float, tuple[float, float]] | None = None,
 ):
     """An epitaxial ABO3/A'B'O3 superlattice stacked along y.
 
@@ -434,6 +435,11 @@ def simulate_superlattice(
     vacancies : (int, int)
         Number of missing A and B columns inside the image.
     rng : numpy Generator
+    probe_tail : (fraction, sigma_px, (dx_px, dy_px)), optional
+        A coma-like probe tail (:func:`add_probe_tail`): the noise-free columns
+        become ``(1 - fraction)`` of themselves plus ``fraction`` of themselves
+        blurred by a Gaussian of ``sigma_px`` and shifted by ``(dx_px, dy_px)``,
+        before the Poisson noise. Off by default (the image is then unchanged).
 
     Returns
     -------
@@ -441,7 +447,8 @@ def simulate_superlattice(
     truth : Truth
         ``layer`` is the material index of each site (of the cell for B).
     meta : dict
-        Material and layer description, interfaces (A-plane indices), period.
+        Material and layer description, interfaces (A-plane indices), period;
+        ``probe_tail`` (its fraction, sigma_px and shift_px) when one was added.
     """
     rng = np.random.default_rng(rng)
     materials = materials or DEMO_MATERIALS
@@ -461,16 +468,55 @@ def simulate_superlattice(
     x, y, site, mat, ii, jj = x[inside], y[inside], site[inside], mat[inside], ii[inside], jj[inside]
     amp = amplitude_for_counts(counts_sr, sigma_px) * site_brightness(site, mat, materials)
     present = place_vacancies(in_frame(x, y, shape, -3 * sigma_px, strict=True), site, vacancies, rng)
-    lam = render_columns(shape, x[present], y[present], amp[present], sigma_px, background)
+    if probe_tail is None:
+        lam = render_columns(shape, x[present], y[present], amp[present], sigma_px, background)
+    else:
+        lam = add_probe_tail(shape, x[present], y[present], amp[present], sigma_px, background,
+                             *probe_tail)
     image = rng.poisson(lam).astype(float)
     truth = Truth(
         x=x, y=y, site=site, i=ii, j=jj, amplitude=amp, sigma=float(sigma_px),
         background=float(background), present=present, layer=mat,
     )
-    return image, truth, _superlattice_meta(
+    meta = _superlattice_meta(
         pixel_size_pm=pixel_size_pm, materials=materials, layer_cells=layer_cells,
         interfaces=interface_planes(j_cells, mat_of_cell), angle_deg=angle_deg,
         drift_px_per_row=drift_px_per_row, sigma_pm=sigma_pm, counts_sr=counts_sr)
+    if probe_tail is not None:  # absent when off: the records of untailed images stay as they were
+        meta["probe_tail"] = {"fraction": float(probe_tail[0]), "sigma_px": float(probe_tail[1]),
+                              "shift_px": [float(v) for v in probe_tail[2]]}
+    return image, truth, meta
+
+
+def add_probe_tail(shape, x, y, amplitude, sigma_px: float, background: float,
+                   fraction: float, tail_sigma_px: float, shift_px=(0.0, 0.0)) -> np.ndarray:
+    """Expected counts of Gaussian columns imaged with a probe that has a tail.
+
+    ``(1 - fraction) * C + fraction * shift(C * G) + background``, where ``C``
+    are the columns (:func:`~latticegenome.columns.model.render_columns`), ``G``
+    a normalised Gaussian of ``tail_sigma_px`` and the shift ``shift_px`` (x, y)
+    makes the tail asymmetric (coma-like): a bright neighbour's tail then pulls
+    the apparent position of a faint column. The blurred columns are rendered
+    exactly (a Gaussian convolved with a Gaussian: width sqrt(s² + t²), the
+    same integrated counts), so there are no edge effects; counts are conserved.
+
+    Examples
+    --------
+    >>> lam = add_probe_tail((81, 81), np.array([40.0]), np.array([40.0]), np.array([100.0]),
+    ...                      2.0, 0.0, 0.2, 4.0, (3.0, 0.0))
+    >>> bool(abs(lam.sum() - 2 * np.pi * 4 * 100) < 1e-3 * lam.sum())  # counts conserved
+    True
+    >>> bool(lam[40, 43] > lam[40, 37])  # the tail lies towards +x
+    True
+    """
+    if not 0.0 <= fraction <= 1.0 or tail_sigma_px <= 0:
+        raise ValueError(f"probe tail fraction {fraction} (0 to 1), sigma {tail_sigma_px} px (> 0)")
+    core = render_columns(shape, x, y, amplitude, sigma_px)
+    wide = float(np.hypot(sigma_px, tail_sigma_px))
+    dx, dy = (float(v) for v in shift_px)
+    tail = render_columns(shape, np.asarray(x, float) + dx, np.asarray(y, float) + dy,
+                          np.asarray(amplitude, float) * (sigma_px / wide) ** 2, wide)
+    return (1.0 - fraction) * core + fraction * tail + background
 
 
 def interface_planes(j_cells: np.ndarray, mat_of_cell: np.ndarray) -> list[int]:
@@ -509,6 +555,7 @@ def write_demo_experiment(
     seed: int = 20261123,
     pixel_size_pm: float = 20.0,
     offset_pm: float = 6.0,
+    probe_tail: tuple[float, float, tuple[float, float]] | None = None,
 ) -> list[Path]:
     """Write the embedded demo experiment: TIFF images with truth beside them.
 
@@ -516,7 +563,8 @@ def write_demo_experiment(
     shifted by ``offset_pm`` along the stacking axis (a mistilt-like offset:
     the centrosymmetric SrTiO3 looks polar until its layers are taken as the
     displacement reference), and each image has its own small rotation and
-    linear scan drift.
+    linear scan drift. ``probe_tail`` (off by default) adds a coma-like probe
+    tail to every image (:func:`add_probe_tail`).
 
     Each image ``superlattice_NNN.tif`` carries its pixel size (ImageJ
     resolution in nm) and has ``superlattice_NNN.truth.json`` beside it.
@@ -542,7 +590,7 @@ def write_demo_experiment(
         materials = [dict(m, polar_pm=m["polar_pm"] + offset_pm) for m in DEMO_MATERIALS]
         image, truth, meta = simulate_superlattice(
             (size, size), pixel_size_pm=pixel_size_pm, materials=materials, angle_deg=angle,
-            drift_px_per_row=drift, rng=rng,
+            drift_px_per_row=drift, rng=rng, probe_tail=probe_tail,
         )
         meta["instrument_offset_pm"] = offset_pm  # included in each material's polar_pm
         path = folder / f"superlattice_{k:03d}.tif"
