@@ -21,5 +21,7 @@ results = analyse_batch(
     expected_sha256=dict(sm.params.expected_sha256),
     exclusive=True,  # Snakemake holds this output: any temporary folder of it is a killed run's
 )
-rejected = sum(r["status"] != "ok" for r in results)
-log.info("batch %s: %d images, %d rejected", sm.wildcards.batch, len(results), rejected)
+rejected = sum(r["status"] not in ("ok", "paired") for r in results)
+paired = sum(r["status"] == "paired" for r in results)
+log.info("batch %s: %d images, %d rejected%s", sm.wildcards.batch, len(results), rejected,
+         f", {paired} analysed with their scan-pair partner" if paired else "")

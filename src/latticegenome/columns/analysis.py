@@ -2,12 +2,25 @@
 
 Used by the command line (``latticegenome columns``) and by the workflow's
 per-image rule, so both give the same numbers.
+
+With ``scan_pair`` set (:class:`~latticegenome.core.settings.ScanPair`), a
+frame recorded with a 0-degree fast scan (``field_0.tif``) is analysed with
+its 90-degree partner from the same folder (``field_90.tif``): the pair's
+scan distortion is corrected first
+(:func:`~latticegenome.columns.scanpair.correct_orthogonal_pair`) and the
+corrected average analysed; ``info["scan_pair"]`` of its columns records the
+partner, its SHA-256, the fitted drifts and the residuals. A 0-degree frame
+whose partner is not there (yet) is analysed alone, and ``info["scan_pair"]``
+says so with a warning. The partner is found by name in the folder, never in
+a list of files: a pair split across batches is still a pair, but a partner
+that arrives in a later ingest increment than its 0-degree frame comes too
+late (that frame was analysed alone, and is not analysed again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +28,8 @@ import numpy as np
 from latticegenome.columns.finder import Columns, find_columns
 from latticegenome.columns.projection import expected_contrast, projection_for
 from latticegenome.columns.readers import Image, read_image
-from latticegenome.core.errors import LatticeGenomeError
-from latticegenome.core.settings import AnalysisSettings
+from latticegenome.core.errors import ImageReadError, LatticeGenomeError
+from latticegenome.core.settings import AnalysisSettings, ScanPair
 
 
 @dataclass
@@ -48,6 +61,148 @@ class FileResult:
         return merged
 
 
+def scan_pair_role(path: str | Path, scan_pair: ScanPair | None) -> tuple[str, Path] | None:
+    """Which frame of a pair a file is, and where its partner is expected.
+
+    Parameters
+    ----------
+    path : str or Path
+    scan_pair : ScanPair or None
+        The configured pairing (None: no pairing, the answer is None).
+
+    Returns
+    -------
+    (role, partner) or None
+        ``("0", <folder>/<stem less suffix_0 plus suffix_90><ext>)`` for a
+        0-degree frame, ``("90", ...)`` the other way round for its partner
+        (``suffix_90`` is tried first); None for a file that is neither.
+
+    Examples
+    --------
+    >>> scan_pair_role("raw/field_0.tif", ScanPair())
+    ('0', PosixPath('raw/field_90.tif'))
+    >>> scan_pair_role("raw/field_90.tif", ScanPair())
+    ('90', PosixPath('raw/field_0.tif'))
+    >>> scan_pair_role("raw/field.tif", ScanPair()) is None
+    True
+    """
+    if scan_pair is None:
+        return None
+    path = Path(path)
+    stem, ext = path.stem, path.suffix
+    s0, s90 = scan_pair.suffix_0, scan_pair.suffix_90
+    for mine, other, role in ((s90, s0, "90"), (s0, s90, "0")):
+        if stem.endswith(mine) and len(stem) > len(mine):
+            return role, path.with_name(stem[: -len(mine)] + other + ext)
+    return None
+
+
+def _read_partner(path: Path, partner: Path, settings: AnalysisSettings) -> tuple[Image, str]:
+    """The 90-degree partner's one image and its SHA-256; a problem is an
+    error of ``path`` naming both."""
+    from latticegenome.core.fsutil import sha256_file
+
+    digest = sha256_file(partner)
+    try:
+        frames = read_image(partner, pixel_size_pm=settings.pixel_size_pm,
+                            hdf5_dataset=settings.hdf5_dataset, stack=settings.stack,
+                            signal=settings.signal)
+    except LatticeGenomeError as exc:
+        raise ImageReadError(f"its 90-degree partner {partner.name}: {exc.reason}", str(path)) from None
+    if len(frames) != 1:
+        raise ImageReadError(f"{path.name} and its 90-degree partner {partner.name}: a scan pair "
+                             f"needs one image per file, {partner.name} gives {len(frames)} "
+                             f"(stack: {settings.stack})", str(path))
+    return frames[0], digest
+
+
+def correct_scan_pair(path: str | Path, images: list[Image], partner: Path,
+                      settings: AnalysisSettings) -> tuple[list[Image], dict]:
+    """The 0-degree frame ``images`` of ``path`` corrected with its 90-degree partner.
+
+    Parameters
+    ----------
+    path : str or Path
+        The 0-degree file.
+    images : list of Image
+        Its frames as read (one is needed).
+    partner : Path
+        The 90-degree file (:func:`scan_pair_role`).
+    settings : AnalysisSettings
+        ``scan_pair.rot90`` turns the partner into the 0-degree frame's orientation.
+
+    Returns
+    -------
+    images : list of Image
+        The corrected average (the 0-degree frame's pixel size and metadata);
+        ``images`` itself when the partner is not there.
+    record : dict
+        ``info["scan_pair"]``: the partner, its SHA-256, drifts (px/line),
+        residuals, fraction of lines measured; or a ``warning`` (no partner).
+
+    Raises
+    ------
+    ImageReadError
+        Naming both files: partner unreadable, of another shape or pixel
+        size, or the pair cannot be registered.
+    """
+    from latticegenome.columns.scanpair import correct_orthogonal_pair
+
+    path, k = Path(path), settings.scan_pair.rot90
+    if not partner.is_file():
+        return images, alone_record(path, partner, "0")
+    other, digest = _read_partner(path, partner, settings)
+    if len(images) != 1:
+        raise ImageReadError(f"{path.name} and its 90-degree partner {partner.name}: a scan pair "
+                             f"needs one image per file, {path.name} gives {len(images)}", str(path))
+    img = images[0]
+    data_90 = np.rot90(other.data, k) if k % 4 else other.data
+    if data_90.shape != img.data.shape:
+        raise ImageReadError(f"{path.name} {img.data.shape} and its 90-degree partner "
+                             f"{partner.name} {data_90.shape} (after rot90 {k}) differ in "
+                             f"shape: not one field", str(path))
+    if abs(other.pixel_size_pm / img.pixel_size_pm - 1) > 0.01:
+        raise ImageReadError(f"{path.name} ({img.pixel_size_pm:g} pm) and its 90-degree partner "
+                             f"{partner.name} ({other.pixel_size_pm:g} pm) differ in pixel size",
+                             str(path))
+    try:
+        res = correct_orthogonal_pair(img.data, data_90)
+    except ValueError as exc:
+        raise ImageReadError(f"{path.name} and its 90-degree partner {partner.name}: {exc}",
+                             str(path)) from None
+    return [replace(img, data=res.average)], _pair_record(res, partner, digest, k)
+
+
+def alone_record(path: Path, partner: Path, role: str) -> dict:
+    """``info["scan_pair"]`` of a frame of a pair analysed alone: its partner
+    was not in the folder. ``role``: ``"0"`` or ``"90"``, the frame's own."""
+    later = ("a partner ingested later is not used: this frame is not analysed again"
+             if role == "0" else
+             "a 0-degree partner ingested later is analysed with this frame, and the field "
+             "then counts twice")
+    other = "90" if role == "0" else "0"
+    return {"partner": partner.name, "corrected": False, "role": role,
+            "warning": f"no {other}-degree partner {partner.name} in {partner.parent} when "
+                       f"{path.name} was analysed: analysed alone, scan distortion not "
+                       f"corrected ({later})"}
+
+
+def _pair_record(res, partner: Path, digest: str, k: int) -> dict:
+    """``info["scan_pair"]`` of a corrected pair (no per-line offsets: an
+    attribute must stay small)."""
+    s = res.summary()
+    return {"partner": partner.name, "role": "0", "partner_sha256": digest, "corrected": True,
+            "rot90": k, "reverse_90": bool(res.reverse_90),
+            "drift_0_px_per_line": s["drift_0_px_per_line"],
+            "drift_90_px_per_line": s["drift_90_px_per_line"],
+            "offsets_rms_px": [s["offsets_0_px"]["rms_px"], s["offsets_90_px"]["rms_px"]],
+            "residual_raw": res.residual_raw, "residual_linear": res.residual_linear,
+            "residual": res.residual, "coverage_fraction": s["coverage_fraction"],
+            "lines_measured_fraction": [float(np.mean(res.measured_0)),
+                                        float(np.mean(res.measured_90))],
+            "iterations": res.iterations}
+
+
 def analyse_file(path: str | Path, settings: AnalysisSettings | Mapping | None = None,
                  **overrides) -> FileResult:
     """Read an image file and find its A and B columns.
@@ -65,10 +220,16 @@ def analyse_file(path: str | Path, settings: AnalysisSettings | Mapping | None =
         Any field of :class:`~latticegenome.core.settings.AnalysisSettings` by
         name, replacing the one of ``settings``.
 
+    With ``scan_pair`` set, a 0-degree frame is corrected with its partner
+    first (:func:`correct_scan_pair`; ``info["scan_pair"]``). Any other file,
+    a 90-degree frame included, is analysed as it is (the workflow does not
+    analyse 90-degree frames on their own).
+
     Raises
     ------
     LatticeGenomeError
-        Naming the file: unreadable, no pixel size, no lattice.
+        Naming the file: unreadable, no pixel size, no lattice; a partner
+        unreadable or of another shape (naming both).
     pydantic.ValidationError
         For an unknown setting or a value out of its range.
 
@@ -81,6 +242,12 @@ def analyse_file(path: str | Path, settings: AnalysisSettings | Mapping | None =
     images = read_image(path, pixel_size_pm=settings.pixel_size_pm,
                         hdf5_dataset=settings.hdf5_dataset, stack=settings.stack,
                         signal=settings.signal)
+    role = scan_pair_role(path, settings.scan_pair)
+    pairing = None
+    if role is not None and role[0] == "0":
+        images, pairing = correct_scan_pair(path, images, role[1], settings)
+    elif role is not None and not role[1].is_file():  # a 90-degree frame without its partner
+        pairing = alone_record(Path(path), role[1], "90")
     result = FileResult(str(path))
     for img in images:
         try:
@@ -88,6 +255,8 @@ def analyse_file(path: str | Path, settings: AnalysisSettings | Mapping | None =
         except LatticeGenomeError as exc:
             where = f" (frame {img.frame})" if img.frame is not None else ""
             raise type(exc)(exc.reason + where, str(path)) from None
+        if pairing is not None:
+            cols.info["scan_pair"] = pairing
         result.frames.append((img, cols))
     return result
 

@@ -9,6 +9,9 @@ is paid once per batch, and 10,000 images become 100 jobs.
 A broken image never costs the batch: it is written as ``rejected`` with its
 reason, and the others go on. A raw copy whose SHA-256 is no longer the one
 its manifest recorded at ingest is rejected too (it was modified since).
+With ``scan_pair`` configured, a 90-degree frame whose 0-degree partner is
+in its folder gets the status ``paired`` instead: it is analysed with that
+partner (:mod:`latticegenome.columns.analysis`), not on its own.
 
 A batch folder appears whole or not at all: it is written as a temporary
 ``.batch-NNNNN.<host>.<pid>.<random>.part`` folder beside its final name and
@@ -136,7 +139,7 @@ def code_fingerprint() -> str:
 
 def analyse_one(source: str, out: str, settings: AnalysisSettings | Mapping | None,
                 provenance: dict | None = None, log_file: str | None = None,
-                expected_sha256: str | None = None) -> dict:
+                expected_sha256: str | None = None, partner_sha256: str | None = None) -> dict:
     """Analyse one image and write its columns (or its rejection) to ``out``.
 
     Parameters
@@ -158,61 +161,135 @@ def analyse_one(source: str, out: str, settings: AnalysisSettings | Mapping | No
     expected_sha256 : str, optional
         The checksum the manifest recorded at ingest: a raw copy that no longer
         has it is rejected, never analysed.
+    partner_sha256 : str, optional
+        With ``scan_pair``: the checksum the manifest recorded for the 90-degree
+        partner of a 0-degree frame (when known to the batch).
+
+    With ``scan_pair`` set, a 0-degree frame is analysed with its 90-degree
+    partner (:func:`~latticegenome.columns.analysis.correct_scan_pair`, the
+    partner read from the same folder and listed in the provenance's inputs);
+    a 90-degree frame whose 0-degree partner is in its folder gets the status
+    ``paired`` (no columns: the statistics skip it, not a rejection).
 
     Returns
     -------
     dict
-        ``source``, ``status`` (``ok`` or ``rejected``), ``reason``, ``n_a``, ``n_b``,
-        ``dispersion``, ``sha256`` (of the bytes analysed); for an internal error also
-        ``traceback``.
+        ``source``, ``status`` (``ok``, ``rejected`` or ``paired``), ``reason``, ``n_a``,
+        ``n_b``, ``dispersion``, ``sha256`` (of the bytes analysed); ``warning`` for a
+        frame of a pair analysed alone; for an internal error also ``traceback``.
     """
-    from latticegenome.columns.analysis import analyse_file
-    from latticegenome.columns.store import write_columns_h5
-    from latticegenome.core.records import make_record
+    from latticegenome.columns.analysis import analyse_file, scan_pair_role
 
-    prov = provenance or {}
     settings = AnalysisSettings.of(settings)
-
-    def record(instrument=None):
-        if not prov:
-            return None
-        rec = make_record(out, rule=prov.get("rule", "find_columns"),
-                          params=prov.get("params", settings.for_columns()), inputs=[],
-                          instrument=instrument, workdir=prov.get("workdir"))
-        # the raw file as checked below: read and hashed once, not again for the record
-        rec["inputs"] = [{"path": str(source), "size": Path(source).stat().st_size, "sha256": digest}]
-        return {**rec, "code_sha256": code_fingerprint()}
-
     digest = sha256_file(source) if Path(source).exists() else None
-    if expected_sha256 and digest != expected_sha256:
-        reason = (f"raw copy changed since ingest (sha256 {str(digest)[:12]}, manifest "
-                  f"{expected_sha256[:12]}): restore it or ingest it again")
-        write_columns_h5(out, None, source=source, pixel_size_pm=None, status="rejected",
-                         reason=reason, provenance=record())
+
+    def record(instrument=None, pair=None):
+        return _record(out, source, digest, settings, provenance, instrument, pair)
+
+    role = scan_pair_role(source, settings.scan_pair)
+    reason = _changed_since_ingest(digest, expected_sha256) or \
+        (role and role[0] == "0" and _partner_changed(role[1], partner_sha256))
+    if reason:
+        _no_columns(out, source, "rejected", reason, record())
         return {"source": source, "status": "rejected", "reason": f"{source}: {reason}",
                 "sha256": digest}
+    if role is not None and role[0] == "90" and role[1].is_file():
+        reason = paired_reason(role[1].name)
+        _no_columns(out, source, "paired", reason, record())
+        return {"source": source, "status": "paired", "reason": reason, "sha256": digest}
     try:
         res = analyse_file(source, settings)
     except LatticeGenomeError as exc:
-        write_columns_h5(out, None, source=source, pixel_size_pm=None, status="rejected",
-                         reason=exc.reason, provenance=record())
+        _no_columns(out, source, "rejected", exc.reason, record())
         return {"source": source, "status": "rejected", "reason": str(exc), "sha256": digest}
     except Exception as exc:  # a bug must not cost the other images; the log has it
         where = f"; see {log_file}" if log_file else ""
         reason = f"internal error ({type(exc).__name__}: {exc}){where}"
-        write_columns_h5(out, None, source=source, pixel_size_pm=None, status="rejected",
-                         reason=reason, provenance=record())
+        _no_columns(out, source, "rejected", reason, record())
         return {"source": source, "status": "rejected", "reason": reason, "sha256": digest,
                 "traceback": traceback.format_exc()}
+    return _write_result(out, source, res, digest, record, bool(partner_sha256))
+
+
+def _changed_since_ingest(digest: str | None, expected: str | None, what: str = "raw copy") -> str:
+    """Why a raw file is not the one ingested (its SHA-256 differs), or ``""``."""
+    if not expected or digest == expected:
+        return ""
+    return (f"{what} changed since ingest (sha256 {str(digest)[:12]}, manifest "
+            f"{expected[:12]}): restore it or ingest it again")
+
+
+def _partner_changed(partner: Path, expected: str | None) -> str:
+    """Why a 0-degree frame's 90-degree partner is not the one ingested, or ``""``
+    (unknown checksum, or no partner: nothing to check here)."""
+    if not expected or not partner.is_file():
+        return ""
+    return _changed_since_ingest(sha256_file(partner), expected,
+                                 f"its 90-degree partner {partner.name}")
+
+
+def _record(out, source, digest, settings: AnalysisSettings, provenance: dict | None,
+            instrument=None, pair=None) -> dict | None:
+    """The provenance record of one image's column file (None without ``provenance``):
+    the raw file as checked (read and hashed once), and the 90-degree partner it was
+    corrected with."""
+    from latticegenome.core.records import make_record
+
+    prov = provenance or {}
+    if not prov:
+        return None
+    rec = make_record(out, rule=prov.get("rule", "find_columns"),
+                      params=prov.get("params", settings.for_columns()), inputs=[],
+                      instrument=instrument, workdir=prov.get("workdir"))
+    rec["inputs"] = [{"path": str(source), "size": Path(source).stat().st_size, "sha256": digest}]
+    if pair and pair.get("corrected"):
+        other = Path(source).parent / pair["partner"]
+        rec["inputs"].append({"path": str(other), "size": other.stat().st_size,
+                              "sha256": pair["partner_sha256"]})
+    return {**rec, "code_sha256": code_fingerprint()}
+
+
+def _no_columns(out, source, status: str, reason: str, provenance: dict | None) -> None:
+    """The column file of an image without columns: rejected, or paired."""
+    from latticegenome.columns.store import write_columns_h5
+
+    write_columns_h5(out, None, source=source, pixel_size_pm=None, status=status,
+                     reason=reason, provenance=provenance)
+
+
+def _write_result(out, source, res, digest, record, partner_checked: bool) -> dict:
+    """Write an analysed image's columns; its summary (see :func:`analyse_one`).
+    ``partner_checked``: a scan partner's SHA-256 was checked against the manifest."""
+    from latticegenome.columns.store import write_columns_h5
+
     img, _ = res.frames[0]
     merged = res.merged()
     instrument = {**img.metadata, "pixel_size_pm": img.pixel_size_pm,
                   "pixel_size_source": img.pixel_size_source}
+    pair = merged.info.get("scan_pair")
+    if pair and pair.get("corrected"):  # hashed as read; also the manifest's, when known
+        pair["partner_sha256_source"] = "manifest" if partner_checked else "read"
     write_columns_h5(out, merged, source=source, pixel_size_pm=img.pixel_size_pm,
-                     shape=img.data.shape, metadata=img.metadata, provenance=record(instrument))
+                     shape=img.data.shape, metadata=img.metadata,
+                     provenance=record(instrument, pair))
     n_a = int((merged.site == "A").sum())
-    return {"source": source, "status": "ok", "reason": "", "n_a": n_a, "n_b": len(merged) - n_a,
-            "dispersion": float(merged.dispersion), "sha256": digest}
+    summary = {"source": source, "status": "ok", "reason": "", "n_a": n_a,
+               "n_b": len(merged) - n_a, "dispersion": float(merged.dispersion), "sha256": digest}
+    if pair and pair.get("warning"):
+        summary["warning"] = pair["warning"]
+    return summary
+
+
+def paired_reason(partner: str) -> str:
+    """The reason of a 90-degree frame's ``paired`` status: whose partner it is.
+
+    Examples
+    --------
+    >>> paired_reason("field_0.tif")  # doctest: +ELLIPSIS
+    'the 90-degree partner of field_0.tif (analysed with it...'
+    """
+    return (f"the 90-degree partner of {partner} (analysed with it; unless {partner} came in an "
+            f"earlier ingest increment: then it was analysed alone, as its column file says)")
 
 
 def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike,
@@ -262,7 +339,8 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike,
     leftovers = stale_parts(out_dir, force=exclusive)
     with atomic_dir(out_dir) as tmp:
         reused = _take_over(leftovers, sources, tmp, settings, provenance, expected)
-        jobs = [(str(s), str(tmp / n), settings, provenance, log_file, expected.get(Path(s).name))
+        jobs = [(str(s), str(tmp / n), settings, provenance, log_file, expected.get(Path(s).name),
+                 expected.get(_partner_name(s, settings)))
                 for s, n in zip(sources, names) if n not in reused]
         fresh = iter(_run_jobs(jobs, workers))
         results = [reused[n] if n in reused else next(fresh) for n in names]
@@ -270,14 +348,31 @@ def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike,
         for old in leftovers:  # taken over; the rest of them is of no use
             shutil.rmtree(old, ignore_errors=True)
     for r in results:
-        if r["status"] == "ok":
-            logger.info("%s: %d A, %d B columns; dispersion %.3f", r["source"], r["n_a"], r["n_b"],
-                        r["dispersion"])
-        else:
-            logger.info("%s: rejected: %s", r["source"], r["reason"])
-            if "traceback" in r:
-                logger.info("%s", r["traceback"])
+        _log_result(r)
     return results
+
+
+def _partner_name(source, settings: AnalysisSettings) -> str | None:
+    """File name of a 0-degree frame's 90-degree partner (None for any other file)."""
+    from latticegenome.columns.analysis import scan_pair_role
+
+    role = scan_pair_role(source, settings.scan_pair)
+    return role[1].name if role is not None and role[0] == "0" else None
+
+
+def _log_result(r: dict) -> None:
+    """One image's line (or lines) in the log."""
+    if r["status"] == "ok":
+        logger.info("%s: %d A, %d B columns; dispersion %.3f", r["source"], r["n_a"], r["n_b"],
+                    r["dispersion"])
+        if r.get("warning"):
+            logger.warning("%s: %s", r["source"], r["warning"])
+    elif r["status"] == "paired":
+        logger.info("%s: paired, not analysed on its own: %s", r["source"], r["reason"])
+    else:
+        logger.info("%s: rejected: %s", r["source"], r["reason"])
+        if "traceback" in r:
+            logger.info("%s", r["traceback"])
 
 
 def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:

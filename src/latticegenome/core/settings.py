@@ -103,6 +103,50 @@ class _Section(BaseModel):
 # --------------------------------------------------------------------------- analysis
 
 
+def _quarter_turns(value: int) -> int:
+    if value % 4 == 2:
+        raise ValueError("rot90 must be 0, 1 or 3 (-1) quarter turns: a frame turned by 180 "
+                         "degrees keeps its scan lines as rows")
+    return value
+
+
+class ScanPair(_Section):
+    """Frame pairs recorded with orthogonal fast-scan directions (0 and 90 degrees).
+
+    An image whose file stem ends with ``suffix_90`` is the 90-degree partner
+    of the file in the same folder whose stem ends with ``suffix_0`` instead
+    (same extension): ``field_0.tif`` and ``field_90.tif``. The 0-degree file
+    is analysed with its partner, the scan distortion corrected first
+    (:func:`latticegenome.columns.scanpair.correct_orthogonal_pair`); the
+    90-degree file is not analysed on its own.
+
+    Examples
+    --------
+    >>> ScanPair().suffix_90
+    '_90'
+    """
+
+    suffix_0: str = Field(
+        "_0", min_length=1,
+        description="file stem ending of the 0-degree frame (fast scan along x)")
+    suffix_90: str = Field(
+        "_90", min_length=1,
+        description="file stem ending of its 90-degree partner (fast scan along y); the rest "
+                    "of the name and the extension are the same")
+    rot90: Annotated[Integer, Field(ge=-1, le=3), AfterValidator(_quarter_turns)] = Field(
+        0, description="quarter turns np.rot90(frame, k) that show the 90-degree frame as "
+                       "stored the way the 0-degree frame shows the field: 0 when the file is "
+                       "stored in that orientation already, 1 or 3 (-1) when it holds the "
+                       "frame as scanned (its rows are its scan lines)",
+        json_schema_extra={"not": {"const": 2}})
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.suffix_0 == self.suffix_90:
+            raise ValueError(f"suffix_0 and suffix_90 must differ (both {self.suffix_0!r})")
+        return self
+
+
 class AnalysisSettings(_Section):
     """How one image is analysed.
 
@@ -158,11 +202,17 @@ class AnalysisSettings(_Section):
         None, description="A and B species of each material, [[A, B], ...]: which projected "
                           "columns are brightest (from the experiment's materials); default "
                           "SrTiO3")
+    scan_pair: ScanPair | None = Field(
+        None, description="frame pairs recorded with orthogonal fast scans, by file name: each "
+                          "0-degree image is analysed with its 90-degree partner from the same "
+                          "folder, the scan distortion corrected first; the partner gets status "
+                          "paired, not analysed on its own; default none (each file alone)")
 
     #: Set per experiment (``experiments.<name>.pixel_size_pm``), not in ``analysis:``.
     FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = ("pixel_size_pm", "hdf5_dataset", "cations")
-    #: Not command-line options (the command line has no materials).
-    NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("cations",)
+    #: Not command-line options (the command line has no materials; frame pairs:
+    #: ``latticegenome descan``).
+    NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("cations", "scan_pair")
     #: Used by the statistics, not by the column finding (changing them does not
     #: find the columns again).
     STATISTICS_ONLY: ClassVar[tuple[str, ...]] = ("lattice_tolerance",)
@@ -407,7 +457,8 @@ class Experiment(_Section):
     calibrate_to: str | None = Field(
         None, description="name or formula of a material of the experiment whose a_pm the pixel "
                           "size and scan anisotropy are fitted to (in the displacement reference "
-                          "region when given, else over the whole image)")
+                          "region when given, else in that material's layers, else over the "
+                          "whole image of a one-material sample)")
     analysis: AnalysisOverrides | None = Field(
         None, description="this experiment's own analysis settings (override the analysis block)")
 
@@ -441,6 +492,12 @@ class Experiment(_Section):
                 raise ValueError(f"calibrate_to {self.calibrate_to!r} is not a material of the "
                                  f"experiment ({', '.join(m.name or m.formula for m in self.materials)})")
             calibrate = match[0].a_pm
+            if self.displacement_reference_region_px is None and len(self.materials) > 1:
+                # only that material's layers: a superlattice's other layers have another b
+                by_layer["calibration_material"] = match[0].name or match[0].formula
+                by_layer.setdefault("materials", [m.model_dump(include={"name", "formula", "A"})
+                                                  for m in self.materials])
+                by_layer.setdefault("stacking_axis", self.stacking_axis)
         return {"displacement_region": region, "calibrate_to_pm": calibrate,
                 "calibration_region": self.displacement_reference_region_px or "all",
                 "displacement_field": self.displacement_reference_field, **by_layer}
@@ -623,4 +680,4 @@ def schema_yaml() -> str:
 
 __all__ = ["AnalysisBlock", "AnalysisOverrides", "AnalysisSettings", "DftSettings", "Experiment",
            "Facility", "GlobusSettings", "LatticePm", "ZONE_AXIS_FAMILIES", "ZoneAxis", "Material", "Person", "PixelSizePm",
-           "Publication", "Settings", "json_schema", "schema_yaml", "zone_axis_family"]
+           "Publication", "ScanPair", "Settings", "json_schema", "schema_yaml", "zone_axis_family"]

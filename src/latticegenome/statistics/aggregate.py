@@ -104,10 +104,13 @@ def measure_image_cells(cols, pixel_size_pm, nominal_pm=None, reference_region_p
 
     reference = (nominal_pm, nominal_pm) if nominal_pm else None
     corr = {k: v for k, v in (corrections or {}).items() if v is not None}
+    materials, axis = corr.pop("materials", None), corr.pop("stacking_axis", "y")
     if "reference_material" in corr:  # the cells of a centrosymmetric layer
         corr["displacement_region"] = _MaterialReference(corr.pop("reference_material"),
-                                                         corr.pop("materials"),
-                                                         corr.pop("stacking_axis", "y"))
+                                                         materials, axis)
+    if "calibration_material" in corr:  # the layers of the material calibrated to
+        corr["calibration_region"] = _MaterialReference(corr.pop("calibration_material"),
+                                                        materials, axis)
     cells, applied = corrected_cells(cols, pixel_size_pm, projection=projection,
                                      reference_pm=reference, strain_region_px=reference_region_px,
                                      **corr)
@@ -211,14 +214,20 @@ def _usable_image(path, *, nominal_pm, reference_region_px, materials, lattice_t
     -------
     source : str
         The image file the columns came from.
-    result : (cols, attrs, pixel_size_pm, cells) or str
+    result : (cols, attrs, pixel_size_pm, cells), str or None
         The columns, file attributes, pixel size (pm) and measured cells of a
         usable image; or the reason it is left out (rejected when its
         columns were found, no complete cell, lattice parameters far from
-        the configured materials: see :func:`lattice_sanity`).
+        the configured materials: see :func:`lattice_sanity`); or None for
+        the 90-degree frame of a scan pair (status ``paired``: analysed with
+        its 0-degree partner, whose image it is), skipped with a line in the
+        log, neither used nor rejected.
     """
     cols, attrs = read_columns(path)
     source = attrs.get("source", str(path))
+    if attrs.get("status") == "paired":
+        logger.info("%s: not an image of its own: %s", source, attrs.get("reason", "paired"))
+        return source, None
     if attrs.get("status") != "ok":
         return source, attrs.get("reason", "rejected")
     px = float(attrs["pixel_size_pm"])
@@ -342,6 +351,8 @@ def measure_pass(results, writer: StatisticsWriter, rejected: _Rejections, *,
         source, usable = _usable_image(
             Path(path), nominal_pm=nominal_pm, reference_region_px=reference_region_px,
             materials=materials, lattice_tolerance=lattice_tolerance, corrections=corrections)
+        if usable is None:  # a scan pair's 90-degree frame: counted with its partner
+            continue
         if isinstance(usable, str):
             rejected.add(Path(source).name, usable, source=source)
         else:

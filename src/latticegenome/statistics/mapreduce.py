@@ -79,6 +79,8 @@ def measure_batch(column_files, cells_parquet: str | Path, partials_path: str | 
             Path(path), nominal_pm=nominal_pm, reference_region_px=reference_region_px,
             materials=materials, lattice_tolerance=lattice_tolerance, corrections=corrections)
         name = Path(source).name
+        if usable is None:  # a scan pair's 90-degree frame: counted with its partner
+            continue
         if isinstance(usable, str):
             for k, v in (("file", name), ("source", source), ("reason", usable)):
                 partials.rejected[k].append(v)

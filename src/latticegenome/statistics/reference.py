@@ -138,12 +138,23 @@ def calibration(columns: dict, region, a_pm: float, pixel_size_pm: float,
 
     a = (np.asarray(columns["site"]) == "A") & np.asarray(columns.get(
         "detected", np.ones(len(columns["x"]), bool)), bool)
-    a &= region_mask({"x": columns["x"], "y": columns["y"]}, region)
+    groups = None
+    if isinstance(region, np.ndarray):  # the layer of each column (-1: none): one origin each
+        groups = np.asarray(region, np.int64)
+        a &= groups >= 0
+    else:
+        a &= region_mask({"x": columns["x"], "y": columns["y"]}, region)
     if a.sum() < MIN_REFERENCE_CELLS:
         raise ValueError(f"{int(a.sum())} A columns in the calibration region: at least "
                          f"{MIN_REFERENCE_CELLS} are needed")
     ij = np.column_stack([columns["i"][a], columns["j"][a]])
-    basis, _ = fit_lattice(np.column_stack([columns["x"][a], columns["y"][a]]), ij)  # rows, px
+    xy = np.column_stack([columns["x"][a], columns["y"][a]])
+    if groups is None:
+        basis, _ = fit_lattice(xy, ij)  # rows, px
+    else:  # layers apart: their own origins, so the layers between them do not count
+        g = np.unique(groups[a], return_inverse=True)[1]
+        design = np.column_stack([ij, np.eye(g.max() + 1)[g]])
+        basis = np.linalg.lstsq(design, xy, rcond=None)[0][:2]
     m = basis.T  # vectors as columns
     lengths = np.array([a_pm / pseudocubic[0], a_pm / pseudocubic[1]])  # nominal, pm
     u = m[:, 0] / np.hypot(*m[:, 0])
@@ -414,6 +425,23 @@ def parse_region(text: str | None):
     return values
 
 
+def _corner_columns(columns: dict, cells: dict, select) -> np.ndarray:
+    """The layer (a run of consecutive planes ``v``) of each A column at a corner of
+    the cells ``select(cells)`` picks; -1 for the other columns."""
+    chosen = np.asarray(select(cells), bool)
+    v = np.asarray(cells["v"])[chosen]
+    planes = np.unique(v)
+    layer = dict(zip(planes.tolist(), np.cumsum(np.r_[0, np.diff(planes) > 1]).tolist()))
+    corners = {}
+    for i, j, vv in zip(cells["i"][chosen], cells["j"][chosen], v):
+        for di in (0, 1):
+            for dj in (0, 1):
+                corners.setdefault((int(i) + di, int(j) + dj), layer[int(vv)])
+    site = np.asarray(columns["site"])
+    return np.array([corners.get((int(i), int(j)), -1) if s == "A" else -1
+                     for s, i, j in zip(site, columns["i"], columns["j"])], dtype=np.int64)
+
+
 def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
                     displacement_region=None, calibrate_to_pm: float | None = None,
                     calibration_region="all", reference_pm=None,
@@ -435,7 +463,9 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
         The offset across the image (:func:`displacement_reference`).
     calibrate_to_pm : float, optional
         Known lattice parameter of the material in ``calibration_region``.
-    calibration_region : "all" or (x0, y0, x1, y1)
+    calibration_region : "all", (x0, y0, x1, y1) or callable
+        Where that material is: a box (px), or a function giving its cells
+        (:func:`material_mask`; the A columns at their corners are fitted).
     reference_pm : (float, float), optional
         Nominal cell for strain (as :func:`~latticegenome.statistics.cells.measure_cells`).
     strain_region_px : (x0, y0, x1, y1), optional
@@ -463,10 +493,15 @@ def corrected_cells(columns: dict, pixel_size_pm: float, *, projection=None,
     applied = {"calibration": None, "displacement_reference": None}
     px = float(pixel_size_pm)
     if calibrate_to_pm:
-        calib = calibration(columns, calibration_region, calibrate_to_pm, px,
+        where = calibration_region
+        if callable(where):  # the layers of a material: their cells' corner A columns
+            where = _corner_columns(columns, measure_cells(columns, px, projection=projection),
+                                    where)
+        calib = calibration(columns, where, calibrate_to_pm, px,
                             tuple(record.get("pseudocubic", (1.0, 1.0))))
         columns, px = calibrate_columns(columns, calib), 1.0
-        applied["calibration"] = {**calib, "region": calibration_region}
+        applied["calibration"] = {**calib, "region": getattr(calibration_region, "describe",
+                                                             calibration_region)}
     cells = measure_cells(columns, px, reference_pm=None if strain_region_px else reference_pm,
                           projection=projection)
     if applied["calibration"] is not None:  # centres back in pixels: regions are in pixels
