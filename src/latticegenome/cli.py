@@ -64,6 +64,11 @@ class SimulateOptions(BaseModel):
     seed: Integer = Field(20261123, ge=0, description="seed of the simulation (the same seed "
                                                       "writes the same images)")
     pixel_size_pm: PixelSizePm = Field(20.0, description="pixel size of the images in pm")
+    series: Integer | None = Field(
+        None, ge=2, le=10_000,
+        description="instead, one image series of this many frames (series.tif, its frames' "
+                    "metadata series.frames.csv and its truth): drift, scan distortion, a "
+                    "moving polar domain wall, a temperature ramp, columns lost with dose")
 
 
 #: The options of each command made from settings fields (see :func:`add_field_option`).
@@ -233,6 +238,15 @@ def refuse_overwrite(outputs, inputs) -> None:
 
 def _cmd_simulate(args) -> int:
     from latticegenome.columns.simulate import write_demo_experiment
+
+    if args.series:
+        from latticegenome.dynamics.simulate import write_series
+
+        paths = write_series(args.outdir, n_frames=args.series, size=args.size, seed=args.seed,
+                             pixel_size_pm=args.pixel_size_pm)
+        print(f"{args.series} frames in {paths['tif']} (metadata {paths['frames_csv'].name}, "
+              f"truth {paths['truth'].name})")
+        return 0
 
     paths = write_demo_experiment(args.outdir, n_images=args.images, size=args.size,
                                   seed=args.seed, pixel_size_pm=args.pixel_size_pm)
@@ -460,7 +474,80 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workflow_commands(sub)
     _add_descan_command(sub)
     _add_watch_command(sub)
+    _add_track_command(sub)
     return p
+
+
+def _series_frames(paths, pixel_size_pm):
+    """The frames of a series: one file with frames, or one frame per file, in order."""
+    from latticegenome.columns.readers import read_image
+
+    images = [im for p in paths for im in read_image(p, pixel_size_pm=pixel_size_pm,
+                                                      stack="frames", check_frames=False)]
+    sizes = {round(im.pixel_size_pm, 6) for im in images}
+    if len(sizes) > 1:
+        raise LatticeGenomeError(f"the frames have different pixel sizes ({sorted(sizes)} pm)",
+                                 str(paths[0]))
+    return [im.data for im in images], images[0].pixel_size_pm
+
+
+def _frames_meta(path, n: int) -> dict:
+    """``--frames-csv``: per-frame time_s, temperature_K, dose_e_per_A2 (one row per frame)."""
+    from latticegenome.core.tables import read_table
+
+    rows = read_table(path)
+    if len(rows) != n:
+        raise LatticeGenomeError(f"{len(rows)} rows for {n} frames", str(path))
+    keys = [k for k in ("time_s", "temperature_K", "dose_e_per_A2") if k in (rows[0] if rows else {})]
+    return {k: [float(r[k]) if r[k] != "" else float("nan") for r in rows] for k in keys}
+
+
+def _cmd_track(args) -> int:
+    """Follow the columns of an image series frame by frame."""
+    from latticegenome.dynamics.track import track_series, write_track_outputs
+
+    refuse_overwrite([args.csv, args.h5], args.series)
+    given = {name: getattr(args, name) for name in AnalysisSettings.column_fields()
+             if name not in AnalysisSettings.NOT_OPTIONS and name != "stack"}
+    frames, px = _series_frames(args.series, given.get("pixel_size_pm"))
+    meta = _frames_meta(args.frames_csv, len(frames)) if args.frames_csv else None
+    settings = AnalysisSettings.model_validate({**given, "pixel_size_pm": px})
+    result = track_series(frames, px, settings, source=str(args.series[0]), meta=meta)
+    write_track_outputs(result, csv=args.csv, h5=args.h5,
+                        provenance={"command": "latticegenome track",
+                                    "series": [str(p) for p in args.series]})
+    for k, why in result["set_aside"]:
+        print(f"{args.series[0]}: frame {k} set aside: {why}", file=sys.stderr)
+    import numpy as np
+
+    reg = result["registration"]
+    print(f"{args.series[0]}: {len(result['frames'])} of {len(frames)} frames tracked; "
+          f"registration residual {np.nanmedian(reg['residual_rms_px']):.3f} px (median)")
+    return 0
+
+
+def _add_track_command(sub) -> None:
+    """track: an image series followed column by column."""
+    t = sub.add_parser(
+        "track", help="follow the columns of an image series frame by frame",
+        description="Find the columns of every frame of an image series (one file with "
+                    "frames, or one file per frame in order), register the frames (rigid, "
+                    "then a smooth field fitted to the lattice), give every column a track id "
+                    "(the same lattice site in every frame) and write one row per column per "
+                    "frame: frame, track, site, x, y (registered into the first frame, px), "
+                    "x_err, y_err, x_raw, y_raw (the frame's own), detected, intensity. A frame "
+                    "with no lattice is set aside with its reason; the rest go on.")
+    t.add_argument("series", type=Path, nargs="+", metavar="SERIES",
+                   help="a file with frames, or the frames' files in order")
+    for option in FIELD_OPTIONS["columns"]:
+        if option.field != "stack":
+            add_field_option(t, option)
+    t.add_argument("--frames-csv", type=Path, metavar="CSV",
+                   help="per-frame metadata: frame, time_s, temperature_K, dose_e_per_A2")
+    t.add_argument("--csv", type=Path, required=True, metavar="OUT.csv")
+    t.add_argument("--h5", type=Path, metavar="OUT.h5",
+                   help="also dynamics.h5: tracks, registration, per-cell series, summaries")
+    t.set_defaults(func=_cmd_track)
 
 
 def _cmd_watch(args) -> int:

@@ -899,6 +899,7 @@ def read_image(
     stack: str = "frames",
     prefer: str = "file",
     signal: str | None = None,
+    check_frames: bool = True,
 ) -> list[Image]:
     """Read an image file; return one :class:`Image` per frame.
 
@@ -921,6 +922,10 @@ def read_image(
         The choice is recorded in ``metadata["signal"]``, ``["signals"]`` and
         ``["signal_choice"]`` (one line, for the log). Ignored by formats
         that hold a single unnamed image (TIFF, NPY, plain HDF5).
+    check_frames : bool
+        With ``stack="frames"``: False leaves each frame's checks (constant,
+        non-finite) to the caller, so that one broken frame of a series can be
+        set aside instead of refusing the file.
 
     Returns
     -------
@@ -965,6 +970,9 @@ def read_image(
         raise ImageReadError("colour (RGB) image: STEM images are single-channel", path)
     meta = _jsonable(meta) or {}
     if arr.ndim == 3:
+        if stack == "frames" and not check_frames:
+            return [Image(np.asarray(f, float), size, source, str(path), k, meta)
+                    for k, f in enumerate(arr)]
         frames = [validate_image(f, path) for f in arr]
         if stack == "frames":
             return [Image(f, size, source, str(path), k, meta) for k, f in enumerate(frames)]

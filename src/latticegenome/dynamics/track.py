@@ -1,0 +1,200 @@
+"""One image series, end to end: frames -> columns -> registration -> tracks -> series.
+
+:func:`track_series` analyses every frame with the same finder as single images
+(:func:`latticegenome.columns.analysis.analyse_array`), sets aside a frame the
+model does not fit (with its reason; the rest go on), registers the frames
+(:func:`~latticegenome.dynamics.registration.register_rigid`, then
+:func:`~latticegenome.dynamics.registration.register_lattice` on the A columns),
+gives every column a track id (:func:`~latticegenome.dynamics.registration.assign_tracks`)
+and every cell the id of its lattice site in the reference frame
+(:func:`~latticegenome.dynamics.registration.align_indices`), and measures the
+cells of each frame in the frame's own coordinates (the lattice parameters and
+displacements are physical only there: registration takes out uniform strain).
+:func:`write_track_outputs` writes the CSV (one row per column per frame) and
+``dynamics.h5`` (:func:`~latticegenome.dynamics.series.write_dynamics_h5`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from latticegenome.core.errors import LatticeGenomeError
+
+logger = logging.getLogger(__name__)
+
+#: Columns of the track CSV, in order.
+TRACK_FIELDS = ("frame", "track", "site", "x", "y", "x_err", "y_err", "x_raw", "y_raw",
+                "detected", "intensity")
+
+
+def _analyse_frames(frames, pixel_size_pm: float, settings, source: str):
+    """Columns of each frame, or why it was set aside: ([(k, cols)], [(k, reason)])."""
+    from latticegenome.columns.analysis import analyse_array
+    from latticegenome.columns.readers import validate_image
+
+    good, bad = [], []
+    for k, frame in enumerate(frames):
+        try:
+            data = validate_image(np.asarray(frame, float), f"{source} frame {k}")
+            good.append((k, analyse_array(data, pixel_size_pm, settings).as_dict()))
+        except (LatticeGenomeError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            logger.warning("%s frame %d set aside: %s", source, k, reason)
+            bad.append((k, reason))
+    if len(good) < 2:
+        why = "; ".join(f"frame {k}: {r}" for k, r in bad[:3])
+        raise LatticeGenomeError(f"{len(good)} of {len(frames)} frames have a lattice: a series "
+                                 f"needs two or more{' (' + why + ')' if why else ''}", source)
+    return good, bad
+
+
+def _frame_cells(cols: dict, aligned: dict, pixel_size_pm: float, projection) -> dict:
+    """Cells of one frame in its own coordinates, their ids from the aligned indices."""
+    from latticegenome.dynamics.series import cell_ids
+    from latticegenome.statistics.cells import measure_cells
+
+    own = {**cols, "i": aligned[:, 0], "j": aligned[:, 1]}  # reference-frame indexing
+    cells = measure_cells(own, pixel_size_pm, projection=projection)
+    cells["cell_id"] = cell_ids(cells["i"], cells["j"])
+    return cells
+
+
+def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "series",
+                 order: int = 1, meta: dict | None = None) -> dict:
+    """Columns, registration, tracks and cells of every frame of one series.
+
+    Parameters
+    ----------
+    frames : sequence of 2-D ndarray
+        The frames, in order, all of one shape.
+    pixel_size_pm : float
+    settings : AnalysisSettings, mapping or None
+        As for single images.
+    source : str
+        The file, for messages.
+    order : int
+        Order of the lattice registration field (1 affine, 2 quadratic).
+    meta : dict, optional
+        Per-frame ``time_s``, ``temperature_K``, ``dose_e_per_A2``.
+
+    Returns
+    -------
+    dict
+        ``frames`` (for :mod:`latticegenome.dynamics.series`: per analysed
+        frame ``frame``, ``columns`` with ``track``, registered ``x``/``y``
+        and ``x_raw``/``y_raw``, ``cells``), ``registration``, ``set_aside``
+        (frame, reason), ``meta`` (of the analysed frames).
+
+    Raises
+    ------
+    LatticeGenomeError
+        Frames of different shapes, or fewer than two frames with a lattice.
+    """
+    from latticegenome.dynamics.registration import (
+        align_indices,
+        apply_registration,
+        assign_tracks,
+        register_lattice,
+        register_rigid,
+    )
+
+    frames = list(frames)
+    shapes = {np.shape(f) for f in frames}
+    if len(frames) < 2:
+        raise LatticeGenomeError(f"{len(frames)} frame: a series needs two or more", source)
+    if len(shapes) > 1:
+        k = next(k for k, f in enumerate(frames) if np.shape(f) != np.shape(frames[0]))
+        raise LatticeGenomeError(f"frame {k} has shape {np.shape(frames[k])}, frame 0 "
+                                 f"{np.shape(frames[0])}: a series has one frame size", source)
+    good, bad = _analyse_frames(frames, pixel_size_pm, settings, source)
+    kept = [k for k, _ in good]
+    cols = [c for _, c in good]
+    rigid = register_rigid([frames[k] for k in kept])
+    reg = register_lattice(cols, rigid=rigid, order=order)
+    tracks = assign_tracks(cols, reg)
+    aligned = align_indices(cols, tracks)
+    out = []
+    for n, (k, c) in enumerate(good):
+        xr, yr = apply_registration(c["x"], c["y"], reg, n)
+        columns = {**c, "track": tracks[n], "x_raw": c["x"], "y_raw": c["y"], "x": xr, "y": yr}
+        cells = _frame_cells(c, aligned[n], pixel_size_pm, (c.get("info") or {}).get("projection"))
+        out.append({"frame": k, "columns": columns, "cells": cells})
+    meta = {key: np.asarray(v, float)[kept] for key, v in (meta or {}).items()}
+    return {"frames": out, "registration": reg, "set_aside": bad, "meta": meta,
+            "source": source}
+
+
+def track_table(result: dict) -> dict:
+    """The CSV table of :func:`track_series`: one row per column per frame (a lattice
+    site reported but not detected in a frame has ``track`` -1 there)."""
+    rows = {k: [] for k in TRACK_FIELDS}
+    for fr in result["frames"]:
+        c = fr["columns"]
+        n = len(c["x"])
+        rows["frame"].append(np.full(n, fr["frame"]))
+        for key in TRACK_FIELDS[1:]:
+            default = np.ones(n, bool) if key == "detected" else np.full(n, np.nan)
+            rows[key].append(np.asarray(c.get(key, default)))
+    return {k: np.concatenate(v) if v else np.array([]) for k, v in rows.items()}
+
+
+def _wall_in_image(wall: dict) -> dict:
+    """The wall's velocity along the image axes too (px/s; the lattice index axis may
+    point either way): fits of its per-frame image position against time."""
+    from latticegenome.dynamics.series import linear_fit
+
+    t = np.asarray(wall["time_s"], float)
+    for axis in ("x", "y"):
+        pos = np.asarray(wall[f"{axis}_px"], float)
+        ok = np.isfinite(t) & np.isfinite(pos)
+        if ok.sum() >= 3:
+            fit = linear_fit(t[ok], pos[ok])
+            wall[f"velocity_{axis}_px_per_s"] = fit["slope"]
+            wall[f"velocity_{axis}_px_per_s_err"] = fit["slope_err"]
+    return wall
+
+
+def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> dict:
+    """Write the track CSV and/or ``dynamics.h5``; return the summaries written."""
+    from latticegenome.core.tables import write_table_csv
+    from latticegenome.dynamics.series import (
+        beam_damage,
+        cell_series,
+        column_series,
+        versus,
+        wall_motion,
+        write_dynamics_h5,
+    )
+
+    table = track_table(result)
+    if csv is not None:
+        write_table_csv(csv, {k: list(v) for k, v in table.items()}, TRACK_FIELDS)
+    meta = result["meta"] or {"time_s": np.array([f["frame"] for f in result["frames"]], float)}
+    cells = cell_series(result["frames"], meta)
+    summaries = {}
+    steps = [("a_vs_time", lambda: versus(cells, by="time_s", field="a_pm")),
+             ("dy_vs_time", lambda: versus(cells, by="time_s", field="dy_pm")),
+             ("wall", lambda: _wall_in_image(wall_motion(cells, meta))),
+             ("beam_damage", lambda: beam_damage(result["frames"], meta))]
+    if np.isfinite(np.asarray(meta.get("temperature_K", [np.nan]), float)).any():
+        steps.append(("a_vs_temperature", lambda: versus(cells, by="temperature_K", field="a_pm")))
+    for name, fn in steps:
+        try:
+            summaries[name] = fn()
+        except (ValueError, KeyError, np.linalg.LinAlgError) as exc:
+            logger.info("%s: no %s: %s", result["source"], name, exc)
+    if h5 is not None:
+        reg = {k: v for k, v in result["registration"].items() if isinstance(v, np.ndarray)}
+        reg["frames_analysed"] = np.array([f["frame"] for f in result["frames"]])
+        tracked = [{**f, "columns": {k: np.asarray(v)[np.asarray(f["columns"]["track"]) >= 0]
+                                     for k, v in f["columns"].items() if np.ndim(v) == 1}}
+                   for f in result["frames"]]  # undetected sites (track -1) have no series
+        write_dynamics_h5(h5, columns=column_series(tracked), cells=cells,
+                          registration=reg, summaries=summaries, provenance=provenance)
+    return summaries
+
+
+__all__ = ["TRACK_FIELDS", "track_series", "track_table", "write_track_outputs"]

@@ -1,0 +1,100 @@
+"""An image series through `latticegenome simulate --series` and `latticegenome track`:
+registration, tracks, wall velocity and thermal expansion against the simulated truth."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from latticegenome.core.tables import read_table
+from latticegenome.dynamics.series import read_dynamics
+
+EXE = str(Path(sys.executable).parent / "latticegenome")
+pytestmark = pytest.mark.slow
+
+
+def _cli(*args, cwd):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    work = tmp_path_factory.mktemp("series")
+    sim = _cli("simulate", work, "--series", 10, "--size", 256, cwd=work)
+    assert sim.returncode == 0, sim.stderr
+    run = _cli("track", work / "series.tif", "--frames-csv", work / "series.frames.csv",
+               "--csv", work / "tracks.csv", "--h5", work / "dynamics.h5", cwd=work)
+    return work, run
+
+
+def test_track_writes_one_row_per_column_per_frame(tracked):
+    work, run = tracked
+    assert run.returncode == 0, run.stderr
+    assert "10 of 10 frames tracked" in run.stdout
+    rows = read_table(work / "tracks.csv")
+    assert list(rows[0])[:9] == ["frame", "track", "site", "x", "y", "x_err", "y_err", "x_raw",
+                                 "y_raw"]
+    frames = {int(r["frame"]) for r in rows}
+    assert frames == set(range(10))
+    # registered positions of a column present throughout stay put; its raw ones drift
+    by_track = {}
+    for r in rows:
+        if r["site"] == "A" and int(r["track"]) >= 0:
+            by_track.setdefault(int(r["track"]), []).append(r)
+    full = [v for v in by_track.values() if len(v) == 10]
+    assert len(full) > 50
+    spread = np.median([np.ptp([float(r["x"]) for r in v]) for v in full])
+    drift = np.median([np.ptp([float(r["x_raw"]) for r in v]) for v in full])
+    assert spread < 0.5 and drift > 2.0, (spread, drift)
+
+
+def test_dynamics_file_recovers_the_simulated_truth(tracked):
+    work, _ = tracked
+    truth = json.loads((work / "series.truth.json").read_text())
+    d = read_dynamics(work / "dynamics.h5")
+    assert np.nanmax(d["registration"]["residual_rms_px"]) < 0.1
+    dt = np.diff(truth["time_s"]).mean()
+    v_true = np.diff(truth["wall_x_px"]).mean() / dt
+    wall = d["summaries"]["wall"]
+    assert wall["velocity_x_px_per_s"] == pytest.approx(v_true, rel=0.05 + 2 * wall[
+        "velocity_x_px_per_s_err"] / abs(v_true))
+    fit = d["summaries"]["a_vs_temperature"]
+    temps = np.asarray(truth["temperature_K"])
+    model = fit["intercept"] + fit["slope"] * temps
+    assert np.max(np.abs(model - np.asarray(truth["a_pm"]))) < 0.5  # pm, over the ramp
+
+
+def test_a_frame_without_a_lattice_is_set_aside(tmp_path):
+    sim = _cli("simulate", tmp_path, "--series", 4, "--size", 256, cwd=tmp_path)
+    assert sim.returncode == 0, sim.stderr
+    with tifffile.TiffFile(tmp_path / "series.tif") as tf:
+        stack = tf.asarray()
+    stack[2] = 20  # a blank frame (shutter closed)
+    tifffile.imwrite(tmp_path / "gap.tif", stack, imagej=True, resolution=(50.0, 50.0),
+                     metadata={"unit": "nm", "axes": "TYX"})
+    run = _cli("track", tmp_path / "gap.tif", "--csv", tmp_path / "t.csv", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "frame 2 set aside" in run.stderr and "3 of 4 frames tracked" in run.stdout
+    assert {int(r["frame"]) for r in read_table(tmp_path / "t.csv")} == {0, 1, 3}
+
+
+def test_bad_series_are_refused_naming_the_file(tmp_path):
+    one = tmp_path / "one.tif"
+    sim = _cli("simulate", tmp_path, "--series", 2, "--size", 128, cwd=tmp_path)
+    assert sim.returncode == 0, sim.stderr
+    with tifffile.TiffFile(tmp_path / "series.tif") as tf:
+        frame = tf.asarray()[0]
+    tifffile.imwrite(one, frame, imagej=True, resolution=(50.0, 50.0), metadata={"unit": "nm"})
+    run = _cli("track", one, "--csv", tmp_path / "t.csv", cwd=tmp_path)
+    assert run.returncode == 2 and "one.tif" in run.stderr and "two or more" in run.stderr
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, frame[:100, :100], imagej=True, resolution=(50.0, 50.0),
+                     metadata={"unit": "nm"})
+    run = _cli("track", one, small, "--csv", tmp_path / "t.csv", cwd=tmp_path)
+    assert run.returncode == 2 and "frame 1 has shape (100, 100)" in run.stderr
+    assert not (tmp_path / "t.csv").exists()
