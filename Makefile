@@ -51,7 +51,10 @@ install: system $(STAMP) profiles $(VENV)/.kernels
 demo/facility/STO_BTO_superlattice/superlattice_011.tif: | $(STAMP)
 	$(BIN)/latticegenome simulate demo/facility/STO_BTO_superlattice
 
-demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif
+demo/facility/heating_series/series.tif: | $(STAMP)
+	$(BIN)/latticegenome simulate demo/facility/heating_series --series 12 --size 256
+
+demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif demo/facility/heating_series/series.tif
 	@# a lock left by a killed Snakemake is removed (never one of a run still going)
 	@$(BIN)/python -m latticegenome.resume
 	$(BIN)/snakemake --profile local
@@ -61,6 +64,7 @@ demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif
 	$(BIN)/snakemake --profile local publish_all
 	@echo ""
 	@echo "Results: results/<experiment>/ (statistics.h5, classes.csv, layers.csv, images.tsv, rejected.tsv, figures/)"
+	@echo "Series:  results/demo_series/ (dynamics.tsv, dynamics/<file>.h5 and .csv, figures/dynamics/)"
 	@echo "Package: results/<experiment>/package/ (with ro-crate-metadata.json), published to demo/publication/"
 	@echo "Report:  $(CURDIR)/results/report.html"
 

@@ -33,6 +33,7 @@ report: "report/workflow.rst"
 include: "rules/ingest.smk"
 include: "rules/columns.smk"
 include: "rules/statistics.smk"
+include: "rules/dynamics.smk"
 include: "rules/dft.smk"
 include: "rules/publish.smk"
 

@@ -21,6 +21,9 @@ SETTINGS = settings_from_config(config)
 SCRATCH = SETTINGS.scratch
 RESULTS = SETTINGS.results
 EXPERIMENTS = list(SETTINGS.experiments)
+# experiments of image series (followed frame by frame) and of single images
+SERIES_EXPERIMENTS = [n for n in EXPERIMENTS if SETTINGS.experiments[n].series]
+IMAGE_EXPERIMENTS = [n for n in EXPERIMENTS if n not in SERIES_EXPERIMENTS]
 GLOBUS = globus_facilities(config)
 # the dft block as written, with the model's defaults filled in by validate()
 # (as parameters of the jobs: the values as written, so that no job reruns for 400 vs 400.0)
@@ -158,6 +161,28 @@ def batch_cell_tables(wildcards):
     ]
 
 
+def series_outputs(wildcards):
+    """The track outputs of every series file of a series experiment."""
+    return [
+        f"{RESULTS}/{wildcards.experiment}/dynamics/{name}.h5"
+        for name in manifest_images(wildcards)
+    ]
+
+
+def package_inputs(wildcards):
+    """What the package of an experiment holds: ``cells`` (the file its provenance is
+    traced from), ``tables`` (the report must show them as they are) and ``figures``."""
+    res = f"{RESULTS}/{wildcards.experiment}"
+    if wildcards.experiment in SERIES_EXPERIMENTS:
+        return {"cells": f"{res}/dynamics.tsv", "tables": [f"{res}/dynamics.tsv"],
+                "figures": [f"{res}/figures/dynamics"]}
+    return {
+        "cells": f"{res}/statistics.h5",
+        "tables": [f"{res}/{t}" for t in ("images.tsv", "rejected.tsv", "classes.csv", "layers.csv")],
+        "figures": [f"{res}/figures/{f}" for f in ("histograms.png", "layers.png", "images")],
+    }
+
+
 def raw_images(wildcards):
     return expand(
         f"{SCRATCH}/{wildcards.experiment}/raw/{{image}}",
@@ -167,12 +192,13 @@ def raw_images(wildcards):
 
 def all_outputs():
     out = [
-        *expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
-        *expand(f"{RESULTS}/{{experiment}}/figures/histograms.png", experiment=EXPERIMENTS),
+        *expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=IMAGE_EXPERIMENTS),
+        *expand(f"{RESULTS}/{{experiment}}/figures/histograms.png", experiment=IMAGE_EXPERIMENTS),
+        *expand(f"{RESULTS}/{{experiment}}/dynamics.tsv", experiment=SERIES_EXPERIMENTS),
         f"{RESULTS}/software.tsv",
     ]
     if SETTINGS.dft.enabled:
-        out += expand(f"{RESULTS}/{{experiment}}/dft.csv", experiment=EXPERIMENTS)
+        out += expand(f"{RESULTS}/{{experiment}}/dft.csv", experiment=IMAGE_EXPERIMENTS)
     return out
 
 

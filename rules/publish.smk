@@ -6,26 +6,24 @@
 
 rule package:
     input:
-        cells=f"{RESULTS}/{{experiment}}/statistics.h5",
-        tables=expand(
-            f"{RESULTS}/{{{{experiment}}}}/{{table}}",
-            table=["images.tsv", "rejected.tsv", "classes.csv", "layers.csv"],
-        ),
-        figures=[
-            f"{RESULTS}/{{experiment}}/figures/histograms.png",
-            f"{RESULTS}/{{experiment}}/figures/layers.png",
-            f"{RESULTS}/{{experiment}}/figures/images",
-        ],
+        # statistics.h5, its tables and figures; for an experiment of image series its
+        # table of series and figures (package_inputs in common.smk)
+        unpack(package_inputs),
         report=f"{RESULTS}/report.html",
     output:
         package=directory(f"{RESULTS}/{{experiment}}/package"),
     params:
         experiment=lambda wc: experiment(wc),
-        # the experiment's Parquet cell and class tables (partitioned by batch)
-        tables=lambda wc: [
-            f"{RESULTS}/cells/experiment={wc.experiment}",
-            f"{RESULTS}/classes/experiment={wc.experiment}",
-        ],
+        # the experiment's Parquet cell and class tables (partitioned by batch), or its
+        # series' tracks and dynamics files
+        tables=lambda wc: (
+            [f"{RESULTS}/{wc.experiment}/dynamics"]
+            if wc.experiment in SERIES_EXPERIMENTS
+            else [
+                f"{RESULTS}/cells/experiment={wc.experiment}",
+                f"{RESULTS}/classes/experiment={wc.experiment}",
+            ]
+        ),
         people=config["people"],  # as written (validate() filled the model's default)
         license=SETTINGS.license,
     log:

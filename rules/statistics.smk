@@ -136,7 +136,8 @@ rule figures:
 # of the statistics name; the statistics are its inputs, so new results remake it.
 rule software:
     input:
-        statistics=expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=EXPERIMENTS),
+        statistics=expand(f"{RESULTS}/{{experiment}}/statistics.h5", experiment=IMAGE_EXPERIMENTS),
+        dynamics=expand(f"{RESULTS}/{{experiment}}/dynamics.tsv", experiment=SERIES_EXPERIMENTS),
     output:
         report(
             f"{RESULTS}/software.tsv",

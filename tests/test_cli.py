@@ -108,7 +108,7 @@ def test_cells_rejects_columns_without_b(tmp_path):
 def test_check_config_names_the_key(tmp_path):
     root = Path(__file__).resolve().parents[1]
     bad = tmp_path / "c.yaml"
-    text = (root / "config" / "config.yaml").read_text().replace("pixel_size_pm: 20.0", "pixel_size_pm: twenty")
+    text = (root / "config" / "config.yaml").read_text().replace("pixel_size_pm: 20.0", "pixel_size_pm: twenty", 1)
     bad.write_text(text)
     out = subprocess.run([EXE, "check-config", str(bad), "--schema", str(root / "config" / "schema.yaml")],
                          capture_output=True, text=True)

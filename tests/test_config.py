@@ -53,7 +53,8 @@ def test_commented_globus_example_is_a_valid_configuration(config):
 
     example = _globus_example()
     cfg = {**copy.deepcopy(config), **example}
-    cfg["experiments"]["demo_superlattice"]["facility"] = "cnms-microscope"
+    for exp in cfg["experiments"].values():  # every experiment from the Globus microscope
+        exp["facility"] = "cnms-microscope"
     cfg = validate_config(cfg, SCHEMA)
     check_references(cfg)
     assert globus_facilities(cfg) == ["cnms-microscope", "publication", "olcf-hpc"]
@@ -69,7 +70,8 @@ def test_globus_host_mistakes_are_one_line(config, edit, message):
     from latticegenome.core.config import check_references
 
     cfg = {**copy.deepcopy(config), **_globus_example()}
-    cfg["experiments"]["demo_superlattice"]["facility"] = "cnms-microscope"
+    for exp in cfg["experiments"].values():  # every experiment from the Globus microscope
+        exp["facility"] = "cnms-microscope"
     edit(cfg)
     with pytest.raises(ConfigError, match=message):
         check_references(cfg)
@@ -175,7 +177,8 @@ def test_globus_experiment_path_is_relative_without_dotdot(config):
     from latticegenome.core.config import check_references
 
     cfg = {**copy.deepcopy(config), **_globus_example()}
-    cfg["experiments"]["demo_superlattice"]["facility"] = "cnms-microscope"
+    for exp in cfg["experiments"].values():  # every experiment from the Globus microscope
+        exp["facility"] = "cnms-microscope"
     cfg["experiments"]["demo_superlattice"]["path"] = "2026/../../other_group"
     with pytest.raises(ConfigError, match=r"experiments\.demo_superlattice\.path: .*'\.\.'"):
         check_references(cfg)

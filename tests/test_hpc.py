@@ -302,7 +302,9 @@ def test_readme_dry_runs_work_as_typed_without_conda(tmp_path):
     env["PATH"] = bindir + os.pathsep + env["PATH"]
     assert shutil.which("conda", path=env["PATH"]) is None
     for step in (["latticegenome", "install-profiles"],   # as `make install` does
-                 ["latticegenome", "simulate", "demo/facility/STO_BTO_superlattice"]):
+                 ["latticegenome", "simulate", "demo/facility/STO_BTO_superlattice"],
+                 ["latticegenome", "simulate", "demo/facility/heating_series", "--series", "12",
+                  "--size", "256"]):
         out = subprocess.run(step, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
     for cmd in commands:
@@ -312,7 +314,7 @@ def test_readme_dry_runs_work_as_typed_without_conda(tmp_path):
         assert out.returncode == 0, f"{cmd}:\n{log[-3000:]}"
         assert "conda" not in log.lower().replace("conda environments", ""), f"{cmd}:\n{log[-3000:]}"
         stats = log[log.index("Job stats:"):]
-        assert re.search(r"^ingest\s+1$", stats, re.M) and re.search(r"^total\s+\d+$", stats, re.M), log
+        assert re.search(r"^ingest\s+2$", stats, re.M) and re.search(r"^total\s+\d+$", stats, re.M), log
         assert "This was a dry-run" in log
 
 

@@ -153,7 +153,8 @@ def test_the_commented_globus_example_builds_the_model(config):
     block = text.split("# BEGIN GLOBUS EXAMPLE\n")[1].split("# END GLOBUS EXAMPLE")[0]
     example = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
     cfg = {**config, **example}
-    cfg["experiments"]["demo_superlattice"]["facility"] = "cnms-microscope"
+    for exp in cfg["experiments"].values():  # every experiment from the Globus microscope
+        exp["facility"] = "cnms-microscope"
     s = settings_from_config(validate_config(cfg, SCHEMA))
     assert s.globus.host == "olcf-hpc" and s.facilities["publication"].data_access is False
     assert s.facilities["olcf-hpc"].data_access is True

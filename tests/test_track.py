@@ -98,3 +98,49 @@ def test_bad_series_are_refused_naming_the_file(tmp_path):
     run = _cli("track", one, small, "--csv", tmp_path / "t.csv", cwd=tmp_path)
     assert run.returncode == 2 and "frame 1 has shape (100, 100)" in run.stderr
     assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.workflow
+def test_a_series_experiment_through_the_workflow(tmp_path):
+    """series: true: each file followed frame by frame; a one-frame file is set aside with its
+    reason, the other series goes on; table, figures (poster, animation) and provenance."""
+    import shutil
+
+    import yaml
+
+    from latticegenome.dynamics.simulate import write_series
+
+    root = Path(__file__).resolve().parents[1]
+    fac = tmp_path / "facility" / "heat"
+    fac.mkdir(parents=True)
+    made = write_series(tmp_path / "sim", n_frames=6, size=256)
+    shutil.copy(made["tif"], fac / "run_1.tif")
+    with tifffile.TiffFile(made["tif"]) as tf:
+        tifffile.imwrite(fac / "single.tif", tf.asarray()[0], imagej=True,
+                         resolution=(50.0, 50.0), metadata={"unit": "nm"})
+    config = {"facilities": {"scope": {"backend": "local", "path": str(tmp_path / "facility")}},
+              "dft": {"enabled": False},
+              "experiments": {"heat": {
+                  "facility": "scope", "path": "heat", "pattern": "*.tif", "series": True,
+                  "pixel_size_pm": 20.0, "series_frames_csv": str(made["frames_csv"]),
+                  "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    run = subprocess.run([snakemake, "--snakefile", str(root / "Snakefile"),
+                          f"--directory={tmp_path}", f"--configfile={tmp_path / 'config.yaml'}",
+                          "--profile", str(root / "profiles" / "local"), "--cores", "2"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = tmp_path / "results" / "heat"
+    rows = {r["series"]: r for r in read_table(res / "dynamics.tsv")}
+    assert rows["run_1.tif"]["status"] == "ok" and int(rows["run_1.tif"]["frames_tracked"]) == 6
+    assert float(rows["run_1.tif"]["registration_residual_px"]) < 0.1
+    assert rows["single.tif"]["status"] == "rejected"
+    assert "a series needs two or more" in rows["single.tif"]["reason"]
+    figs = {p.name for p in (res / "figures" / "dynamics").iterdir()}
+    assert {"run_1_frames.gif", "run_1_poster.png", "run_1_summary.png"} <= figs
+    assert (res / "figures" / "dynamics" / "run_1_frames.gif").read_bytes()[:6] == b"GIF89a"
+    assert not (res / "statistics.h5").exists()  # no per-image statistics for a series
+    chain = subprocess.run([EXE, "provenance", str(res / "dynamics.tsv")], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert chain.returncode == 0 and "run_1.tif" in chain.stdout, chain.stdout + chain.stderr

@@ -461,6 +461,16 @@ class Experiment(_Section):
                           "whole image of a one-material sample)")
     analysis: AnalysisOverrides | None = Field(
         None, description="this experiment's own analysis settings (override the analysis block)")
+    series: Flag = Field(
+        False, description="each file is an image series (a stack of frames of one field of "
+                           "view: in-situ heating, dose-fractionated): its columns are followed "
+                           "frame by frame (registration, tracks, time series: "
+                           "results/<exp>/dynamics/), instead of the per-image statistics, "
+                           "classes and DFT")
+    series_frames_csv: str | None = Field(
+        None, description="per-frame metadata of the series (frame, time_s, temperature_K, "
+                          "dose_e_per_A2; one row per frame), a file relative to the workflow "
+                          "folder; default: the frame number as the time")
 
     def corrections(self) -> dict:
         """The instrument corrections of this experiment's statistics

@@ -16,6 +16,7 @@ displacements are physical only there: registration takes out uniform strain).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -186,6 +187,9 @@ def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> 
             summaries[name] = fn()
         except (ValueError, KeyError, np.linalg.LinAlgError) as exc:
             logger.info("%s: no %s: %s", result["source"], name, exc)
+    aside = result["set_aside"]
+    summaries["set_aside"] = {"frame": np.array([k for k, _ in aside], np.int64),
+                              "reason": np.array([str(r) for _, r in aside], dtype=object)}
     if h5 is not None:
         reg = {k: v for k, v in result["registration"].items() if isinstance(v, np.ndarray)}
         reg["frames_analysed"] = np.array([f["frame"] for f in result["frames"]])
@@ -197,4 +201,79 @@ def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> 
     return summaries
 
 
-__all__ = ["TRACK_FIELDS", "track_series", "track_table", "write_track_outputs"]
+
+
+#: Columns of an experiment's table of series (``dynamics.tsv``).
+SERIES_FIELDS = ("series", "status", "reason", "frames", "frames_tracked", "frames_set_aside",
+                 "set_aside", "registration_residual_px", "tracks_throughout",
+                 "wall_velocity_x_px_per_s", "wall_velocity_y_px_per_s", "a_slope",
+                 "a_slope_per", "dy_mean_pm")
+
+
+def read_frames_csv(path, n_frames: int) -> dict:
+    """Per-frame ``time_s``, ``temperature_K``, ``dose_e_per_A2`` from a CSV, one row per frame.
+
+    Raises
+    ------
+    LatticeGenomeError
+        Naming the file: not one row per frame, or a value that is not a number.
+    """
+    from latticegenome.core.tables import read_table
+
+    rows = read_table(path)
+    if len(rows) != n_frames:
+        raise LatticeGenomeError(f"{len(rows)} rows for {n_frames} frames", str(path))
+    keys = [k for k in ("time_s", "temperature_K", "dose_e_per_A2") if rows and k in rows[0]]
+    try:
+        return {k: [float(r[k]) if r[k] != "" else float("nan") for r in rows] for k in keys}
+    except ValueError as exc:
+        raise LatticeGenomeError(f"not a number: {exc}", str(path)) from None
+
+
+def write_rejected_series(h5, csv, reason: str, *, provenance=None) -> None:
+    """The outputs of a series that could not be followed: its reason, no rows."""
+    import h5py
+
+    from latticegenome.core.fsutil import atomic_path
+    from latticegenome.core.tables import write_table_csv
+
+    write_table_csv(csv, {k: [] for k in TRACK_FIELDS}, TRACK_FIELDS)
+    with atomic_path(h5) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["status"], f.attrs["reason"] = "rejected", reason
+        f.attrs["provenance"] = json.dumps(provenance or {})
+
+
+def series_row(h5) -> dict:
+    """One series' row of ``dynamics.tsv`` (:data:`SERIES_FIELDS`) from its dynamics file."""
+    import h5py
+
+    from latticegenome.dynamics.series import read_dynamics
+
+    row = dict.fromkeys(SERIES_FIELDS, np.nan) | {"series": Path(h5).name[:-3], "reason": "",
+                                                  "set_aside": ""}
+    with h5py.File(h5, "r") as f:
+        if f.attrs.get("status") == "rejected":
+            return row | {"status": "rejected", "reason": str(f.attrs["reason"])}
+    d = read_dynamics(h5)
+    reg, summ, cols = d["registration"], d["summaries"], d["columns"]
+    frames = np.asarray(reg.get("frames_analysed", []))
+    side = summ.get("set_aside", {})
+    aside = list(zip(np.asarray(side.get("frame", []), int).tolist(),
+                     [str(r) for r in side.get("reason", [])]))
+    counts = np.bincount(np.asarray(cols["track"], np.int64)) if len(cols.get("track", [])) else []
+    a_fit = summ.get("a_vs_temperature") or summ.get("a_vs_time") or {}
+    row.update(status="ok", frames=int(frames.size + len(aside)), frames_tracked=int(frames.size),
+               frames_set_aside=len(aside), set_aside="; ".join(f"frame {k}: {r}" for k, r in aside),
+               registration_residual_px=float(np.nanmedian(reg["residual_rms_px"])),
+               tracks_throughout=int(np.sum(np.asarray(counts) == frames.size)),
+               a_slope=a_fit.get("slope", np.nan),
+               a_slope_per="K" if "a_vs_temperature" in summ else "s",
+               dy_mean_pm=float(np.nanmean(d["cells"].get("dy_pm", [np.nan]))))
+    for axis in ("x", "y"):
+        row[f"wall_velocity_{axis}_px_per_s"] = summ.get("wall", {}).get(
+            f"velocity_{axis}_px_per_s", np.nan)
+    return row
+
+
+__all__ = ["SERIES_FIELDS", "TRACK_FIELDS", "read_frames_csv", "series_row", "track_series",
+           "track_table", "write_rejected_series", "write_track_outputs"]

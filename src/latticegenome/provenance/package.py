@@ -33,6 +33,8 @@ DESCRIPTIONS = {
     "cells.parquet": "per-cell table of one batch of images: lattice parameters, strain, B "
                      "displacement, intensities (Parquet)",
     "classes.parquet": "configuration class of every cell of one batch (Parquet)",
+    "dynamics.tsv": "one row per image series: frames tracked, registration residual, domain "
+                    "wall velocity, lattice parameter against temperature or time",
     "classes.csv": "class table: population, mean and spread of each measure per configuration class",
     "layers.csv": "per-plane profile along the stacking axis of every image",
     "images.tsv": "per-image summary",

@@ -1,0 +1,61 @@
+# Stage 3, dynamics: an experiment with `series: true` holds image series (one
+# stack per file). Each series is followed column by column (registration,
+# tracks, time series: one job per file); the experiment's table of series and
+# its figures (summaries, a poster frame, an animation) follow.
+
+
+rule track:
+    input:
+        series=f"{SCRATCH}/{{experiment}}/raw/{{image}}",
+    output:
+        h5=f"{RESULTS}/{{experiment}}/dynamics/{{image}}.h5",
+        csv=f"{RESULTS}/{{experiment}}/dynamics/{{image}}.csv",
+    params:
+        settings=column_settings,
+        frames_csv=lambda wc: experiment_model(wc).series_frames_csv,
+    log:
+        f"{RESULTS}/{{experiment}}/logs/track/{{image}}.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/track/{{image}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/track.py"
+
+
+rule dynamics:
+    input:
+        series=series_outputs,
+    output:
+        table=report(
+            f"{RESULTS}/{{experiment}}/dynamics.tsv",
+            caption="../report/dynamics.rst",
+            category="3. Lattice statistics",
+            subcategory="{experiment}",
+            labels={"table": "image series"},
+        ),
+        figures=report(
+            directory(f"{RESULTS}/{{experiment}}/figures/dynamics"),
+            patterns=["{name}.{ext}"],
+            caption="../report/dynamics_figures.rst",
+            category="3. Lattice statistics",
+            subcategory="{experiment}",
+            labels={"figure": "{name}.{ext}"},
+        ),
+    params:
+        raw=lambda wc: [f"{SCRATCH}/{wc.experiment}/raw/{n}" for n in manifest_images(wc)],
+        settings=column_settings,
+    log:
+        f"{RESULTS}/{{experiment}}/logs/dynamics.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/dynamics.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/dynamics.py"
