@@ -64,7 +64,7 @@ demo: install demo/facility/STO_BTO_superlattice/superlattice_011.tif demo/facil
 	$(BIN)/snakemake --profile local publish_all
 	@echo ""
 	@echo "Results: results/<experiment>/ (statistics.h5, classes.csv, layers.csv, images.tsv, rejected.tsv, figures/)"
-	@echo "Series:  results/demo_series/ (dynamics.tsv, dynamics/<file>.h5 and .csv, figures/dynamics/)"
+	@echo "Series:  results/demo_series/ (dynamics.tsv, dynamics/<file>.h5 and .csv, figures/series/)"
 	@echo "Package: results/<experiment>/package/ (with ro-crate-metadata.json), published to demo/publication/"
 	@echo "Report:  $(CURDIR)/results/report.html"
 

@@ -175,7 +175,7 @@ def package_inputs(wildcards):
     res = f"{RESULTS}/{wildcards.experiment}"
     if wildcards.experiment in SERIES_EXPERIMENTS:
         return {"cells": f"{res}/dynamics.tsv", "tables": [f"{res}/dynamics.tsv"],
-                "figures": [f"{res}/figures/dynamics"]}
+                "figures": [f"{res}/figures/series"]}
     return {
         "cells": f"{res}/statistics.h5",
         "tables": [f"{res}/{t}" for t in ("images.tsv", "rejected.tsv", "classes.csv", "layers.csv")],

@@ -38,7 +38,7 @@ rule dynamics:
             labels={"table": "image series"},
         ),
         figures=report(
-            directory(f"{RESULTS}/{{experiment}}/figures/dynamics"),
+            directory(f"{RESULTS}/{{experiment}}/figures/series"),
             patterns=["{name}.{ext}"],
             caption="../report/dynamics_figures.rst",
             category="3. Lattice statistics",

@@ -137,9 +137,9 @@ def test_a_series_experiment_through_the_workflow(tmp_path):
     assert float(rows["run_1.tif"]["registration_residual_px"]) < 0.1
     assert rows["single.tif"]["status"] == "rejected"
     assert "a series needs two or more" in rows["single.tif"]["reason"]
-    figs = {p.name for p in (res / "figures" / "dynamics").iterdir()}
+    figs = {p.name for p in (res / "figures" / "series").iterdir()}
     assert {"run_1_frames.gif", "run_1_poster.png", "run_1_summary.png"} <= figs
-    assert (res / "figures" / "dynamics" / "run_1_frames.gif").read_bytes()[:6] == b"GIF89a"
+    assert (res / "figures" / "series" / "run_1_frames.gif").read_bytes()[:6] == b"GIF89a"
     assert not (res / "statistics.h5").exists()  # no per-image statistics for a series
     chain = subprocess.run([EXE, "provenance", str(res / "dynamics.tsv")], capture_output=True,
                            text=True, cwd=tmp_path)
