@@ -338,3 +338,19 @@ def test_a_stored_model_assigns_as_the_fitted_one(rng):
     lb, pb = stored.assign(x)
     assert np.array_equal(la, lb) and np.allclose(pa, pb, atol=1e-10)
     assert fitted.n_classes == stored.n_classes >= 2
+
+
+def test_cells_measured_otherwise_refit_and_reassign(column_files, tmp_path):
+    """Changed statistics parameters (the cells of every batch measured again): the class
+    model is refitted and every batch reassigned, never kept from the old cells."""
+    _, files = column_files
+    out, _, first = _grow(tmp_path / "p", files[:3])
+    assert first["class_model"]["refitted"]
+    again = _grow(tmp_path / "p", files[:3])[2]
+    assert not again["class_model"]["refitted"] and again["class_model"]["batches_assigned_now"] == 0
+    for b in range(3):  # remeasure every batch with another nominal lattice parameter
+        job = {"partials": out / f"p{b}.npz", "cells": out / f"cells/b{b}/cells.parquet"}
+        measure_batch([files[b]], job["cells"], job["partials"], nominal_pm=392.0,
+                      materials=DEMO_MATERIALS)
+    redone = _grow(tmp_path / "p", files[:3])[2]
+    assert redone["class_model"]["refitted"] and redone["class_model"]["batches_assigned_now"] == 3

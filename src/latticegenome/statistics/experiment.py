@@ -178,7 +178,8 @@ def reduce_experiment(batches: list[dict], refused_tsv, out_h5, images_tsv, reje
     folder = Path(out_h5).parent / "classes"
     state = update_state(folder, merged.sample.rows, merged.classifiable,
                          settings={"max_classes": int(opts["max_classes"]),
-                                   "seed": int(opts["seed"])},
+                                   "seed": int(opts["seed"]),
+                                   "cells": merged.params},  # cells measured otherwise: refit
                          growth=float(opts["refit_growth"]))
     layer_names = name_layers(materials or [])
     summaries = assign_stale(batches, state, workers=workers, stacking_axis=stacking_axis,

@@ -277,8 +277,8 @@ def assign_stale(jobs: list[dict], state: ClassState, *, workers: int = 1, **kwa
     """Class summaries of every batch, assigning those that are stale.
 
     ``jobs``: per batch ``cells`` (Parquet), ``classes`` (Parquet out),
-    ``summary`` (JSON out). A batch whose summary names this model is read,
-    not assigned again.
+    ``summary`` (JSON out). A batch whose summary names this model and its
+    cell table as it is now (size and time) is read, not assigned again.
     """
     from latticegenome.statistics.mapreduce import assign_batch
 
@@ -287,7 +287,9 @@ def assign_stale(jobs: list[dict], state: ClassState, *, workers: int = 1, **kwa
     for k, job in enumerate(jobs):
         try:
             s = json.loads(Path(job["summary"]).read_text())
-            if s.get("model_id") == state.model_id and Path(job["classes"]).exists():
+            st = Path(job["cells"]).stat()  # cells measured again: their classes are stale
+            if (s.get("model_id") == state.model_id and Path(job["classes"]).exists()
+                    and s.get("cells_stamp") == f"{st.st_size}:{st.st_mtime_ns}"):
                 out[k] = s
                 continue
         except (OSError, ValueError):

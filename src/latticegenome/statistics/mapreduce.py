@@ -12,6 +12,7 @@ classes were assigned by another model (:mod:`latticegenome.statistics.increment
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -90,7 +91,10 @@ def measure_batch(column_files, cells_parquet: str | Path, partials_path: str | 
         add_image(partials, name, cells, seed=seed, sample_size=sample_size)
         per_image.append((name, cells))
     write_cell_table(cells_parquet, per_image)
-    write_partials(partials_path, partials, meta)
+    fingerprint = hashlib.sha256(json.dumps(
+        [nominal_pm, reference_region_px, materials, lattice_tolerance, corrections, seed],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    write_partials(partials_path, partials, {**(meta or {}), "cells_params": fingerprint})
     if provenance is not None:
         for out in (cells_parquet, partials_path):
             write_sidecar(out, {**provenance, "output": Path(out).name})
@@ -160,7 +164,9 @@ def assign_batch(cells_parquet: str | Path, model, ids: np.ndarray, model_id: st
                     "class_probability": pa.array(prob_all, pa.float64())})
     with atomic_path(classes_parquet) as tmp:
         pq.write_table(out, tmp, compression="zstd")
-    summary = {"model_id": model_id, "n": table.n.tolist(), "s1": table.s1.tolist(),
+    st = Path(cells_parquet).stat()
+    summary = {"model_id": model_id, "cells_stamp": f"{st.st_size}:{st.st_mtime_ns}",
+               "n": table.n.tolist(), "s1": table.s1.tolist(),
                "s2": table.s2.tolist(), "finite": table.finite.tolist(), **layers}
     with atomic_write(summary_path, "w") as fh:
         json.dump(summary, fh, default=_plain)

@@ -134,6 +134,9 @@ class Partials:
         The images used, in order, with their cell counts.
     classifiable : int
         Cells with every descriptor and a detected B (the sample's population).
+    params : list of str
+        Fingerprints of the parameters the cells were measured with (one per
+        batch setting: a class model fitted on other cells is refitted).
     """
 
     histograms: dict
@@ -144,6 +147,7 @@ class Partials:
     n_cells: int = 0
     images: list = field(default_factory=list)
     classifiable: int = 0
+    params: list = field(default_factory=list)
 
     def merge(self, other: "Partials", *, sample_size: int = SAMPLE_SIZE) -> None:
         """Add ``other`` (another batch, later in order) to these partials."""
@@ -162,6 +166,7 @@ class Partials:
         self.n_cells += other.n_cells
         self.images.extend(other.images)
         self.classifiable += other.classifiable
+        self.params = sorted(set(self.params) | set(other.params))
 
 
 def _json_default(value):
@@ -198,9 +203,11 @@ def read_partials(path: str | Path) -> tuple[Partials, dict]:
         mom = {k.split("/")[1]: z[k] for k in z.files if k.startswith("moments/")}
         sample = Sample(z["sample/rows"].reshape(-1, len(DESCRIPTORS)), z["sample/keys"],
                         list(text["sample_images"]))
+    meta = text.get("meta", {})
     p = Partials(hist, mom, text["rows"], text["rejected"], sample, int(text["n_cells"]),
-                 [tuple(x) for x in text["images"]], int(text.get("classifiable", 0)))
-    return p, text.get("meta", {})
+                 [tuple(x) for x in text["images"]], int(text.get("classifiable", 0)),
+                 [meta["cells_params"]] if meta.get("cells_params") else [])
+    return p, meta
 
 
 # --------------------------------------------------------------------------- the cell table
