@@ -144,3 +144,19 @@ def test_a_series_experiment_through_the_workflow(tmp_path):
     chain = subprocess.run([EXE, "provenance", str(res / "dynamics.tsv")], capture_output=True,
                            text=True, cwd=tmp_path)
     assert chain.returncode == 0 and "run_1.tif" in chain.stdout, chain.stdout + chain.stderr
+
+
+def test_polar_transitions_follow_the_wall(tracked):
+    """Cells the wall sweeps switch polar state once, in one direction: the transition count
+    is the number of cells swept (wall travel x rows of cells), within its counting error."""
+    work, _ = tracked
+    truth = json.loads((work / "series.truth.json").read_text())
+    d = read_dynamics(work / "dynamics.h5")
+    counts = np.asarray(d["summaries"]["polar_transitions"]["counts"])
+    cells = d["cells"]
+    first = np.asarray(cells["frame"]) == 0
+    rows = len(np.unique(np.asarray(cells["v"])[first]))
+    swept = abs(truth["wall_cells"][-1] - truth["wall_cells"][0]) * rows
+    forward, back = max(counts[0, 1], counts[1, 0]), min(counts[0, 1], counts[1, 0])
+    assert back <= 2  # the wall only moves one way
+    assert abs(forward - swept) <= 3 * np.sqrt(swept) + 0.2 * swept, (forward, swept)

@@ -120,7 +120,8 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
     out = []
     for n, (k, c) in enumerate(good):
         xr, yr = apply_registration(c["x"], c["y"], reg, n)
-        columns = {**c, "track": tracks[n], "x_raw": c["x"], "y_raw": c["y"], "x": xr, "y": yr}
+        columns = {**c, "track": tracks[n], "x_raw": c["x"], "y_raw": c["y"], "x": xr, "y": yr,
+                   "intensity": 2 * np.pi * np.asarray(c["sigma"]) ** 2 * np.asarray(c["amplitude"])}
         cells = _frame_cells(c, aligned[n], pixel_size_pm, (c.get("info") or {}).get("projection"))
         out.append({"frame": k, "columns": columns, "cells": cells})
     meta = {key: np.asarray(v, float)[kept] for key, v in (meta or {}).items()}
@@ -158,49 +159,82 @@ def _wall_in_image(wall: dict) -> dict:
     return wall
 
 
-def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> dict:
-    """Write the track CSV and/or ``dynamics.h5``; return the summaries written."""
-    from latticegenome.core.tables import write_table_csv
+def polar_states(cells: dict, *, sigmas: float = 2.0) -> np.ndarray:
+    """Two states of each cell from its B displacement along y: 1 up (dy above
+    ``sigmas`` errors), 0 down (below), -1 undetermined (within, or unknown)."""
+    dy = np.asarray(cells["dy_pm"], float)
+    err = np.asarray(cells["dy_err_pm"], float)
+    out = np.full(dy.size, -1, dtype=np.int64)
+    out[dy > sigmas * err] = 1
+    out[dy < -sigmas * err] = 0
+    return out
+
+
+def _tracked(frames: list[dict]) -> list[dict]:
+    """The frames with only their tracked columns (undetected sites have track -1)."""
+    return [{**f, "columns": {k: np.asarray(v)[np.asarray(f["columns"]["track"]) >= 0]
+                              for k, v in f["columns"].items() if np.ndim(v) == 1}}
+            for f in frames]
+
+
+def _summaries(result: dict, cells: dict, meta: dict, tracked: list[dict]) -> dict:
+    """The series' summaries (each one left out, with a line in the log, if it cannot be made)."""
     from latticegenome.dynamics.series import (
         beam_damage,
-        cell_series,
-        column_series,
+        class_matrix,
+        transitions,
         versus,
         wall_motion,
-        write_dynamics_h5,
     )
+
+    def polar_transitions():
+        _, labels = class_matrix({**cells, "class": polar_states(cells)},
+                                 n_frames=len(result["frames"]))
+        return transitions(labels, meta.get("time_s"), meta.get("temperature_K"), n_classes=2)
+
+    steps = [("a_vs_time", lambda: versus(cells, by="time_s", field="a_pm")),
+             ("dy_vs_time", lambda: versus(cells, by="time_s", field="dy_pm")),
+             ("wall", lambda: _wall_in_image(wall_motion(cells, meta))),
+             ("polar_transitions", polar_transitions),
+             ("beam_damage", lambda: beam_damage(tracked, meta))]
+    if np.isfinite(np.asarray(meta.get("temperature_K", [np.nan]), float)).any():
+        steps.append(("a_vs_temperature", lambda: versus(cells, by="temperature_K", field="a_pm")))
+    out = {}
+    for name, fn in steps:
+        try:
+            out[name] = fn()
+        except (ValueError, KeyError, TypeError, np.linalg.LinAlgError) as exc:
+            logger.info("%s: no %s: %s", result["source"], name, exc)
+    aside = result["set_aside"]
+    out["set_aside"] = {"frame": np.array([k for k, _ in aside], np.int64),
+                        "reason": np.array([str(r) for _, r in aside], dtype=object)}
+    return out
+
+
+def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> dict:
+    """Write the track CSV and/or ``dynamics.h5``; return the summaries written.
+
+    Summaries: lattice parameter and B displacement against time (and
+    temperature when known), the domain wall, transitions between the two
+    polar states of each cell (:func:`polar_states`: counts, rates per s and
+    per K, dwell times) and beam damage (columns lost, A intensity decay).
+    """
+    from latticegenome.core.tables import write_table_csv
+    from latticegenome.dynamics.series import cell_series, column_series, write_dynamics_h5
 
     table = track_table(result)
     if csv is not None:
         write_table_csv(csv, {k: list(v) for k, v in table.items()}, TRACK_FIELDS)
     meta = result["meta"] or {"time_s": np.array([f["frame"] for f in result["frames"]], float)}
     cells = cell_series(result["frames"], meta)
-    summaries = {}
-    steps = [("a_vs_time", lambda: versus(cells, by="time_s", field="a_pm")),
-             ("dy_vs_time", lambda: versus(cells, by="time_s", field="dy_pm")),
-             ("wall", lambda: _wall_in_image(wall_motion(cells, meta))),
-             ("beam_damage", lambda: beam_damage(result["frames"], meta))]
-    if np.isfinite(np.asarray(meta.get("temperature_K", [np.nan]), float)).any():
-        steps.append(("a_vs_temperature", lambda: versus(cells, by="temperature_K", field="a_pm")))
-    for name, fn in steps:
-        try:
-            summaries[name] = fn()
-        except (ValueError, KeyError, np.linalg.LinAlgError) as exc:
-            logger.info("%s: no %s: %s", result["source"], name, exc)
-    aside = result["set_aside"]
-    summaries["set_aside"] = {"frame": np.array([k for k, _ in aside], np.int64),
-                              "reason": np.array([str(r) for _, r in aside], dtype=object)}
+    tracked = _tracked(result["frames"])
+    summaries = _summaries(result, cells, meta, tracked)
     if h5 is not None:
         reg = {k: v for k, v in result["registration"].items() if isinstance(v, np.ndarray)}
         reg["frames_analysed"] = np.array([f["frame"] for f in result["frames"]])
-        tracked = [{**f, "columns": {k: np.asarray(v)[np.asarray(f["columns"]["track"]) >= 0]
-                                     for k, v in f["columns"].items() if np.ndim(v) == 1}}
-                   for f in result["frames"]]  # undetected sites (track -1) have no series
         write_dynamics_h5(h5, columns=column_series(tracked), cells=cells,
                           registration=reg, summaries=summaries, provenance=provenance)
     return summaries
-
-
 
 
 #: Columns of an experiment's table of series (``dynamics.tsv``).
