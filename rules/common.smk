@@ -162,11 +162,22 @@ def batch_cell_tables(wildcards):
 
 
 def series_outputs(wildcards):
-    """The track outputs of every series file of a series experiment."""
+    """The dynamics file of every series of a series experiment (one per file; for
+    ``series: files``, the experiment's one)."""
+    if experiment_model(wildcards).series == "files":
+        return [f"{RESULTS}/{wildcards.experiment}/dynamics.h5"]
     return [
         f"{RESULTS}/{wildcards.experiment}/dynamics/{name}.h5"
         for name in manifest_images(wildcards)
     ]
+
+
+def series_raw(wildcards):
+    """The raw series beside each dynamics file of :func:`series_outputs`."""
+    raw = f"{SCRATCH}/{wildcards.experiment}/raw"
+    if experiment_model(wildcards).series == "files":
+        return [raw]
+    return [f"{raw}/{name}" for name in manifest_images(wildcards)]
 
 
 def package_inputs(wildcards):
@@ -174,7 +185,10 @@ def package_inputs(wildcards):
     traced from), ``tables`` (the report must show them as they are) and ``figures``."""
     res = f"{RESULTS}/{wildcards.experiment}"
     if wildcards.experiment in SERIES_EXPERIMENTS:
-        return {"cells": f"{res}/dynamics.tsv", "tables": [f"{res}/dynamics.tsv"],
+        files = experiment_model(wildcards).series == "files"
+        return {"cells": f"{res}/dynamics.tsv",
+                "tables": [f"{res}/dynamics.tsv", *([f"{res}/dynamics.h5", f"{res}/tracks.csv"]
+                                                    if files else [])],
                 "figures": [f"{res}/figures/series"]}
     return {
         "cells": f"{res}/statistics.h5",

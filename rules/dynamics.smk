@@ -1,7 +1,8 @@
 # Stage 3, dynamics: an experiment with `series: true` holds image series (one
-# stack per file). Each series is followed column by column (registration,
-# tracks, time series: one job per file); the experiment's table of series and
-# its figures (summaries, a poster frame, an animation) follow.
+# stack per file), one with `series: files` one series of one frame per file (in
+# the order `series_order` says). Each series is followed column by column
+# (registration, tracks, time series: one job per series); the experiment's table
+# of series and its figures (summaries, a poster frame, an animation) follow.
 
 
 rule track:
@@ -13,10 +14,38 @@ rule track:
     params:
         settings=column_settings,
         frames_csv=lambda wc: experiment_model(wc).series_frames_csv,
+        files=False,
+        order=None,
     log:
         f"{RESULTS}/{{experiment}}/logs/track/{{image}}.log",
     benchmark:
         f"{RESULTS}/{{experiment}}/benchmarks/track/{{image}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/track.py"
+
+
+# series: files -- the experiment's files are the frames of one series (an image that
+# arrives later is a new frame: the series is followed again, whole)
+rule track_files:
+    input:
+        series=raw_images,
+    output:
+        h5=f"{RESULTS}/{{experiment}}/dynamics.h5",
+        csv=f"{RESULTS}/{{experiment}}/tracks.csv",
+    params:
+        settings=column_settings,
+        frames_csv=lambda wc: experiment_model(wc).series_frames_csv,
+        files=True,
+        order=lambda wc: experiment_model(wc).series_order,
+    log:
+        f"{RESULTS}/{{experiment}}/logs/track_files.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/track_files.tsv"
     resources:
         mem_mb=2000,
         runtime=60,
@@ -46,7 +75,9 @@ rule dynamics:
             labels={"figure": "{name}.{ext}"},
         ),
     params:
-        raw=lambda wc: [f"{SCRATCH}/{wc.experiment}/raw/{n}" for n in manifest_images(wc)],
+        # the raw series of each (series: files, the raw folder: the frames' order is in
+        # the dynamics file)
+        raw=series_raw,
         settings=column_settings,
     log:
         f"{RESULTS}/{{experiment}}/logs/dynamics.log",

@@ -17,7 +17,7 @@ rule package:
         # the experiment's Parquet cell and class tables (partitioned by batch), or its
         # series' tracks and dynamics files
         tables=lambda wc: (
-            [f"{RESULTS}/{wc.experiment}/dynamics"]
+            ([f"{RESULTS}/{wc.experiment}/dynamics"] if experiment_model(wc).series is True else [])
             if wc.experiment in SERIES_EXPERIMENTS
             else [
                 f"{RESULTS}/cells/experiment={wc.experiment}",

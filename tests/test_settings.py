@@ -82,7 +82,8 @@ def test_schema_keeps_the_forms_validate_relies_on():
     assert props["people"]["default"] == []
     # optional fields: no null, no default (absent means none)
     text = SCHEMA.read_text()
-    assert "null" not in text and text.count("anyOf") == 1  # instrument: text or number
+    # instrument: text or number; series: true, false or "files"
+    assert "null" not in text and text.count("anyOf") == 2
     assert props["experiments"]["propertyNames"] == {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}
     # an experiment's overrides have no defaults (they would hide the analysis block's)
     overrides = schema["$defs"]["AnalysisOverrides"]["properties"]

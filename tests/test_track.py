@@ -160,3 +160,50 @@ def test_polar_transitions_follow_the_wall(tracked):
     forward, back = max(counts[0, 1], counts[1, 0]), min(counts[0, 1], counts[1, 0])
     assert back <= 2  # the wall only moves one way
     assert abs(forward - swept) <= 3 * np.sqrt(swept) + 0.2 * swept, (forward, swept)
+
+
+@pytest.mark.workflow
+def test_a_series_of_files_through_the_workflow(tmp_path):
+    """series: files -- one frame per file, ordered by the numbers in the names (frame_9
+    before frame_10); an unreadable frame file is set aside and the series goes on."""
+    import yaml
+
+    from latticegenome.dynamics.simulate import write_series
+
+    root = Path(__file__).resolve().parents[1]
+    fac = tmp_path / "facility" / "frames"
+    fac.mkdir(parents=True)
+    made = write_series(tmp_path / "sim", n_frames=11, size=256)
+    with tifffile.TiffFile(made["tif"]) as tf:
+        stack = tf.asarray()
+    for k in range(11):
+        if k == 5:
+            (fac / f"frame_{k}.tif").write_bytes(b"II*\x00broken")
+            continue
+        tifffile.imwrite(fac / f"frame_{k}.tif", stack[k], imagej=True, resolution=(50.0, 50.0),
+                         metadata={"unit": "nm"})
+    config = {"facilities": {"scope": {"backend": "local", "path": str(tmp_path / "facility")}},
+              "dft": {"enabled": False},
+              "experiments": {"run": {
+                  "facility": "scope", "path": "frames", "pattern": "*.tif", "series": "files",
+                  "pixel_size_pm": 20.0, "series_frames_csv": str(made["frames_csv"]),
+                  "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    run = subprocess.run([snakemake, "--snakefile", str(root / "Snakefile"),
+                          f"--directory={tmp_path}", f"--configfile={tmp_path / 'config.yaml'}",
+                          "--profile", str(root / "profiles" / "local"), "--cores", "2"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = tmp_path / "results" / "run"
+    (row,) = read_table(res / "dynamics.tsv")
+    assert row["series"] == "run" and row["status"] == "ok"
+    assert int(row["frames"]) == 11 and int(row["frames_tracked"]) == 10
+    assert "frame 5: frame_5.tif" in row["set_aside"]
+    d = read_dynamics(res / "dynamics.h5")
+    assert d["provenance"]["params"]["frame_files"][9:] == ["frame_9.tif", "frame_10.tif"]
+    truth = json.loads((tmp_path / "sim" / "series.truth.json").read_text())
+    fit = d["summaries"]["a_vs_temperature"]
+    model = fit["intercept"] + fit["slope"] * np.asarray(truth["temperature_K"])
+    assert np.max(np.abs(model - np.asarray(truth["a_pm"]))) < 0.5  # the right order
+    assert (res / "figures" / "series" / "run_frames.gif").exists()

@@ -461,12 +461,19 @@ class Experiment(_Section):
                           "whole image of a one-material sample)")
     analysis: AnalysisOverrides | None = Field(
         None, description="this experiment's own analysis settings (override the analysis block)")
-    series: Flag = Field(
-        False, description="each file is an image series (a stack of frames of one field of "
-                           "view: in-situ heating, dose-fractionated): its columns are followed "
-                           "frame by frame (registration, tracks, time series: "
-                           "results/<exp>/dynamics/), instead of the per-image statistics, "
-                           "classes and DFT")
+    series: Flag | Literal["files"] = Field(
+        False, description="image series (in-situ heating, dose-fractionated): true, each file "
+                           "is a stack of frames of one field of view; files, the experiment's "
+                           "files are the frames of one series, in the order series_order "
+                           "says. Its columns are followed frame by frame (registration, "
+                           "tracks, time series: results/<exp>/dynamics/, or "
+                           "results/<exp>/dynamics.h5 for files), instead of the per-image "
+                           "statistics, classes and DFT")
+    series_order: Literal["number", "name", "time"] = Field(
+        "number", description="series: files, the order of the frames: number, the numbers in "
+                              "the file name (frame_9 before frame_10); name, the name as text; "
+                              "time, the acquisition time in the files' metadata (a file "
+                              "without one is refused)")
     series_frames_csv: str | None = Field(
         None, description="per-frame metadata of the series (frame, time_s, temperature_K, "
                           "dose_e_per_A2; one row per frame), a file relative to the workflow "

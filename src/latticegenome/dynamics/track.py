@@ -38,6 +38,10 @@ def _analyse_frames(frames, pixel_size_pm: float, settings, source: str):
 
     good, bad = [], []
     for k, frame in enumerate(frames):
+        if isinstance(frame, str):  # a frame's file that could not be read: why
+            logger.warning("%s frame %d set aside: %s", source, k, frame)
+            bad.append((k, frame))
+            continue
         try:
             data = validate_image(np.asarray(frame, float), f"{source} frame {k}")
             good.append((k, analyse_array(data, pixel_size_pm, settings).as_dict()))
@@ -69,8 +73,9 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
 
     Parameters
     ----------
-    frames : sequence of 2-D ndarray
-        The frames, in order, all of one shape.
+    frames : sequence of 2-D ndarray or str
+        The frames, in order, all of one shape; a str stands for a frame that
+        could not be read (its reason): set aside like a frame without a lattice.
     pixel_size_pm : float
     settings : AnalysisSettings, mapping or None
         As for single images.
@@ -103,13 +108,14 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
     )
 
     frames = list(frames)
-    shapes = {np.shape(f) for f in frames}
+    arrays = [(k, f) for k, f in enumerate(frames) if not isinstance(f, str)]
     if len(frames) < 2:
         raise LatticeGenomeError(f"{len(frames)} frame: a series needs two or more", source)
-    if len(shapes) > 1:
-        k = next(k for k, f in enumerate(frames) if np.shape(f) != np.shape(frames[0]))
-        raise LatticeGenomeError(f"frame {k} has shape {np.shape(frames[k])}, frame 0 "
-                                 f"{np.shape(frames[0])}: a series has one frame size", source)
+    bad_shape = [k for k, f in arrays if np.shape(f) != np.shape(arrays[0][1])] if arrays else []
+    if bad_shape:
+        k, k0 = bad_shape[0], arrays[0][0]
+        raise LatticeGenomeError(f"frame {k} has shape {np.shape(frames[k])}, frame {k0} "
+                                 f"{np.shape(frames[k0])}: a series has one frame size", source)
     good, bad = _analyse_frames(frames, pixel_size_pm, settings, source)
     kept = [k for k, _ in good]
     cols = [c for _, c in good]
@@ -237,6 +243,54 @@ def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> 
     return summaries
 
 
+def _natural_key(name: str):
+    """``frame_9`` before ``frame_10``: digits compared as numbers."""
+    import re
+
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+def order_frames(paths, order: str = "number", *, settings=None) -> list[str]:
+    """The files of a series, in frame order.
+
+    Parameters
+    ----------
+    paths : list of path
+    order : {"number", "name", "time"}
+        ``number``: the numbers in the file names (``f_9`` before ``f_10``);
+        ``name``: the names as text; ``time``: the acquisition time in each
+        file's metadata.
+    settings : AnalysisSettings, optional
+        How the files are read (``time``).
+
+    Raises
+    ------
+    LatticeGenomeError
+        ``time`` and a file whose metadata has no acquisition time (named).
+
+    Examples
+    --------
+    >>> order_frames(["f_10.tif", "f_9.tif", "f_1.tif"])
+    ['f_1.tif', 'f_9.tif', 'f_10.tif']
+    """
+    paths = [str(p) for p in paths]
+    if order == "name":
+        return sorted(paths, key=lambda p: Path(p).name)
+    if order == "number":
+        return sorted(paths, key=lambda p: _natural_key(Path(p).name))
+    from latticegenome.columns.readers import read_image
+
+    when = {}
+    for p in paths:
+        meta = read_image(p, pixel_size_pm=getattr(settings, "pixel_size_pm", None) or 1.0,
+                          stack="sum")[0].metadata or {}
+        if not meta.get("acquisition_time"):
+            raise LatticeGenomeError("no acquisition time in the file's metadata: order the "
+                                     "series by number or name", p)
+        when[p] = str(meta["acquisition_time"])
+    return sorted(paths, key=lambda p: (when[p], _natural_key(Path(p).name)))
+
+
 #: Columns of an experiment's table of series (``dynamics.tsv``).
 SERIES_FIELDS = ("series", "status", "reason", "frames", "frames_tracked", "frames_set_aside",
                  "set_aside", "registration_residual_px", "tracks_throughout",
@@ -283,8 +337,8 @@ def series_row(h5) -> dict:
 
     from latticegenome.dynamics.series import read_dynamics
 
-    row = dict.fromkeys(SERIES_FIELDS, np.nan) | {"series": Path(h5).name[:-3], "reason": "",
-                                                  "set_aside": ""}
+    name = Path(h5).name[:-3] if Path(h5).parent.name == "dynamics" else Path(h5).parent.name
+    row = dict.fromkeys(SERIES_FIELDS, np.nan) | {"series": name, "reason": "", "set_aside": ""}
     with h5py.File(h5, "r") as f:
         if f.attrs.get("status") == "rejected":
             return row | {"status": "rejected", "reason": str(f.attrs["reason"])}
@@ -309,5 +363,5 @@ def series_row(h5) -> dict:
     return row
 
 
-__all__ = ["SERIES_FIELDS", "TRACK_FIELDS", "read_frames_csv", "series_row", "track_series",
+__all__ = ["SERIES_FIELDS", "TRACK_FIELDS", "order_frames", "read_frames_csv", "series_row", "track_series",
            "track_table", "write_rejected_series", "write_track_outputs"]
