@@ -97,13 +97,18 @@ def bench_rows(folder: Path, pattern: str) -> list[dict]:
     return out
 
 
-def full_run(folder: Path, cfg: Path) -> dict:
+def run_statistics(folder: Path, cfg: Path) -> float:
+    """One Snakemake invocation for the experiment's statistics; its wall time (s)."""
     t = time.perf_counter()
     run = subprocess.run(snakemake_cmd(folder, cfg, "results/exp/statistics.h5"), cwd=folder,
                          capture_output=True, text=True, env=ENV)
-    wall = time.perf_counter() - t
     if run.returncode:
         raise SystemExit(run.stderr[-3000:])
+    return time.perf_counter() - t
+
+
+def full_run(folder: Path, cfg: Path) -> dict:
+    wall = run_statistics(folder, cfg)
     cols = bench_rows(folder, "columns/batch-*.tsv")
     stats = bench_rows(folder, "statistics/batch-*.tsv")
     merge = bench_rows(folder, "statistics.tsv")
@@ -161,12 +166,7 @@ def latency(folder: Path, cfg: Path, n0: int, drops: int) -> dict:
 def increment_cost(folder: Path, cfg: Path, k: int) -> dict:
     """One image more, through one Snakemake invocation; its jobs' times."""
     write_image(folder / "facility" / "exp", k)
-    t = time.perf_counter()
-    run = subprocess.run(snakemake_cmd(folder, cfg, "results/exp/statistics.h5"), cwd=folder,
-                         capture_output=True, text=True, env=ENV)
-    wall = time.perf_counter() - t
-    if run.returncode:
-        raise SystemExit(run.stderr[-3000:])
+    wall = run_statistics(folder, cfg)
     since = time.time() - wall - 1
     jobs = [r for pat in ("ingest.tsv", "columns/batch-*.tsv", "statistics/batch-*.tsv",
                           "statistics.tsv") for r in bench_rows(folder, pat) if r["mtime"] > since]

@@ -100,17 +100,33 @@ def test_bad_series_are_refused_naming_the_file(tmp_path):
     assert not (tmp_path / "t.csv").exists()
 
 
+def _series_workflow(work: Path, name: str, folder: str, series, frames_csv):
+    """A real Snakemake run of one series experiment on the facility ``work/facility``."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    config = {"facilities": {"scope": {"backend": "local", "path": str(work / "facility")}},
+              "dft": {"enabled": False},
+              "experiments": {name: {
+                  "facility": "scope", "path": folder, "pattern": "*.tif", "series": series,
+                  "pixel_size_pm": 20.0, "series_frames_csv": str(frames_csv),
+                  "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]}}}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    return subprocess.run([snakemake, "--snakefile", str(root / "Snakefile"),
+                           f"--directory={work}", f"--configfile={work / 'config.yaml'}",
+                           "--profile", str(root / "profiles" / "local"), "--cores", "2"],
+                          capture_output=True, text=True, cwd=work, timeout=600)
+
+
 @pytest.mark.workflow
 def test_a_series_experiment_through_the_workflow(tmp_path):
     """series: true: each file followed frame by frame; a one-frame file is set aside with its
     reason, the other series goes on; table, figures (poster, animation) and provenance."""
     import shutil
 
-    import yaml
-
     from latticegenome.dynamics.simulate import write_series
 
-    root = Path(__file__).resolve().parents[1]
     fac = tmp_path / "facility" / "heat"
     fac.mkdir(parents=True)
     made = write_series(tmp_path / "sim", n_frames=6, size=256)
@@ -118,18 +134,7 @@ def test_a_series_experiment_through_the_workflow(tmp_path):
     with tifffile.TiffFile(made["tif"]) as tf:
         tifffile.imwrite(fac / "single.tif", tf.asarray()[0], imagej=True,
                          resolution=(50.0, 50.0), metadata={"unit": "nm"})
-    config = {"facilities": {"scope": {"backend": "local", "path": str(tmp_path / "facility")}},
-              "dft": {"enabled": False},
-              "experiments": {"heat": {
-                  "facility": "scope", "path": "heat", "pattern": "*.tif", "series": True,
-                  "pixel_size_pm": 20.0, "series_frames_csv": str(made["frames_csv"]),
-                  "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]}}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake = str(Path(sys.executable).parent / "snakemake")
-    run = subprocess.run([snakemake, "--snakefile", str(root / "Snakefile"),
-                          f"--directory={tmp_path}", f"--configfile={tmp_path / 'config.yaml'}",
-                          "--profile", str(root / "profiles" / "local"), "--cores", "2"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    run = _series_workflow(tmp_path, "heat", "heat", True, made["frames_csv"])
     assert run.returncode == 0, run.stderr[-3000:]
     res = tmp_path / "results" / "heat"
     rows = {r["series"]: r for r in read_table(res / "dynamics.tsv")}
@@ -166,11 +171,8 @@ def test_polar_transitions_follow_the_wall(tracked):
 def test_a_series_of_files_through_the_workflow(tmp_path):
     """series: files -- one frame per file, ordered by the numbers in the names (frame_9
     before frame_10); an unreadable frame file is set aside and the series goes on."""
-    import yaml
-
     from latticegenome.dynamics.simulate import write_series
 
-    root = Path(__file__).resolve().parents[1]
     fac = tmp_path / "facility" / "frames"
     fac.mkdir(parents=True)
     made = write_series(tmp_path / "sim", n_frames=11, size=256)
@@ -182,18 +184,7 @@ def test_a_series_of_files_through_the_workflow(tmp_path):
             continue
         tifffile.imwrite(fac / f"frame_{k}.tif", stack[k], imagej=True, resolution=(50.0, 50.0),
                          metadata={"unit": "nm"})
-    config = {"facilities": {"scope": {"backend": "local", "path": str(tmp_path / "facility")}},
-              "dft": {"enabled": False},
-              "experiments": {"run": {
-                  "facility": "scope", "path": "frames", "pattern": "*.tif", "series": "files",
-                  "pixel_size_pm": 20.0, "series_frames_csv": str(made["frames_csv"]),
-                  "materials": [{"formula": "SrTiO3", "A": "Sr", "B": "Ti", "a_pm": 390.5}]}}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake = str(Path(sys.executable).parent / "snakemake")
-    run = subprocess.run([snakemake, "--snakefile", str(root / "Snakefile"),
-                          f"--directory={tmp_path}", f"--configfile={tmp_path / 'config.yaml'}",
-                          "--profile", str(root / "profiles" / "local"), "--cores", "2"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    run = _series_workflow(tmp_path, "run", "frames", "files", made["frames_csv"])
     assert run.returncode == 0, run.stderr[-3000:]
     res = tmp_path / "results" / "run"
     (row,) = read_table(res / "dynamics.tsv")

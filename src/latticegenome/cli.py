@@ -491,26 +491,15 @@ def _series_frames(paths, pixel_size_pm):
     return [im.data for im in images], images[0].pixel_size_pm
 
 
-def _frames_meta(path, n: int) -> dict:
-    """``--frames-csv``: per-frame time_s, temperature_K, dose_e_per_A2 (one row per frame)."""
-    from latticegenome.core.tables import read_table
-
-    rows = read_table(path)
-    if len(rows) != n:
-        raise LatticeGenomeError(f"{len(rows)} rows for {n} frames", str(path))
-    keys = [k for k in ("time_s", "temperature_K", "dose_e_per_A2") if k in (rows[0] if rows else {})]
-    return {k: [float(r[k]) if r[k] != "" else float("nan") for r in rows] for k in keys}
-
-
 def _cmd_track(args) -> int:
     """Follow the columns of an image series frame by frame."""
-    from latticegenome.dynamics.track import track_series, write_track_outputs
+    from latticegenome.dynamics.track import read_frames_csv, track_series, write_track_outputs
 
     refuse_overwrite([args.csv, args.h5], args.series)
     given = {name: getattr(args, name) for name in AnalysisSettings.column_fields()
              if name not in AnalysisSettings.NOT_OPTIONS and name != "stack"}
     frames, px = _series_frames(args.series, given.get("pixel_size_pm"))
-    meta = _frames_meta(args.frames_csv, len(frames)) if args.frames_csv else None
+    meta = read_frames_csv(args.frames_csv, len(frames)) if args.frames_csv else None
     settings = AnalysisSettings.model_validate({**given, "pixel_size_pm": px})
     result = track_series(frames, px, settings, source=str(args.series[0]), meta=meta)
     write_track_outputs(result, csv=args.csv, h5=args.h5,

@@ -45,6 +45,16 @@ def stale_lock(workdir: str | os.PathLike) -> bool:
     return held and not snakemake_processes(workdir)
 
 
+def remove_stale_lock(workdir: str | os.PathLike) -> bool:
+    """Remove the lock a killed Snakemake left in ``workdir`` (as ``snakemake --unlock``
+    does), never one of a live run; True if there was one."""
+    if not stale_lock(workdir):
+        return False
+    for lock in (Path(workdir) / ".snakemake" / "locks").iterdir():
+        lock.unlink()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     workdir = Path(args[0] if args else ".")
@@ -52,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latticegenome: another Snakemake is running in {workdir.resolve()}; "
               "wait for it (or stop it) first", file=sys.stderr)
         return 1
-    if stale_lock(workdir):
-        for lock in (workdir / ".snakemake" / "locks").iterdir():  # what `snakemake --unlock` does
-            lock.unlink()
+    if remove_stale_lock(workdir):
         print(f"latticegenome: removed the lock a killed Snakemake left in {workdir.resolve()}; "
               "resuming")
     return 0

@@ -173,11 +173,9 @@ def _loop(stop, settings, config, names, workdir, results, interval, once, max_i
 
 def _run(command, stop: _Stop, workdir: Path) -> int:
     """One Snakemake run, in its own session (a terminal's Ctrl-C reaches only us)."""
-    from latticegenome.resume import stale_lock
+    from latticegenome.resume import remove_stale_lock
 
-    if stale_lock(workdir):  # left by a killed Snakemake (never one of a live run)
-        for lock in (workdir / ".snakemake" / "locks").iterdir():
-            lock.unlink()
+    remove_stale_lock(workdir)  # left by a killed Snakemake (never one of a live run)
     with open(workdir / ".latticegenome-watch.log", "a") as log:
         stop.child = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)

@@ -1,12 +1,11 @@
 """An experiment's statistics from the column batches of the workflow.
 
-Two ways, the same results: :func:`reduce_experiment` (the ``statistics``
-rule: it merges the batches' partials written by
-:func:`~latticegenome.statistics.mapreduce.measure_batch`, so each new
-image costs only its own batch) and :func:`experiment_statistics` (one
-serial pass over every column file with
-:func:`~latticegenome.statistics.aggregate.aggregate`: a one-shot
-analysis without the workflow).
+:func:`reduce_experiment` is the ``statistics`` rule: it merges the batches'
+partials written by :func:`~latticegenome.statistics.mapreduce.measure_batch`,
+so each new image costs only its own batch (one serial pass over column files
+without the workflow: :func:`~latticegenome.statistics.aggregate.aggregate`, the
+same results). :func:`experiment_columns` finds the column file of every raw
+image (the figures rule).
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ import numpy as np
 
 from latticegenome.columns.batch import batch_is_whole, output_name
 from latticegenome.core.errors import LatticeGenomeError
-from latticegenome.core.records import make_record
 from latticegenome.ingest.manifest import read_refused
 from latticegenome.statistics.aggregate import (
     IMAGE_FIELDS,
     LayerRows,
     MeasuredImages,
     _Rejections,
-    aggregate,
     centrosymmetric_warnings,
     plausibility_warnings,
     write_tables,
@@ -61,53 +58,6 @@ def experiment_columns(batch_folders, raw_images, *, experiment: str = "") -> li
         raise LatticeGenomeError(f"no columns file for {len(missing)} image(s), e.g. {missing[0]}; "
                                  f"rerun find_columns for {experiment}")
     return [found[output_name(r)] for r in raw_images]
-
-
-def experiment_statistics(batch_folders, raw_images, refused_tsv, out_h5, images_tsv,
-                          rejected_tsv, *, classes_csv, layers_csv, experiment: str, rule: str,
-                          workdir: str, nominal_pm: float, materials: list[dict],
-                          stacking_axis: str = "y", reference_region_px=None,
-                          lattice_tolerance: float | None = None,
-                          corrections: dict | None = None) -> tuple[dict, list[str]]:
-    """Aggregate an experiment's column batches, with the provenance of the run.
-
-    The column files of ``raw_images`` (:func:`experiment_columns`) and the
-    names refused at ingest (``refused_tsv``) go to :func:`aggregate`, which
-    writes ``out_h5`` and the tables; the provenance record names the rule,
-    its parameters and the column files.
-
-    Returns
-    -------
-    summary : dict
-        As :func:`aggregate` returns it (also logged).
-    columns : list of str
-        The column files, in the order of ``raw_images``.
-
-    Raises
-    ------
-    LatticeGenomeError
-        As :func:`experiment_columns`; or when every image was rejected
-        (after the outputs were written).
-    """
-    columns = experiment_columns(batch_folders, raw_images, experiment=experiment)
-    params = {"nominal_pm": nominal_pm, "stacking_axis": stacking_axis, "materials": materials,
-              "reference_region_px": reference_region_px, "lattice_tolerance": lattice_tolerance,
-              "corrections": corrections}
-    record = make_record(out_h5, rule=rule, inputs=columns, workdir=workdir, params=params)
-    summary = aggregate(
-        columns, out_h5, images_tsv, rejected_tsv, classes_csv=classes_csv, layers_csv=layers_csv,
-        nominal_pm=nominal_pm, stacking_axis=stacking_axis, materials=materials,
-        reference_region_px=reference_region_px, lattice_tolerance=lattice_tolerance,
-        extra_rejected=read_refused(refused_tsv),  # links, unsafe names: refused at ingest
-        provenance=record, corrections=corrections)
-    logger.info("summary: %s", summary)
-    if summary["images_used"] == 0:
-        raise LatticeGenomeError(f"{experiment}: every image was rejected; see {rejected_tsv}")
-    return summary, columns
-
-
-#: The class settings of :func:`reduce_experiment` (``classes:`` of the configuration).
-CLASS_DEFAULTS = {"max_classes": 8, "seed": 0, "refit_growth": 2.0}
 
 
 def _measured(merged) -> MeasuredImages:

@@ -45,6 +45,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -318,12 +319,8 @@ def write_summary_file(path: str | Path, merged, image_batch, batches: list[dict
             if key in ("cells", "classes"):
                 values = [os.path.relpath(Path(v).resolve(), here) for v in values]
             _write_names(g, key, values)
-
-        class _H:  # histograms as the writer takes them
-            def __init__(self, e, c):
-                self.edges, self.counts = e, c
-
-        w.write_histograms({k: _H(e, c) for k, (e, c) in merged.histograms.items()})
+        w.write_histograms({k: SimpleNamespace(edges=e, counts=c)
+                            for k, (e, c) in merged.histograms.items()})
         w.write_classes(table, bic=bic, descriptors=DESCRIPTORS)
         w.write_rows("layers", layers)
         w.write_rows("interfaces", interfaces)
