@@ -60,6 +60,10 @@ def experiment_columns(batch_folders, raw_images, *, experiment: str = "") -> li
     return [found[output_name(r)] for r in raw_images]
 
 
+#: The class settings of :func:`reduce_experiment` (``classes:`` of the configuration).
+CLASS_DEFAULTS = {"max_classes": 8, "seed": 0, "refit_growth": 2.0}
+
+
 def _measured(merged) -> MeasuredImages:
     """The merged partials as the rows and histograms the table writers take."""
     from latticegenome.statistics.aggregate import Histogram
