@@ -295,6 +295,7 @@ def analyse_array(data: np.ndarray, pixel_size_pm: float,
         data, projection=projection, contrast=settings.contrast, fit_oxygen=fit_oxygen,
         spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
         expected_contrast=expected_contrast(settings.zone_axis, settings.cations),
-        significance=settings.significance, b_search=settings.b_search)
+        significance=settings.significance, b_search=settings.b_search,
+        probe_tail=settings.probe_tail)
     cols.info["projection"] = projection.as_record()
     return cols

@@ -36,6 +36,7 @@ of pixel [0, 0].
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -49,6 +50,12 @@ from latticegenome.columns.lattice import (
     predict_sites,
 )
 from latticegenome.columns.model import render_columns
+from latticegenome.columns.probe import (
+    ProbeTail,
+    converged,
+    estimate_probe_tail,
+    remove_probe_tail,
+)
 from latticegenome.columns.projection import Projection, perovskite_projection
 from latticegenome.columns.refine import Refinement, refine_columns
 from latticegenome.columns.selfcheck import (
@@ -801,6 +808,7 @@ def find_columns(
     b_search: float = 0.3,
     find_b: bool = True,
     min_cells: int = 2,
+    probe_tail: str | ProbeTail = "off",
 ) -> Columns:
     """Find and refine all columns of a perovskite STEM image, and check the result.
 
@@ -842,11 +850,18 @@ def find_columns(
         Also find the B (secondary) lattice.
     min_cells : int
         The image must hold at least this many A-A spacings in each direction.
+    probe_tail : {"off", "detect", "correct"} or ProbeTail
+        The probe's tail (:mod:`latticegenome.columns.probe`): ``detect``
+        estimates it from the image and reports it; ``correct`` also takes
+        its light out of the image and finds the columns again, iterating the
+        estimate (when the tail is significant); a :class:`ProbeTail` (a
+        measured probe) is taken out as given.
 
     Returns
     -------
     Columns
-        ``info["check"]`` holds the self-check's figures.
+        ``info["check"]`` holds the self-check's figures; ``info["probe_tail"]``
+        the tail (estimated, and whether it was taken out) unless ``off``.
 
     Raises
     ------
@@ -856,9 +871,80 @@ def find_columns(
         If the image does not fit the projection or the contrast.
     """
     projection = projection or perovskite_projection()
+    if not isinstance(probe_tail, ProbeTail) and probe_tail not in PROBE_TAIL_MODES:
+        raise ValueError(f"probe_tail {probe_tail!r}: one of {PROBE_TAIL_MODES} or a ProbeTail")
     img = oriented(image, contrast)
     if img.min() < 0:
         img = img - img.min()
+    find = partial(_find_once, projection=projection, contrast=contrast, fit_oxygen=fit_oxygen,
+                   spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
+                   expected_contrast=expected_contrast, significance=significance,
+                   b_search=b_search, find_b=find_b, min_cells=min_cells)
+    cols = find(img)
+    if probe_tail != "off":
+        cols = _with_probe_tail(img, cols, find, probe_tail, pixel_size_pm)
+    return cols
+
+
+#: The modes of ``find_columns(probe_tail=...)`` (or a :class:`ProbeTail`).
+PROBE_TAIL_MODES = ("off", "detect", "correct")
+#: ``probe_tail="correct"``: at most this many rounds of estimate, correct, find again.
+PROBE_TAIL_ROUNDS = 4
+#: ``correct`` falls back to the uncorrected fit when the estimate grows to this fraction.
+RUNAWAY_FRACTION = 0.45
+
+
+def _with_probe_tail(img, cols: Columns, find, probe_tail, pixel_size_pm) -> Columns:
+    """Estimate the probe tail on ``img`` and, for ``correct`` or a given tail, find the
+    columns again on the image less the tail's light until the estimate settles."""
+    spacing = _spacing(cols.basis)
+
+    def estimate(c: Columns, start=None) -> ProbeTail:  # on the detected columns: the
+        # fits at empty sites and faint columns would only add noise to the core model
+        d = c.detected
+        return estimate_probe_tail(img, c.x[d], c.y[d], c.amplitude[d], c.sigma[d],
+                                   spacing_px=spacing, start=start)
+
+    given = isinstance(probe_tail, ProbeTail)
+    tail = probe_tail if given else estimate(cols)
+    first, applied, rounds, plain, note = tail, None, 0, cols, None
+    if given or (probe_tail == "correct" and tail.asymmetric):
+        for rounds in range(1, PROBE_TAIL_ROUNDS + 1):
+            d = cols.detected
+            cols = find(remove_probe_tail(img, cols.x[d], cols.y[d], cols.amplitude[d],
+                                          cols.sigma[d], tail))
+            applied = tail
+            if given:
+                if rounds == 2:  # the light from columns fitted on the corrected image
+                    break
+                continue
+            tail = estimate(cols, start=tail)
+            if converged(tail, applied):
+                break
+        if not given and max(tail.fraction, applied.fraction) >= RUNAWAY_FRACTION:
+            note = (f"the tail estimate ran to {max(tail.fraction, applied.fraction):.2f} of the "
+                    "intensity as its light was taken out (the columns are not Gaussian cores "
+                    "with one tail): not taken out, the columns are the uncorrected fit's")
+            cols, applied = plain, None
+    record = {"mode": "given" if given else probe_tail, "applied": applied is not None,
+              "rounds": rounds, "estimate": tail.record(pixel_size_pm)}
+    if note:
+        record["note"] = note
+    if applied is not None:
+        record["removed"] = applied.record(pixel_size_pm)
+    if not given and applied is not None:
+        record["first_estimate"] = first.record(pixel_size_pm)
+    cols.info["probe_tail"] = record
+    check = cols.info["check"]
+    check["probe_tail_fraction"] = float(tail.fraction) if tail.significant else 0.0
+    check["probe_tail_moment_px"] = tail.moment_px if tail.asymmetric else 0.0
+    check["probe_tail_removed"] = float(applied.fraction) if applied is not None else 0.0
+    return cols
+
+
+def _find_once(img, *, projection, contrast, fit_oxygen, spacing_px, pixel_size_pm,
+               expected_contrast, significance, b_search, find_b, min_cells) -> Columns:
+    """:func:`find_columns` on the oriented, non-negative image, without the probe tail."""
     basis, d = lattice_vectors(img, spacing_px=spacing_px, min_cells=min_cells)
     check = contrast_polarity(img, d, contrast)
     points, height = candidate_maxima(img, d)

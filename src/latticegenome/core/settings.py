@@ -202,6 +202,12 @@ class AnalysisSettings(_Section):
         None, description="A and B species of each material, [[A, B], ...]: which projected "
                           "columns are brightest (from the experiment's materials); default "
                           "SrTiO3")
+    probe_tail: Literal["off", "detect", "correct"] = Field(
+        "detect", description="the probe's tail (aberrations, source spread: light around each "
+                              "column that pulls its faint neighbours): detect estimates it on "
+                              "each image and reports it (images.tsv check_probe_tail_*, a "
+                              "warning when it is large); correct also takes its light out of "
+                              "the image before the final fit; off skips it")
     scan_pair: ScanPair | None = Field(
         None, description="frame pairs recorded with orthogonal fast scans, by file name: each "
                           "0-degree image is analysed with its 90-degree partner from the same "

@@ -54,7 +54,8 @@ IMAGE_FIELDS = ("image", "n_A", "n_B", "n_cells", "pixel_size_pm", "a_pm", "b_pm
                     f"check_{k}" for k in ("lattice_ratio", "lattice_angle_deg", "a_over_b",
                                            "unmodelled_peak", "polarity_skewness",
                                            "lattice_coverage", "scan_jitter_px",
-                                           "scan_drift_px")),
+                                           "scan_drift_px", "probe_tail_fraction",
+                                           "probe_tail_moment_px", "probe_tail_removed")),
                 "offset_dx_pm", "offset_dy_pm", "offset_err_pm", "error_scale",
                 "calibrated_pixel_size_pm", "calibration_scale_i", "calibration_scale_j",
                 "b_over_a")
@@ -427,7 +428,8 @@ def assignment_pass(writer: StatisticsWriter, measured: MeasuredImages, model: C
 
 
 #: Plausibility limits of an image (:func:`plausibility_warnings`).
-PLAUSIBLE = {"b_over_a": 0.03, "calibration": 0.05, "dispersion": 3.0, "offset_pm": 2.0}
+PLAUSIBLE = {"b_over_a": 0.03, "calibration": 0.05, "dispersion": 3.0, "offset_pm": 2.0,
+             "tail_moment_pm": 3.0}
 
 
 def plausibility_warnings(rows: dict, corrections: dict | None = None,
@@ -437,7 +439,8 @@ def plausibility_warnings(rows: dict, corrections: dict | None = None,
     Per image: b shorter than a by more than 3 % (slow-scan compression: a
     strained film would be longer along the stacking axis, not shorter), or
     longer by more than 3 % in a one-material sample (scan drift, or a
-    tetragonal cell), a calibration more than
+    tetragonal cell), an off-centre probe tail moving each column's centroid by
+    3 pm or more and not taken out (``analysis.probe_tail``), a calibration more than
     5 % from the file's pixel size, a dispersion beyond 3 (the image is not in
     detector counts: its errors rest on the dispersion), an instrument offset
     of more than 2 pm and 3 standard errors (subtracted). Per experiment: no
@@ -471,6 +474,16 @@ def plausibility_warnings(rows: dict, corrections: dict | None = None,
         shown = ", ".join(f"{n} ({dx:+.1f}, {dy:+.1f})" for n, dx, dy in offsets[:5])
         out.append(f"{len(offsets)} image(s) with an instrument offset (pm) found in the reference "
                    f"and subtracted: {shown}" + (" ..." if len(offsets) > 5 else ""))
+    tails = [(n, m * px) for n, m, px, removed in zip(
+        names, rows.get("check_probe_tail_moment_px", ()), rows["pixel_size_pm"],
+        rows.get("check_probe_tail_removed", ())) if m * px >= PLAUSIBLE["tail_moment_pm"]
+        and not removed > 0]
+    if tails:
+        shown = ", ".join(f"{n} ({m:.1f} pm)" for n, m in tails[:5]) + (" ..." if len(tails) > 5 else "")
+        out.append(f"{len(tails)} image(s) with an off-centre probe tail (coma, or a detector lag "
+                   "along the fast scan) that moves each column's centroid, not taken out: B "
+                   "columns next to bright ones are pulled by a part of it, which no displacement "
+                   f"reference cancels; set analysis.probe_tail: correct: {shown}")
     corr = corrections or {}
     if names and not (corr.get("displacement_region") or corr.get("reference_material")):
         out.append("no displacement reference: B displacements include any instrument offset "
