@@ -14,6 +14,7 @@ rule track:
     params:
         settings=column_settings,
         frames_csv=lambda wc: experiment_model(wc).series_frames_csv,
+        max_gap=lambda wc: experiment_model(wc).series_max_gap,
         files=False,
         order=None,
     log:
@@ -40,6 +41,7 @@ rule track_files:
     params:
         settings=column_settings,
         frames_csv=lambda wc: experiment_model(wc).series_frames_csv,
+        max_gap=lambda wc: experiment_model(wc).series_max_gap,
         files=True,
         order=lambda wc: experiment_model(wc).series_order,
     log:

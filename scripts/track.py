@@ -43,7 +43,8 @@ settings = AnalysisSettings.of(dict(params.settings))
 files = list(sm.input.series) if params.files else [sm.input.series]
 inputs = files + ([params.frames_csv] if params.frames_csv else [])
 record = make_record(out.h5, rule=sm.rule, inputs=inputs, workdir=str(sm.scriptdir),
-                     params={**settings.for_columns(), "frames_csv": params.frames_csv})
+                     params={**settings.for_columns(), "frames_csv": params.frames_csv,
+                             "max_gap": params.max_gap})
 name = Path(files[0]).name if not params.files else f"{sm.wildcards.experiment} ({len(files)} files)"
 try:
     if params.files:  # one frame per file (a file with several is summed), in series order
@@ -57,7 +58,8 @@ try:
     if not images:
         raise LatticeGenomeError("no frame could be read", name)
     result = track_series([f if isinstance(f, str) else f.data for f in frames],
-                          images[0].pixel_size_pm, settings, source=name, meta=meta)
+                          images[0].pixel_size_pm, settings, source=name, meta=meta,
+                          max_gap=params.max_gap)
     write_track_outputs(result, csv=out.csv, h5=out.h5, provenance=record)
     log.info("%s: %d of %d frames tracked", name, len(result["frames"]), len(frames))
 except LatticeGenomeError as exc:  # this series is set aside with its reason

@@ -275,3 +275,24 @@ def test_a_single_frame_is_refused(series):
         register_lattice(series["cols"], reference=N_FRAMES)
     with pytest.raises(ValueError, match="order"):
         register_lattice(series["cols"], order=3)
+
+
+@pytest.mark.parametrize("gap", [1, 2])
+def test_a_column_missed_in_a_few_frames_keeps_its_track(series, gap):
+    """A low-dose frame misses a column that is there: with ``max_gap`` frames (the
+    experiment's ``series_max_gap``, default 1) it keeps its track; beyond, it is a new one."""
+    cols = [dict(c) for c in series["cols"]]
+    reg = series["reg"]
+    base = assign_tracks(cols, reg)
+    everywhere = set(base[0][base[0] >= 0].tolist())
+    for k in range(1, gap + 2):
+        everywhere &= set(base[k].tolist())
+    tid = sorted(everywhere)[len(everywhere) // 3]
+    at = [int(np.flatnonzero(base[k] == tid)[0]) for k in range(gap + 2)]
+    for k in range(1, gap + 1):  # missed in frames 1..gap
+        cols[k] = {**cols[k], "detected": cols[k]["detected"].copy()}
+        cols[k]["detected"][at[k]] = False
+    kept = assign_tracks(cols, reg, max_gap=gap)
+    broken = assign_tracks(cols, reg, max_gap=gap - 1)
+    assert kept[gap + 1][at[gap + 1]] == tid
+    assert broken[gap + 1][at[gap + 1]] != tid and broken[gap + 1][at[gap + 1]] >= 0

@@ -501,9 +501,10 @@ def _cmd_track(args) -> int:
     frames, px = _series_frames(args.series, given.get("pixel_size_pm"))
     meta = read_frames_csv(args.frames_csv, len(frames)) if args.frames_csv else None
     settings = AnalysisSettings.model_validate({**given, "pixel_size_pm": px})
-    result = track_series(frames, px, settings, source=str(args.series[0]), meta=meta)
+    result = track_series(frames, px, settings, source=str(args.series[0]), meta=meta,
+                          max_gap=args.max_gap)
     write_track_outputs(result, csv=args.csv, h5=args.h5,
-                        provenance={"command": "latticegenome track",
+                        provenance={"command": "latticegenome track", "max_gap": args.max_gap,
                                     "series": [str(p) for p in args.series]})
     for k, why in result["set_aside"]:
         print(f"{args.series[0]}: frame {k} set aside: {why}", file=sys.stderr)
@@ -533,6 +534,8 @@ def _add_track_command(sub) -> None:
             add_field_option(t, option)
     t.add_argument("--frames-csv", type=Path, metavar="CSV",
                    help="per-frame metadata: frame, time_s, temperature_K, dose_e_per_A2")
+    t.add_argument("--max-gap", type=int, default=1, metavar="N",
+                   help="a column missed in up to N frames in a row keeps its track (default 1)")
     t.add_argument("--csv", type=Path, required=True, metavar="OUT.csv")
     t.add_argument("--h5", type=Path, metavar="OUT.h5",
                    help="also dynamics.h5: tracks, registration, per-cell series, summaries")

@@ -480,6 +480,12 @@ class Experiment(_Section):
                               "the file name (frame_9 before frame_10); name, the name as text; "
                               "time, the acquisition time in the files' metadata (a file "
                               "without one is refused)")
+    series_max_gap: int = Field(
+        1, ge=0, le=100,
+        description="series: a column not found in up to this many frames in a row (a low-dose "
+                    "frame, noise) keeps its track; one missing for longer ends it, and a "
+                    "column found later at that site starts a new one (0: every miss ends a "
+                    "track)")
     series_frames_csv: str | None = Field(
         None, description="per-frame metadata of the series (frame, time_s, temperature_K, "
                           "dose_e_per_A2; one row per frame), a file relative to the workflow "

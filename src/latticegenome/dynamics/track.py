@@ -68,7 +68,7 @@ def _frame_cells(cols: dict, aligned: dict, pixel_size_pm: float, projection) ->
 
 
 def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "series",
-                 order: int = 1, meta: dict | None = None) -> dict:
+                 order: int = 1, meta: dict | None = None, max_gap: int = 1) -> dict:
     """Columns, registration, tracks and cells of every frame of one series.
 
     Parameters
@@ -85,6 +85,9 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
         Order of the lattice registration field (1 affine, 2 quadratic).
     meta : dict, optional
         Per-frame ``time_s``, ``temperature_K``, ``dose_e_per_A2``.
+    max_gap : int
+        Frames in a row a column may be missed and keep its track
+        (:func:`~latticegenome.dynamics.registration.assign_tracks`).
 
     Returns
     -------
@@ -121,7 +124,7 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
     cols = [c for _, c in good]
     rigid = register_rigid([frames[k] for k in kept])
     reg = register_lattice(cols, rigid=rigid, order=order)
-    tracks = assign_tracks(cols, reg)
+    tracks = assign_tracks(cols, reg, max_gap=max_gap)
     aligned = align_indices(cols, tracks)
     out = []
     for n, (k, c) in enumerate(good):
@@ -132,7 +135,7 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
         out.append({"frame": k, "columns": columns, "cells": cells})
     meta = {key: np.asarray(v, float)[kept] for key, v in (meta or {}).items()}
     return {"frames": out, "registration": reg, "set_aside": bad, "meta": meta,
-            "source": source}
+            "source": source, "max_gap": int(max_gap)}
 
 
 def track_table(result: dict) -> dict:
