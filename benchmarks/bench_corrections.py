@@ -331,7 +331,7 @@ def main(argv=None):
         print(f"{name:7s} " + "  ".join(
             f"{part}: sto {sm[part]['sto_dy_pm']['mean']:+.2f} bto {sm[part]['bto_dy_err_pm']['mean']:+.2f} "
             f"a {sm[part]['a_pct']['mean']:+.2f}% bS {sm[part]['b_sto_pct']['mean']:+.2f}% "
-            f"s/e {sm[part]['scatter_over_error']['mean']:.2f}" for part in ("before", "layers", "box")),
+            f"s/e {sm[part]['scatter_over_error']['mean']:.2f}" for part in PARTS),
             flush=True)
     result["seconds"] = time.time() - t0
     md = markdown(result)
