@@ -1,7 +1,7 @@
 """Instrument corrections on simulated artefacts: a mistilt-like offset, a coma-like probe
 tail and a slow-scan drift (the figures of ``benchmarks/bench_corrections.py``)."""
 
-import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +48,24 @@ def test_probe_tail_off_leaves_the_image_as_it_was():
                                                probe_tail=TAIL)
     assert not np.array_equal(plain, tailed)
     assert meta_on["probe_tail"] == {"fraction": 0.2, "sigma_px": 3.0, "shift_px": [0.0, 4.0]}
-    assert inspect.signature(write_demo_experiment).parameters["probe_tail"].default is None
+
+def test_the_demo_carries_the_probe_tail_and_its_config_takes_it_out(tmp_path):
+    import json
+
+    import yaml
+
+    from latticegenome.core.config import experiment_settings
+
+    (path,) = write_demo_experiment(tmp_path / "on", n_images=1, size=128)
+    record = json.loads(path.with_suffix(".truth.json").read_text())
+    assert record["probe_tail"] == {"fraction": 0.15, "sigma_px": 3.0, "shift_px": [0.0, 4.0]}
+    (off,) = write_demo_experiment(tmp_path / "off", n_images=1, size=128, probe_tail_fraction=0)
+    assert "probe_tail" not in json.loads(off.with_suffix(".truth.json").read_text())
+    with pytest.raises(ValueError, match="probe tail fraction"):
+        write_demo_experiment(tmp_path / "bad", n_images=1, size=128, probe_tail_fraction=0.5)
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    assert experiment_settings(config, "demo_superlattice").probe_tail == "correct"
 
 
 def test_the_probe_tail_conserves_counts_and_lies_towards_its_shift():

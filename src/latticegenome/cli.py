@@ -64,6 +64,10 @@ class SimulateOptions(BaseModel):
     seed: Integer = Field(20261123, ge=0, description="seed of the simulation (the same seed "
                                                       "writes the same images)")
     pixel_size_pm: PixelSizePm = Field(20.0, description="pixel size of the images in pm")
+    probe_tail_fraction: float = Field(
+        0.15, ge=0.0, le=0.45,
+        description="share of the light in the probe's coma-like tail (60 pm wide, 80 pm "
+                    "along y; 0: none): it moves every column a few pm along y")
     series: Integer | None = Field(
         None, ge=2, le=10_000,
         description="instead, one image series of this many frames (series.tif, its frames' "
@@ -249,7 +253,8 @@ def _cmd_simulate(args) -> int:
         return 0
 
     paths = write_demo_experiment(args.outdir, n_images=args.images, size=args.size,
-                                  seed=args.seed, pixel_size_pm=args.pixel_size_pm)
+                                  seed=args.seed, pixel_size_pm=args.pixel_size_pm,
+                                  probe_tail_fraction=args.probe_tail_fraction)
     print(f"{len(paths)} images in {args.outdir}")
     return 0
 

@@ -547,6 +547,41 @@ def _superlattice_meta(*, pixel_size_pm, materials, layer_cells, interfaces, ang
     }
 
 
+#: The demo's probe tail: ``fraction`` of the light blurred by ``sigma_pm`` and
+#: shifted by ``shift_pm`` (x, y) along the stacking axis (a coma- or
+#: detector-lag-like tail of an aberration-corrected probe).
+DEMO_PROBE_TAIL = {"fraction": 0.15, "sigma_pm": 60.0, "shift_pm": (0.0, 80.0)}
+
+
+def demo_probe_tail(pixel_size_pm: float, fraction: float = DEMO_PROBE_TAIL["fraction"]):
+    """The demo's probe tail in pixels, as :func:`simulate_superlattice` takes it.
+
+    Parameters
+    ----------
+    pixel_size_pm : float
+    fraction : float
+        Share of the light in the tail, 0 (none) to 0.45.
+
+    Returns
+    -------
+    (fraction, sigma_px, (dx_px, dy_px)) or None
+        None when ``fraction`` is 0.
+
+    Examples
+    --------
+    >>> demo_probe_tail(20.0)
+    (0.15, 3.0, (0.0, 4.0))
+    >>> demo_probe_tail(20.0, 0.0) is None
+    True
+    """
+    if not 0.0 <= fraction <= 0.45:
+        raise ValueError(f"probe tail fraction {fraction} is not within 0 to 0.45")
+    if fraction == 0:
+        return None
+    dx, dy = (v / pixel_size_pm for v in DEMO_PROBE_TAIL["shift_pm"])
+    return (float(fraction), DEMO_PROBE_TAIL["sigma_pm"] / pixel_size_pm, (dx, dy))
+
+
 def write_demo_experiment(
     folder: str | Path,
     *,
@@ -555,16 +590,19 @@ def write_demo_experiment(
     seed: int = 20261123,
     pixel_size_pm: float = 20.0,
     offset_pm: float = 6.0,
-    probe_tail: tuple[float, float, tuple[float, float]] | None = None,
+    probe_tail_fraction: float = DEMO_PROBE_TAIL["fraction"],
 ) -> list[Path]:
     """Write the embedded demo experiment: TIFF images with truth beside them.
 
     Like real images, the demo carries instrument artefacts: every B column is
     shifted by ``offset_pm`` along the stacking axis (a mistilt-like offset:
     the centrosymmetric SrTiO3 looks polar until its layers are taken as the
-    displacement reference), and each image has its own small rotation and
-    linear scan drift. ``probe_tail`` (off by default) adds a coma-like probe
-    tail to every image (:func:`add_probe_tail`).
+    displacement reference), each image has its own small rotation and
+    linear scan drift, and the probe has a coma-like tail
+    (:data:`DEMO_PROBE_TAIL`, :func:`add_probe_tail`) holding
+    ``probe_tail_fraction`` of the light (0: none), which moves every column
+    by a few picometres along the stacking axis, more next to bright
+    columns (``analysis.probe_tail: correct`` takes it out).
 
     Each image ``superlattice_NNN.tif`` carries its pixel size (ImageJ
     resolution in nm) and has ``superlattice_NNN.truth.json`` beside it.
@@ -582,6 +620,7 @@ def write_demo_experiment(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    probe_tail = demo_probe_tail(pixel_size_pm, probe_tail_fraction)
     paths = []
     for k in range(n_images):
         rng = np.random.default_rng([seed, k])
