@@ -476,8 +476,25 @@ def index_maxima(points: np.ndarray, height: np.ndarray, basis: np.ndarray,
         pixel_size_pm=pixel_size_pm, floor=floor, brightness=brightness)
     if found.sum() < 4:
         raise NoLatticeError("fewer than four maxima on the A lattice")
-    a_idx = np.flatnonzero(found)
+    a_idx = _one_per_site(np.flatnonzero(found), ij, height)
     return points[a_idx], ij[a_idx], local[a_idx], basis, info
+
+
+def _one_per_site(idx: np.ndarray, ij: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """The brightest of the maxima ``idx`` indexed to each lattice site.
+
+    At low dose a noise maximum near a faint column can be indexed to the same
+    site as the column's own maximum; two columns fitted at one site would be
+    two columns of one cell (and one cell id twice in a series).
+
+    Examples
+    --------
+    >>> _one_per_site(np.arange(3), np.array([[0, 0], [0, 0], [1, 0]]), np.array([1.0, 2.0, 1.0]))
+    array([1, 2])
+    """
+    order = idx[np.argsort(-np.asarray(height, float)[idx], kind="stable")]
+    _, first = np.unique(ij[order], axis=0, return_index=True)
+    return np.sort(order[first])
 
 
 def column_width(image: np.ndarray, pos: np.ndarray, spacing: float) -> tuple[float, int]:
