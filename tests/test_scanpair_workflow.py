@@ -119,6 +119,9 @@ def test_pairing_is_recorded(raw, paired):
     assert rec["partner"] == "field_90.tif" and rec["corrected"] and "warning" not in rec
     assert rec["partner_sha256"] == sha256_file(raw / "field_90.tif")
     assert rec["partner_sha256_source"] == "manifest"  # both in the batch: checked
+    # plain TIFFs record no scan rotation: corrected as configured, the rotation not checked
+    assert rec["rotation_checked"] is False
+    assert "scan_rotation_0_deg" not in rec and "scan_rotation_90_deg" not in rec
     assert np.allclose(rec["drift_0_px_per_line"], (0.012, 0.018), atol=0.002)
     assert rec["residual"] < rec["residual_linear"] < 0.5 * rec["residual_raw"]
     assert min(rec["lines_measured_fraction"]) > 0.9

@@ -15,6 +15,17 @@ says so with a warning. The partner is found by name in the folder, never in
 a list of files: a pair split across batches is still a pair, but a partner
 that arrives in a later ingest increment than its 0-degree frame comes too
 late (that frame was analysed alone, and is not analysed again).
+
+Where both files record their scan rotation (``metadata["scan_rotation_deg"]``,
+:mod:`~latticegenome.columns.readers`), the pair is checked to be one: the
+partner's rotation less the 0-degree frame's, modulo 360, must be within
+:data:`ORTHOGONAL_TOLERANCE_DEG` of 90 or 270 degrees, else the 0-degree frame
+is rejected naming both files and both rotations (two frames of one scan
+direction would give a wrong "correction"). The rotations are recorded in
+``info["scan_pair"]``, with ``rotation_checked``. Whether the difference is 90
+or 270 is not compared with ``scan_pair.rot90``: the sign of a scan rotation
+differs between instruments (:mod:`~latticegenome.columns.scanpair`), so
+neither tells the other.
 """
 
 from __future__ import annotations
@@ -30,6 +41,9 @@ from latticegenome.columns.projection import expected_contrast, projection_for
 from latticegenome.columns.readers import Image, read_image
 from latticegenome.core.errors import ImageReadError, LatticeGenomeError
 from latticegenome.core.settings import AnalysisSettings, ScanPair
+
+#: Largest departure (degrees) of a pair's scan-rotation difference from 90 or 270.
+ORTHOGONAL_TOLERANCE_DEG = 5.0
 
 
 @dataclass
@@ -116,6 +130,73 @@ def _read_partner(path: Path, partner: Path, settings: AnalysisSettings) -> tupl
     return frames[0], digest
 
 
+def check_scan_rotation(path: str | Path, image: Image, partner: str | Path,
+                        other: Image) -> dict:
+    """Check from their metadata that two frames were scanned at orthogonal directions.
+
+    Parameters
+    ----------
+    path : str or Path
+        The 0-degree file (for the message).
+    image : Image
+        Its frame; ``image.metadata["scan_rotation_deg"]`` where the file records it.
+    partner : str or Path
+        The 90-degree file (for the message).
+    other : Image
+        The partner's frame, as read.
+
+    Returns
+    -------
+    dict
+        For ``info["scan_pair"]``: ``rotation_checked`` (both rotations known),
+        ``scan_rotation_0_deg`` and ``scan_rotation_90_deg`` (where known) and,
+        when checked, ``scan_rotation_difference_deg`` (partner less frame,
+        modulo 360, in [0, 360)).
+
+    Raises
+    ------
+    ImageReadError
+        Of ``path``, naming both files and both rotations, when the difference
+        is not within :data:`ORTHOGONAL_TOLERANCE_DEG` of 90 or 270 degrees.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def frame(deg):
+    ...     return Image(np.zeros((2, 2)), 20.0, "file", "x", metadata={"scan_rotation_deg": deg})
+    >>> rec = check_scan_rotation("a_0.dm4", frame(10.0), "a_90.dm4", frame(-80.0))
+    >>> rec["rotation_checked"], rec["scan_rotation_difference_deg"]
+    (True, 270.0)
+    >>> check_scan_rotation("a_0.dm4", frame(10.0), "a_90.dm4", Image(np.zeros((2, 2)), 20.0,
+    ...                     "file", "y"))
+    {'rotation_checked': False, 'scan_rotation_0_deg': 10.0}
+    """
+    path, partner = Path(path), Path(partner)
+    r0, r90 = (_rotation(i.metadata) for i in (image, other))
+    record = {"rotation_checked": r0 is not None and r90 is not None,
+              **({} if r0 is None else {"scan_rotation_0_deg": r0}),
+              **({} if r90 is None else {"scan_rotation_90_deg": r90})}
+    if not record["rotation_checked"]:
+        return record
+    diff = round((r90 - r0) % 360.0, 6) % 360.0
+    off = min(abs(diff - 90.0), abs(diff - 270.0))
+    if off > ORTHOGONAL_TOLERANCE_DEG:
+        raise ImageReadError(
+            f"{path.name} and its 90-degree partner {partner.name}: scan rotations "
+            f"{round(r0, 4)} and {round(r90, 4)} deg: not an orthogonal pair (they differ by "
+            f"{round(diff, 4)} deg modulo 360, not within {ORTHOGONAL_TOLERANCE_DEG:g} deg of 90 "
+            f"or 270; see scan_pair suffix_0 and suffix_90)", str(path))
+    return {**record, "scan_rotation_difference_deg": diff}
+
+
+def _rotation(metadata: dict) -> float | None:
+    """``metadata["scan_rotation_deg"]`` as a finite float, else None."""
+    value = metadata.get("scan_rotation_deg")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        return None
+    return float(value)
+
+
 def correct_scan_pair(path: str | Path, images: list[Image], partner: Path,
                       settings: AnalysisSettings) -> tuple[list[Image], dict]:
     """The 0-degree frame ``images`` of ``path`` corrected with its 90-degree partner.
@@ -138,13 +219,16 @@ def correct_scan_pair(path: str | Path, images: list[Image], partner: Path,
         ``images`` itself when the partner is not there.
     record : dict
         ``info["scan_pair"]``: the partner, its SHA-256, drifts (px/line),
-        residuals, fraction of lines measured; or a ``warning`` (no partner).
+        residuals, fraction of lines measured, the scan rotations (degrees)
+        and ``rotation_checked`` (:func:`check_scan_rotation`); or a
+        ``warning`` (no partner).
 
     Raises
     ------
     ImageReadError
         Naming both files: partner unreadable, of another shape or pixel
-        size, or the pair cannot be registered.
+        size, scan rotations (from the metadata) not orthogonal, or the pair
+        cannot be registered.
     """
     from latticegenome.columns.scanpair import correct_orthogonal_pair
 
@@ -156,6 +240,7 @@ def correct_scan_pair(path: str | Path, images: list[Image], partner: Path,
         raise ImageReadError(f"{path.name} and its 90-degree partner {partner.name}: a scan pair "
                              f"needs one image per file, {path.name} gives {len(images)}", str(path))
     img = images[0]
+    rotation = check_scan_rotation(path, img, partner, other)
     data_90 = np.rot90(other.data, k) if k % 4 else other.data
     if data_90.shape != img.data.shape:
         raise ImageReadError(f"{path.name} {img.data.shape} and its 90-degree partner "
@@ -170,7 +255,7 @@ def correct_scan_pair(path: str | Path, images: list[Image], partner: Path,
     except ValueError as exc:
         raise ImageReadError(f"{path.name} and its 90-degree partner {partner.name}: {exc}",
                              str(path)) from None
-    return [replace(img, data=res.average)], _pair_record(res, partner, digest, k)
+    return [replace(img, data=res.average)], _pair_record(res, partner, digest, k, rotation)
 
 
 def alone_record(path: Path, partner: Path, role: str) -> dict:
@@ -187,12 +272,14 @@ def alone_record(path: Path, partner: Path, role: str) -> dict:
                        f"corrected ({later})"}
 
 
-def _pair_record(res, partner: Path, digest: str, k: int) -> dict:
+def _pair_record(res, partner: Path, digest: str, k: int, rotation: dict | None = None) -> dict:
     """``info["scan_pair"]`` of a corrected pair (no per-line offsets: an
-    attribute must stay small)."""
+    attribute must stay small); ``rotation``: what :func:`check_scan_rotation`
+    found (None: not checked)."""
     s = res.summary()
     return {"partner": partner.name, "role": "0", "partner_sha256": digest, "corrected": True,
             "rot90": k, "reverse_90": bool(res.reverse_90),
+            **(rotation or {"rotation_checked": False}),
             "drift_0_px_per_line": s["drift_0_px_per_line"],
             "drift_90_px_per_line": s["drift_90_px_per_line"],
             "offsets_rms_px": [s["offsets_0_px"]["rms_px"], s["offsets_90_px"]["rms_px"]],

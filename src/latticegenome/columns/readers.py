@@ -23,7 +23,12 @@ in the name: ``voltage_kV``, ``convergence_angle_mrad``, ``detector``,
 ``detector_inner_angle_mrad``, ``detector_outer_angle_mrad``,
 ``dwell_time_us``, ``magnification``, ``acquisition_time`` (ISO 8601),
 ``stage_tilt_alpha_deg``, ``stage_tilt_beta_deg``, ``camera_length_mm``,
-``microscope``.
+``microscope``, ``scan_rotation_deg`` (the scan rotation set at the
+microscope, in degrees: DigitalMicrograph ``DigiScan.Rotation``, Velox
+``Scan.ScanRotation`` converted from radians; the sign convention is the
+vendor's) and ``scan_rotation_offset_deg`` (DigitalMicrograph ``DigiScan.
+Rotation Offset``, recorded as it is, never added to the rotation). A value
+that is not a finite number is left out.
 
 3-D stacks (frames, rows, cols) give one :class:`Image` per frame
 (``stack="frames"``), their sum (``"sum"``), or their sum after rigid
@@ -127,7 +132,8 @@ class Image:
         Instrument metadata found in the file (microscope, voltage_kV,
         convergence_angle_mrad, detector, detector_inner_angle_mrad,
         detector_outer_angle_mrad, dwell_time_us, magnification,
-        acquisition_time, stage_tilt_alpha_deg, ...), JSON-serialisable. Files
+        acquisition_time, stage_tilt_alpha_deg, scan_rotation_deg (degrees,
+        the vendor's sign convention), ...), JSON-serialisable. Files
         read through RosettaSciIO add ``signal`` (the title of the image
         read), ``signals`` (every title in the file) and ``signal_choice``
         (one line: what was chosen and why, for the log).
@@ -374,6 +380,9 @@ def _velox_instrument(om: dict) -> dict:
         tilt = _number((om.get("Stage") or {}).get(f"{axis}Tilt"))  # rad
         if tilt is not None:
             out[f"stage_tilt_{axis.lower()}_deg"] = round(float(np.degrees(tilt)), 4)
+    rotation = _number(scan.get("ScanRotation"))  # rad, as a string
+    if rotation is not None:
+        out["scan_rotation_deg"] = round(float(np.degrees(rotation)), 4)
     unix = _number(_get_path(om, "Acquisition.AcquisitionStartDatetime.DateTime"))
     if unix:  # seconds since 1970 UTC; RosettaSciIO gives it in the reader's time zone
         stamp = datetime.fromtimestamp(unix, tz=UTC)
@@ -400,10 +409,42 @@ def _dm_instrument(om: dict) -> dict:
     ):
         if _number(value) is not None and (_number(value) or key.startswith("stage")):
             out[key] = _number(value) * factor
+    out.update(_dm_scan_rotation(tags))
     bar = tags.get("DataBar") or {}
     out["acquisition_time"] = _iso_time(bar.get("Acquisition Date"), bar.get("Acquisition Time"))
     out["detector"] = _find_text(tags, {"detector", "detector name", "detectorname", "signal name"},
                                  skip=("Meta Data",))
+    return out
+
+
+def _dm_scan_rotation(tags: dict) -> dict:
+    """The DigiScan scan rotation of a DigitalMicrograph image, in degrees.
+
+    Parameters
+    ----------
+    tags : dict
+        The image's ``ImageList.TagGroup<n>.ImageTags``.
+
+    Returns
+    -------
+    dict
+        ``scan_rotation_deg`` (``DigiScan.Rotation``) and
+        ``scan_rotation_offset_deg`` (``DigiScan.Rotation Offset``), each only
+        where the tag is a finite number (0 included: a rotation of 0 degrees
+        is a value, not "unknown"). The offset is recorded, not added.
+
+    Examples
+    --------
+    >>> _dm_scan_rotation({"DigiScan": {"Rotation": 90.0, "Rotation Offset": 1.5}})
+    {'scan_rotation_deg': 90.0, 'scan_rotation_offset_deg': 1.5}
+    >>> _dm_scan_rotation({"DigiScan": {"Rotation": float("nan")}})
+    {}
+    """
+    out: dict = {}
+    for key, tag in (("scan_rotation_deg", "Rotation"), ("scan_rotation_offset_deg", "Rotation Offset")):
+        value = _number(_get_path(tags, f"DigiScan.{tag}"))  # degrees
+        if value is not None:
+            out[key] = value
     return out
 
 
