@@ -214,3 +214,17 @@ def test_pair_of_one_scan_direction_is_rejected_and_the_batch_goes_on(raw, tmp_p
     assert rec["scan_rotation_difference_deg"] == 90.0
     assert attrs["metadata"]["scan_rotation_deg"] == 0.0
     assert lattice_error(tmp_path / "batch" / "good_0.dm3.h5") < 0.003
+
+
+def test_descan_refuses_a_pair_of_one_scan_direction_and_records_a_good_one(raw, tmp_path, capsys):
+    from latticegenome.cli import main
+
+    out = tmp_path / "same.tif"
+    assert main(["descan", str(raw / "same_0.emd"), str(raw / "same_90.emd"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "same_90.emd" in err and "not an orthogonal pair" in err and not out.exists()
+    good = tmp_path / "good.tif"
+    assert main(["descan", str(raw / "good_0.dm3"), str(raw / "good_90.dm3"), "-o", str(good),
+                 "--rot90", "0"]) == 0
+    side = json.loads((tmp_path / "good.tif.json").read_text())
+    assert side["rotation_checked"] is True and side["scan_rotation_difference_deg"] == 90.0

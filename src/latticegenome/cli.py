@@ -595,6 +595,7 @@ def _cmd_descan(args) -> int:
     import numpy as np
     import tifffile
 
+    from latticegenome.columns.analysis import check_scan_rotation
     from latticegenome.columns.readers import read_image
     from latticegenome.columns.scanpair import correct_orthogonal_pair
     from latticegenome.core.errors import ImageReadError
@@ -605,6 +606,7 @@ def _cmd_descan(args) -> int:
     # The pixel size is not used (all in px): 1 pm stands in for a file without one.
     frames = [read_image(path, pixel_size_pm=1.0, stack="align")[0]
               for path in (args.frame_0, args.frame_90)]
+    rotation = check_scan_rotation(args.frame_0, frames[0], args.frame_90, frames[1])
     try:
         res = correct_orthogonal_pair(frames[0].data, frames[1].data,
                                       rotation=args.rot90 or None, max_drift=args.max_drift)
@@ -619,7 +621,7 @@ def _cmd_descan(args) -> int:
         tifffile.imwrite(tmp, res.average.astype(np.float32), imagej=True, **kwargs)
     with atomic_write(sidecar, "w") as side:
         json.dump({"frame_0": str(args.frame_0), "frame_90": str(args.frame_90),
-                   "rot90": args.rot90, "pixel_size_pm": sizes, **res.summary()}, side,
+                   "rot90": args.rot90, "pixel_size_pm": sizes, **rotation, **res.summary()}, side,
                   indent=1, default=float)
         side.write("\n")
     print(f"{args.out}: drift 0/90 ({res.drift_0[0]:+.4f}, {res.drift_0[1]:+.4f}) / "
