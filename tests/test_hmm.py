@@ -118,3 +118,22 @@ def test_a_low_dose_series_wall_is_counted_by_the_hmm_not_by_thresholds():
         assert max(raw[0, 1], raw[1, 0]) < 0.3 * swept
         assert abs(forward - swept) <= 3 * np.sqrt(swept) + 0.1 * swept, (forward, swept)
         assert min(fit["counts"][0, 1], fit["counts"][1, 0]) < 2
+
+
+@pytest.mark.slow
+def test_the_series_outputs_carry_the_hmm_and_flag_undetermined_states(tmp_path, caplog):
+    from latticegenome.dynamics.series import read_dynamics
+    from latticegenome.dynamics.simulate import simulate_series
+    from latticegenome.dynamics.track import track_series, write_track_outputs
+
+    frames, truth = simulate_series(8, (192, 192), dose_per_frame_e_per_A2=2500, rng=2,
+                                    loss_per_dose=0)
+    res = track_series(list(frames), 20.0, {"spacing_pm": 390.5}, source="low.tif")
+    with caplog.at_level("WARNING"):
+        write_track_outputs(res, h5=tmp_path / "d.h5")
+    assert "undetermined" in caplog.text and "low.tif" in caplog.text
+    s = read_dynamics(tmp_path / "d.h5")["summaries"]
+    assert s["polar_transitions"]["undetermined_fraction"] > 0.2
+    hmm = s["polar_hmm"]
+    assert np.asarray(hmm["counts"]).shape == (2, 2)
+    assert np.asarray(hmm["mu_pm"])[0] < -5 and np.asarray(hmm["mu_pm"])[1] > 5

@@ -179,6 +179,35 @@ def polar_states(cells: dict, *, sigmas: float = 2.0) -> np.ndarray:
     return out
 
 
+#: Above this fraction of undetermined polar states the thresholded transitions are
+#: flagged (a warning in the log): the hidden Markov model's counts are the ones to use.
+UNDETERMINED_WARN = 0.2
+
+
+def _measured(cells: dict, n_frames: int) -> np.ndarray:
+    """(frames, cells) mask of the cells measured (a finite displacement) in each frame."""
+    from latticegenome.dynamics.series import pivot
+
+    _, dy = pivot(cells, "dy_pm", key="cell_id", n_frames=n_frames)
+    return np.isfinite(dy)
+
+
+def polar_hmm(cells: dict, n_frames: int) -> dict:
+    """The two polar states of every cell through the series from a hidden Markov model
+    (:func:`latticegenome.dynamics.hmm.fit_polar_hmm`) of its displacement along y and
+    its error: expected transition counts, per-frame transition probabilities, the
+    state means (pm) and whether it beats the same states without memory."""
+    from latticegenome.dynamics.hmm import fit_polar_hmm
+    from latticegenome.dynamics.series import pivot
+
+    _, dy = pivot(cells, "dy_pm", key="cell_id", n_frames=n_frames)
+    _, err = pivot(cells, "dy_err_pm", key="cell_id", n_frames=n_frames)
+    fit = fit_polar_hmm(dy, err)
+    keep = ("mu_pm", "tau_pm", "transition", "initial", "stationary", "counts", "loglik",
+            "loglik_mixture", "bic", "bic_mixture", "beats_mixture", "iterations", "converged")
+    return {k: fit[k] for k in keep}
+
+
 def _tracked(frames: list[dict]) -> list[dict]:
     """The frames with only their tracked columns (undetected sites have track -1)."""
     return [{**f, "columns": {k: np.asarray(v)[np.asarray(f["columns"]["track"]) >= 0]
@@ -196,15 +225,25 @@ def _summaries(result: dict, cells: dict, meta: dict, tracked: list[dict]) -> di
         wall_motion,
     )
 
+    n_frames = len(result["frames"])
+
     def polar_transitions():
-        _, labels = class_matrix({**cells, "class": polar_states(cells)},
-                                 n_frames=len(result["frames"]))
-        return transitions(labels, meta.get("time_s"), meta.get("temperature_K"), n_classes=2)
+        _, labels = class_matrix({**cells, "class": polar_states(cells)}, n_frames=n_frames)
+        out = transitions(labels, meta.get("time_s"), meta.get("temperature_K"), n_classes=2)
+        measured = _measured(cells, n_frames)  # same cell order as labels (sorted ids)
+        out["undetermined_fraction"] = (float((labels == -1)[measured].mean()) if measured.any()
+                                        else float("nan"))
+        if out["undetermined_fraction"] > UNDETERMINED_WARN:
+            logger.warning("%s: %.0f %% of the cells' polar states are undetermined (within 2 "
+                           "errors of zero): the thresholded transitions undercount; see "
+                           "summaries/polar_hmm", result["source"], 100 * out["undetermined_fraction"])
+        return out
 
     steps = [("a_vs_time", lambda: versus(cells, by="time_s", field="a_pm")),
              ("dy_vs_time", lambda: versus(cells, by="time_s", field="dy_pm")),
              ("wall", lambda: _wall_in_image(wall_motion(cells, meta))),
              ("polar_transitions", polar_transitions),
+             ("polar_hmm", lambda: polar_hmm(cells, n_frames)),
              ("beam_damage", lambda: beam_damage(tracked, meta))]
     if np.isfinite(np.asarray(meta.get("temperature_K", [np.nan]), float)).any():
         steps.append(("a_vs_temperature", lambda: versus(cells, by="temperature_K", field="a_pm")))
