@@ -18,7 +18,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from test_io import _dm_several, _velox_emd
+from test_io import _dm_several, _velox_emd, temul_images  # noqa: F401 (fixture)
 from test_scanpair import scanned_pair
 from test_scanpair_workflow import TRUTH_PM, lattice_error
 
@@ -113,20 +113,6 @@ def test_velox_file_gives_its_scan_rotation_in_degrees(tmp_path, rng):
     _write_velox(p, rng.poisson(50, (64, 64)).astype(np.uint16), "NaN")
     (img,) = read_image(p)
     assert "scan_rotation_deg" not in img.metadata
-
-
-@pytest.fixture(scope="module")
-def temul_images():
-    """The real DM3 and Velox EMD of the temul-toolkit 0.1.9 wheel (GPL code: read as
-    data only, never imported), fetched with pip download; skipped without a registry."""
-    from wheeldata import RegistryUnavailable, wheel_file
-
-    base = "temul/example_data/experimental/"
-    try:
-        return {kind: wheel_file("temul-toolkit", "0.1.9", base + name) for kind, name in
-                (("dm3", "example_Se_implanted_MoS2.dm3"), ("emd", "example_Au_nanoparticle.emd"))}
-    except RegistryUnavailable as exc:
-        pytest.skip(f"the package registry cannot be reached: {exc}")
 
 
 def test_real_files_give_their_scan_rotation(temul_images):
