@@ -8,35 +8,16 @@ log = setup(snakemake)  # noqa: F821
 
 from pathlib import Path  # noqa: E402
 
-from latticegenome.columns.readers import read_image  # noqa: E402
 from latticegenome.core.errors import LatticeGenomeError  # noqa: E402
 from latticegenome.core.records import make_record  # noqa: E402
 from latticegenome.core.settings import AnalysisSettings  # noqa: E402
+from latticegenome.dynamics.framemeta import read_series_frames, series_frame_meta  # noqa: E402
 from latticegenome.dynamics.track import (  # noqa: E402
     order_frames,
-    read_frames_csv,
     track_series,
     write_rejected_series,
     write_track_outputs,
 )
-
-
-
-def _frames(files, settings, one_per_file):
-    """The Image of every frame; with one frame per file, a file that cannot be read is
-    its reason (that frame set aside), the others go on."""
-    if not one_per_file:
-        return read_image(files[0], pixel_size_pm=settings.pixel_size_pm,
-                          hdf5_dataset=settings.hdf5_dataset, stack="frames", check_frames=False)
-    out = []
-    for f in files:
-        try:
-            out.append(read_image(f, pixel_size_pm=settings.pixel_size_pm,
-                                  hdf5_dataset=settings.hdf5_dataset, stack="sum")[0])
-        except LatticeGenomeError as exc:
-            out.append(f"{Path(f).name}: {exc.reason if hasattr(exc, 'reason') else exc}")
-    return out
-
 
 sm, out, params = snakemake, snakemake.output, snakemake.params  # noqa: F821
 settings = AnalysisSettings.of(dict(params.settings))
@@ -50,13 +31,15 @@ try:
     if params.files:  # one frame per file (a file with several is summed), in series order
         files = order_frames(files, params.order, settings=settings)
         record["params"]["frame_files"] = [Path(f).name for f in files]
-    frames = _frames(files, settings, params.files)
+    frames = read_series_frames(files, settings, params.files)
     if len(frames) < 2:
         raise LatticeGenomeError(f"{len(frames)} frame: a series needs two or more", name)
-    meta = read_frames_csv(params.frames_csv, len(frames)) if params.frames_csv else None
     images = [f for f in frames if not isinstance(f, str)]
     if not images:
         raise LatticeGenomeError("no frame could be read", name)
+    # time, temperature, dose: the CSV's fields, the rest from the files' metadata
+    meta, sources = series_frame_meta(frames, params.frames_csv, source=name)
+    record["params"].update(sources)
     result = track_series([f if isinstance(f, str) else f.data for f in frames],
                           images[0].pixel_size_pm, settings, source=name, meta=meta,
                           max_gap=params.max_gap)

@@ -141,6 +141,9 @@ def test_a_series_experiment_through_the_workflow(tmp_path):
     assert rows["run_1.tif"]["status"] == "ok" and int(rows["run_1.tif"]["frames_tracked"]) == 6
     assert float(rows["run_1.tif"]["registration_residual_px"]) < 0.1
     assert rows["single.tif"]["status"] == "rejected"
+    prov = read_dynamics(res / "dynamics" / "run_1.tif.h5")["provenance"]["params"]
+    assert prov["frame_meta_source"]["time_s"] == "csv"
+    assert "one stack file" in prov["frame_meta_reason"]["time_s"]  # the metadata has none
     assert "a series needs two or more" in rows["single.tif"]["reason"]
     figs = {p.name for p in (res / "figures" / "series").iterdir()}
     assert {"run_1_frames.gif", "run_1_poster.png", "run_1_summary.png"} <= figs
@@ -193,6 +196,9 @@ def test_a_series_of_files_through_the_workflow(tmp_path):
     assert "frame 5: frame_5.tif" in row["set_aside"]
     d = read_dynamics(res / "dynamics.h5")
     assert d["provenance"]["params"]["frame_files"][9:] == ["frame_9.tif", "frame_10.tif"]
+    # the configured CSV gives every field (the TIFFs carry no acquisition times)
+    assert d["provenance"]["params"]["frame_meta_source"] == {
+        "time_s": "csv", "temperature_K": "csv", "dose_e_per_A2": "csv"}
     truth = json.loads((tmp_path / "sim" / "series.truth.json").read_text())
     fit = d["summaries"]["a_vs_temperature"]
     model = fit["intercept"] + fit["slope"] * np.asarray(truth["temperature_K"])

@@ -493,24 +493,27 @@ def _series_frames(paths, pixel_size_pm):
     if len(sizes) > 1:
         raise LatticeGenomeError(f"the frames have different pixel sizes ({sorted(sizes)} pm)",
                                  str(paths[0]))
-    return [im.data for im in images], images[0].pixel_size_pm
+    return images, images[0].pixel_size_pm
 
 
 def _cmd_track(args) -> int:
     """Follow the columns of an image series frame by frame."""
-    from latticegenome.dynamics.track import read_frames_csv, track_series, write_track_outputs
+    from latticegenome.dynamics.framemeta import series_frame_meta
+    from latticegenome.dynamics.track import track_series, write_track_outputs
 
     refuse_overwrite([args.csv, args.h5], args.series)
     given = {name: getattr(args, name) for name in AnalysisSettings.column_fields()
              if name not in AnalysisSettings.NOT_OPTIONS and name != "stack"}
-    frames, px = _series_frames(args.series, given.get("pixel_size_pm"))
-    meta = read_frames_csv(args.frames_csv, len(frames)) if args.frames_csv else None
+    images, px = _series_frames(args.series, given.get("pixel_size_pm"))
+    frames = [im.data for im in images]
+    # time, temperature, dose: the CSV's fields, the others from the files' metadata
+    meta, sources = series_frame_meta(images, args.frames_csv, source=str(args.series[0]))
     settings = AnalysisSettings.model_validate({**given, "pixel_size_pm": px})
     result = track_series(frames, px, settings, source=str(args.series[0]), meta=meta,
                           max_gap=args.max_gap)
     write_track_outputs(result, csv=args.csv, h5=args.h5,
                         provenance={"command": "latticegenome track", "max_gap": args.max_gap,
-                                    "series": [str(p) for p in args.series]})
+                                    "series": [str(p) for p in args.series], **sources})
     for k, why in result["set_aside"]:
         print(f"{args.series[0]}: frame {k} set aside: {why}", file=sys.stderr)
     import numpy as np

@@ -367,6 +367,7 @@ def _velox_instrument(om: dict) -> dict:
         ("convergence_angle_mrad", optics.get("BeamConvergence"), 1e3),  # rad
         ("camera_length_mm", optics.get("CameraLength"), 1e3),          # m
         ("dwell_time_us", scan.get("DwellTime"), 1e6),                  # s
+        ("beam_current_nA", optics.get("LastMeasuredScreenCurrent"), 1e9),  # A
         ("frame_time_s", scan.get("FrameTime"), 1.0),
         ("magnification", _get_path(om, "CustomProperties.StemMagnification.value"), 1.0),
     ):
@@ -404,6 +405,7 @@ def _dm_instrument(om: dict) -> dict:
         ("voltage_kV", info.get("Voltage"), 1e-3),                              # V
         ("magnification", info.get("Indicated Magnification"), 1.0),
         ("dwell_time_us", _get_path(tags, "DigiScan.Sample Time"), 1.0),       # µs
+        ("beam_current_nA", info.get("Probe Current (nA)"), 1.0),              # nA
         ("stage_tilt_alpha_deg", _get_path(info, "Stage Position.Stage Alpha"), 1.0),
         ("stage_tilt_beta_deg", _get_path(info, "Stage Position.Stage Beta"), 1.0),
     ):

@@ -489,7 +489,9 @@ class Experiment(_Section):
     series_frames_csv: str | None = Field(
         None, description="per-frame metadata of the series (frame, time_s, temperature_K, "
                           "dose_e_per_A2; one row per frame), a file relative to the workflow "
-                          "folder; default: the frame number as the time")
+                          "folder; its fields win, the others come from the frames' metadata "
+                          "(acquisition time; beam current x dwell time for the dose), else "
+                          "the frame number is the time")
 
     def corrections(self) -> dict:
         """The instrument corrections of this experiment's statistics

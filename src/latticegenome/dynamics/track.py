@@ -84,7 +84,8 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
     order : int
         Order of the lattice registration field (1 affine, 2 quadratic).
     meta : dict, optional
-        Per-frame ``time_s``, ``temperature_K``, ``dose_e_per_A2``.
+        Per-frame ``time_s`` (s), ``temperature_K`` (K), ``dose_e_per_A2`` (e/A^2),
+        one value per frame of ``frames`` (:func:`series_frame_meta`).
     max_gap : int
         Frames in a row a column may be missed and keep its track
         (:func:`~latticegenome.dynamics.registration.assign_tracks`).
@@ -273,7 +274,8 @@ def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> 
     table = track_table(result)
     if csv is not None:
         write_table_csv(csv, {k: list(v) for k, v in table.items()}, TRACK_FIELDS)
-    meta = result["meta"] or {"time_s": np.array([f["frame"] for f in result["frames"]], float)}
+    meta = dict(result["meta"] or {})  # without times (a dose alone, say): per frame
+    meta.setdefault("time_s", np.array([f["frame"] for f in result["frames"]], float))
     cells = cell_series(result["frames"], meta)
     tracked = _tracked(result["frames"])
     summaries = _summaries(result, cells, meta, tracked)
@@ -405,5 +407,5 @@ def series_row(h5) -> dict:
     return row
 
 
-__all__ = ["SERIES_FIELDS", "TRACK_FIELDS", "order_frames", "read_frames_csv", "series_row", "track_series",
-           "track_table", "write_rejected_series", "write_track_outputs"]
+__all__ = ["SERIES_FIELDS", "TRACK_FIELDS", "order_frames", "read_frames_csv", "series_row",
+           "track_series", "track_table", "write_rejected_series", "write_track_outputs"]
