@@ -519,6 +519,11 @@ def _cmd_track(args) -> int:
     import numpy as np
 
     reg = result["registration"]
+    for n, f in enumerate(result["frames"]):
+        if reg["lattice_shift_ambiguous"][n]:
+            print(f"{args.series[0]}: frame {f['frame']}: registration ambiguous by a whole "
+                  "lattice vector (its tracks may be those of the neighbouring sites)",
+                  file=sys.stderr)
     print(f"{args.series[0]}: {len(result['frames'])} of {len(frames)} frames tracked; "
           f"registration residual {np.nanmedian(reg['residual_rms_px']):.3f} px (median)")
     return 0

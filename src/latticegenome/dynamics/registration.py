@@ -20,6 +20,20 @@ Three steps, each a function of plain NumPy arrays:
    frame's columns and to those that appeared since; :func:`align_indices` puts
    every frame's lattice indices (i, j) in the reference frame's index system.
 
+A field fitted to a periodic lattice fits as well moved by any lattice vector: a
+drift of over half a cell between frames, or a correlation locked on the wrong
+peak, puts every column on its neighbouring site with a perfect residual.
+:func:`register_lattice` therefore checks each frame (:func:`lattice_shift_check`)
+against its field moved by 0, +-a, +-b, +-a+-b (about its neighbour's correction
+too) with what is not periodic: the columns' intensities (the layers of a
+superlattice) and presence (vacancies) matched to the reference's, scored as a
+capped log-likelihood, and a prior that the step from the neighbouring frame is
+short. It corrects the offset where they decide (``lattice_shift_corrected``) and
+flags the frame, with a warning, where they do not (``lattice_shift_ambiguous``).
+The edges of the field of view are no evidence (on a periodic crystal they only
+favour the offset nearest zero), nor are the Hann-windowed correlation's peak
+heights (the window favours the lag nearest zero in the same way).
+
 Conventions: positions are pixels, x = column index, y = row index, origin at the
 centre of pixel [0, 0]. A shift is the displacement of the frame's content from
 the reference, (dx, dy) px: a point at ``p`` in the reference is at ``p + shift``
@@ -37,13 +51,30 @@ frame's own coordinates (the fast-scan axis x is the undistorted one), or from
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+logger = logging.getLogger(__name__)
+
 #: Default matching gate, as a fraction of the short A-A spacing.
 GATE = 0.3
+
+#: Whole-lattice-vector check (:func:`lattice_shift_check`): an alternative offset is
+#: excluded by the columns' intensities and presence when it is worse than the chosen
+#: one by this many standard errors (paired test over the columns both offsets place
+#: inside the reference field).
+SHIFT_Z = 5.0
+#: ... or by the drift prior, when the step from the neighbouring frame that it implies
+#: is longer, in squared cells (fractional lattice coordinates), by this much: along a
+#: direction without non-periodic evidence, a step under a quarter of a cell is trusted
+#: ((1 - s)^2 - s^2 >= 0.5 for s <= 0.25), a longer one is ambiguous.
+STEP_PRIOR = 0.5
+#: Cap of a column's squared standardised intensity residual; a column placed inside
+#: the reference field with no reference column to match scores the cap.
+SCORE_CAP = 16.0
 
 
 def _table(columns) -> dict:
@@ -55,7 +86,7 @@ def _table(columns) -> dict:
     x = np.asarray(columns["x"], float)
     out = {"x": x, "y": np.asarray(columns["y"], float), "site": np.asarray(columns["site"]).astype(str),
            "detected": np.asarray(columns.get("detected", np.ones(x.size, bool)), bool)}
-    for name in ("i", "j", "x_err", "y_err"):
+    for name in ("i", "j", "x_err", "y_err", "amplitude", "amplitude_err"):
         if name in columns:
             out[name] = np.asarray(columns[name])
     return out
@@ -352,7 +383,9 @@ def _new_registration(ref: dict, ref_pts, n: int, reference: int, order: int, si
 
 def register_lattice(columns_per_frame: Sequence, reference: int = 0, *, order: int = 1,
                      sites=("A",), rigid: dict | None = None, gate: float = GATE,
-                     spacing_px: float | None = None, clip: float = 3.0, n_iter: int = 8) -> dict:
+                     spacing_px: float | None = None, clip: float = 3.0, n_iter: int = 8,
+                     lattice_check: bool = True, source: str | None = None,
+                     frame_ids: Sequence[int] | None = None) -> dict:
     """A smooth field per frame, fitted to its columns, from frame to reference coordinates.
 
     Frames are fitted outward from the reference. Each frame's detected columns of
@@ -386,6 +419,16 @@ def register_lattice(columns_per_frame: Sequence, reference: int = 0, *, order: 
         Outlier rejection threshold, robust standard deviations of the residual.
     n_iter : int
         Largest number of match-and-fit rounds per frame.
+    lattice_check : bool
+        Check each frame's field against the same field moved by a whole lattice
+        vector (:func:`lattice_shift_check`), correct it where the columns'
+        intensities and presence or the drift prior decide, and warn where nothing
+        does (``lattice_shift_*`` entries). False: the fields as fitted (the entries
+        are still there: no frame checked, none ambiguous).
+    source : str, optional
+        The series' name, for the warnings.
+    frame_ids : sequence of int, optional
+        The frames' numbers in the series, for the warnings (default 0, 1, ...).
 
     Returns
     -------
@@ -401,7 +444,23 @@ def register_lattice(columns_per_frame: Sequence, reference: int = 0, *, order: 
         content from the reference at the reference centre, px; ``linear`` (n, 2, 2):
         the field's Jacobian d(x_ref, y_ref)/d(x, y) there; ``start_shift_px`` (n, 2);
         ``order``, ``sites``, ``reference``, ``centre_px``, ``scale_px`` (px of the
-        normalised coordinates), ``spacing_px``, ``gate_px``.
+        normalised coordinates), ``spacing_px``, ``gate_px``. The whole-lattice-vector
+        check: ``lattice_basis_px`` (2, 2): the reference lattice's vectors a, b (columns),
+        px; per frame ``lattice_shift_cells`` (n, 2) int: the lattice vectors (m, n)
+        by which the first fit was moved, and ``lattice_shift_correction_px`` (n, 2):
+        that move, m a + n b, px in reference coordinates; ``lattice_shift_corrected``
+        (n,) bool; ``lattice_shift_margin`` (n,): standard errors by which the chosen
+        offset's columns (intensities, presence) beat the best alternative offset
+        that the drift prior leaves open (inf: the prior excludes them all; NaN: not
+        checked); ``lattice_shift_step_margin`` (n,): squared cells by which the step
+        from the neighbouring frame of the best alternative the data leaves open is
+        longer (inf: none); ``lattice_shift_ambiguous`` (n,) bool: margin under
+        :data:`SHIFT_Z` (and step margin under :data:`STEP_PRIOR`), or a correction
+        that could not be refitted: a warning names the frame;
+        ``lattice_shift_evidence`` (n,): standard errors by which the chosen offset's
+        columns beat every alternative, the prior aside (under :data:`SHIFT_Z`: the
+        offset along some lattice direction rests on the drift prior alone, a step
+        under a quarter cell, as on a periodic crystal without defects).
 
     Raises
     ------
@@ -418,6 +477,10 @@ def register_lattice(columns_per_frame: Sequence, reference: int = 0, *, order: 
     ref_pts, ref_rows = _points(ref, sites)
     reg = _new_registration(ref, ref_pts, len(tables), reference, order, sites, gate, spacing_px)
     tree = cKDTree(ref_pts)
+    _init_shift_check(reg, ref, ref_pts, ref_rows)
+    checked = lattice_check and np.isfinite(reg["lattice_basis_px"]).all()
+    evidence = _reference_evidence(ref, reg["spacing_px"]) if checked else None
+    ids = list(range(len(tables))) if frame_ids is None else list(frame_ids)
     for k in order_k:
         nb = k - 1 if k > reference else k + 1
         if rigid is not None:
@@ -428,8 +491,29 @@ def register_lattice(columns_per_frame: Sequence, reference: int = 0, *, order: 
             start = _identity(order, reg["centre_px"], reg["scale_px"])
         _register_frame(reg, k, tables[k], start, ref, (ref_pts, ref_rows, tree), clip=clip,
                         n_iter=n_iter)
+        if evidence is not None and reg["ok"][k]:
+            # a rigid start inherits the neighbour's error: look about its correction too
+            base = [(0, 0)] + ([tuple(reg["lattice_shift_cells"][nb])] if rigid is not None else [])
+            label = f"{source + ': ' if source else ''}frame {ids[k]}"
+            _settle_offset(reg, k, nb, tables[k], ref, (ref_pts, ref_rows, tree), evidence, base,
+                           clip=clip, n_iter=n_iter, label=label)
     reg.update(_summary(reg))
     return reg
+
+
+def _init_shift_check(reg: dict, ref: dict, ref_pts, ref_rows) -> None:
+    """The whole-lattice-vector entries of a new registration dict (nothing checked yet)."""
+    n = len(reg["coef"])
+    try:
+        reg["lattice_basis_px"] = _lattice_basis(ref, ref_pts, ref_rows, reg["spacing_px"])
+    except (ValueError, np.linalg.LinAlgError):
+        reg["lattice_basis_px"] = np.full((2, 2), np.nan)  # no lattice vectors: nothing checked
+    reg.update(lattice_shift_cells=np.zeros((n, 2), np.int64), lattice_shift_correction_px=np.zeros((n, 2)),
+               lattice_shift_corrected=np.zeros(n, bool), lattice_shift_margin=np.full(n, np.nan),
+               lattice_shift_step_margin=np.full(n, np.nan), lattice_shift_ambiguous=np.zeros(n, bool),
+               lattice_shift_evidence=np.full(n, np.nan))
+    reg["lattice_shift_margin"][reg["reference"]] = np.inf
+    reg["lattice_shift_step_margin"][reg["reference"]] = np.inf
 
 
 def _register_frame(reg: dict, k: int, table: dict, start, ref: dict, reference, *, clip, n_iter):
@@ -478,6 +562,270 @@ def _summary(reg: dict) -> dict:
             p = p - np.linalg.solve(_jacobian(coef, reg, p), _evaluate(coef, reg, p) - c)
         shift[k], linear[k] = p - c, _jacobian(coef, reg, p)
     return {"shift_px": shift, "linear": linear}
+
+
+#: Whole-lattice-vector offsets (m, n) tried about each base offset: 0, +-a, +-b, +-a+-b.
+_NEIGHBOURS = np.array([(m, n) for m in (-1, 0, 1) for n in (-1, 0, 1)])
+
+
+def _quiet_nanmedian(a: np.ndarray, axis=None):
+    """``np.nanmedian`` without the warning for an all-NaN slice (NaN there)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, axis=axis)
+
+
+def _basis_from_neighbours(pts: np.ndarray, spacing: float) -> np.ndarray:
+    """Two shortest lattice vectors (2, 2; columns, px) from the points' neighbour vectors."""
+    _, idx = cKDTree(pts).query(pts, k=min(5, len(pts)))
+    vec = (pts[idx[:, 1:]] - pts[:, None, :]).reshape(-1, 2)
+    vec = vec[np.hypot(*vec.T) < 1.5 * spacing]
+    ang = np.mod(np.arctan2(vec[:, 1], vec[:, 0]), np.pi)  # direction, sign folded
+    out = []
+    for _ in range(2):
+        hist, edges = np.histogram(ang, bins=36, range=(0.0, np.pi))
+        mode = edges[np.argmax(hist)] + np.pi / 72
+        near = np.abs(np.angle(np.exp(2j * (ang - mode)))) / 2 < 0.15
+        if not near.any():
+            break
+        v = vec[near]
+        v = np.where((v @ [np.cos(mode), np.sin(mode)] < 0)[:, None], -v, v)
+        out.append(np.median(v, axis=0))
+        ang = np.where(np.abs(np.angle(np.exp(2j * (ang - mode)))) / 2 < 0.5, np.nan, ang)
+        vec, ang = vec[np.isfinite(ang)], ang[np.isfinite(ang)]
+    if len(out) < 2:
+        raise ValueError("no two lattice vectors among the reference frame's columns")
+    return np.column_stack(out)
+
+
+def _lattice_basis(ref: dict, ref_pts: np.ndarray, ref_rows: np.ndarray, spacing: float) -> np.ndarray:
+    """Basis of the reference lattice, px, shape (2, 2): columns a (along i) and b (along j).
+
+    Fitted to the fitted sites' positions and lattice indices (one intercept per
+    site), or, without indices, from the columns' nearest-neighbour vectors.
+    """
+    if "i" in ref and "j" in ref:
+        site = ref["site"][ref_rows]
+        names = np.unique(site)
+        d = np.column_stack([site[:, None] == names[None, :], ref["i"][ref_rows],
+                             ref["j"][ref_rows]]).astype(float)
+        if np.isfinite(d).all():
+            basis = np.linalg.lstsq(d, ref_pts, rcond=None)[0][-2:].T
+            if np.isfinite(basis).all() and abs(np.linalg.det(basis)) > 0.25 * spacing**2:
+                return basis
+    return _basis_from_neighbours(ref_pts, spacing)
+
+
+def _log_amplitude(table: dict, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Natural log of the rows' fitted amplitudes and its error (NaN where unknown)."""
+    if "amplitude" not in table:
+        return np.full(rows.size, np.nan), np.full(rows.size, np.nan)
+    amp = np.asarray(table["amplitude"], float)[rows]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lum = np.where(amp > 0, np.log(np.where(amp > 0, amp, 1.0)), np.nan)
+        err = (np.asarray(table["amplitude_err"], float)[rows] / amp if "amplitude_err" in table
+               else np.full(rows.size, np.nan))
+    return lum, np.where(err > 0, err, np.nan)
+
+
+def _detected(table: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of every detected column of every site, and their rows."""
+    rows = np.flatnonzero(table["detected"] & np.isfinite(table["x"]) & np.isfinite(table["y"]))
+    return np.column_stack([table["x"][rows], table["y"][rows]]), rows
+
+
+def _reference_evidence(ref: dict, spacing: float) -> dict:
+    """What the whole-lattice-vector check compares a frame's columns with: the reference's
+    detected columns (all sites, by site), their log amplitudes, and how crowded the
+    field is (a point with fewer than 3/4 of the usual columns within 1.5 spacings is
+    at or beyond the reference field's edge)."""
+    pos, rows = _detected(ref)
+    lum, err = _log_amplitude(ref, rows)
+    site = ref["site"][rows]
+    tree = cKDTree(pos)
+    radius = 1.5 * spacing
+    crowd = 0.75 * float(np.median(tree.query_ball_point(pos, radius, return_length=True)))
+    by_site = {s: (np.flatnonzero(site == s), cKDTree(pos[site == s])) for s in np.unique(site)}
+    return {"lum": lum, "err": err, "tree": tree, "radius": radius, "crowd": crowd,
+            "by_site": by_site}
+
+
+def _scores(lum, err, site, mapped, offsets, ev: dict, gate: float) -> np.ndarray:
+    """Score of every frame column under every candidate offset, shape (K, n).
+
+    A column moved by the candidate's offset (px, in reference coordinates) is
+    matched to the nearest reference column of its site within ``gate`` px: its
+    score is its squared log-amplitude difference from it (each site's median
+    difference taken out: the frame's dose), over both columns' errors, over the
+    robust spread of those ratios (at its smallest over the candidates), capped at
+    :data:`SCORE_CAP`; with no partner it scores the cap; NaN where it falls at or
+    beyond the edge of the reference field.
+    """
+    k, n = len(offsets), len(mapped)
+    flat = (mapped[None, :, :] + offsets[:, None, :]).reshape(-1, 2)
+    inside = ev["tree"].query_ball_point(flat, ev["radius"], return_length=True) >= ev["crowd"]
+    site_f, lum_f, var_f = np.tile(site, k), np.tile(lum, k), np.tile(err**2, k)
+    resid, var, partner = np.full(k * n, np.nan), np.full(k * n, np.nan), np.zeros(k * n, bool)
+    for s, (rows, tree) in ev["by_site"].items():
+        mine = np.flatnonzero(site_f == s)
+        dist, idx = tree.query(flat[mine], distance_upper_bound=gate)
+        hit, target = mine[np.isfinite(dist)], rows[idx[np.isfinite(dist)]]
+        partner[hit] = True
+        resid[hit] = lum_f[hit] - ev["lum"][target]
+        var[hit] = var_f[hit] + ev["err"][target] ** 2
+    resid, var = resid.reshape(k, n), np.where(np.isfinite(var), var, 1.0).reshape(k, n)
+    for s in np.unique(site):
+        resid[:, site == s] -= _quiet_nanmedian(resid[:, site == s], axis=1)[:, None]
+    z = resid / np.sqrt(var)
+    spread = np.nanmin(np.r_[1.4826 * _quiet_nanmedian(np.abs(z), axis=1), np.inf])
+    z = z / spread if np.isfinite(spread) and spread > 0 else z
+    score = np.where(np.isfinite(z), np.minimum(z**2, SCORE_CAP), 0.0)
+    score = np.where(partner.reshape(k, n), score, SCORE_CAP)
+    return np.where(inside.reshape(k, n), score, np.nan)
+
+
+def _paired_z(a: np.ndarray, b: np.ndarray) -> float:
+    """How much higher the scores ``a`` are than ``b``, summed over the columns scored by
+    both, in standard errors of that sum when both offsets are equally right (NaN with
+    fewer than 10 columns).
+
+    Each score is then a squared standard normal (variance 2), so the difference of
+    two has a variance of at most 4: the standard error of the sum over n columns is
+    2 sqrt(n). The sum is the log-likelihood ratio of the two offsets, times 2 (capped
+    scores: robust to a few bad columns, which cancel between two offsets). The
+    empirical spread of the differences is not used: a few decisive columns (a
+    layer's worth in a superlattice) would inflate it and hide them.
+    """
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 10:
+        return float("nan")
+    return float(np.sum(a[ok] - b[ok]) / (2.0 * np.sqrt(ok.sum())))
+
+
+def _choose_offset(scores: np.ndarray, ell2: np.ndarray) -> tuple[int, float, float, float]:
+    """The candidate chosen, its data margin (standard errors), its step margin (cells^2)
+    and its evidence (standard errors: the data margin over every alternative).
+
+    Candidates that no other beats by :data:`SHIFT_Z` standard errors are compatible
+    with the data; of those the one with the shortest step from the neighbouring
+    frame (``ell2``, squared cells) is chosen. An alternative is excluded by the data
+    (beaten by ``SHIFT_Z``) or by the drift prior (a step longer by
+    :data:`STEP_PRIOR`); the data margin is the smallest z of the alternatives the
+    prior leaves open (inf: none), the step margin the smallest step excess of those
+    the data leaves open (inf: none).
+    """
+    k = len(scores)
+    zm = np.array([[_paired_z(scores[p], scores[q]) if p != q else -np.inf for q in range(k)]
+                   for p in range(k)])  # zm[p, q]: how much worse p is than q
+    worst = np.nanmax(np.where(np.isnan(zm), -np.inf, zm), axis=1)
+    compatible = worst < SHIFT_Z
+    if not compatible.any():  # not transitive on different column sets: the least beaten
+        compatible = worst == worst.min()
+    final = int(np.flatnonzero(compatible)[np.argmin(ell2[compatible])])
+    z = np.where(np.isnan(zm[:, final]), 0.0, zm[:, final])  # NaN: too few columns to tell
+    alt = np.arange(k) != final
+    excess = ell2 - ell2[final]
+    prior_open, data_open = alt & (excess < STEP_PRIOR), alt & (z < SHIFT_Z)
+    margin = float(z[prior_open].min()) if prior_open.any() else float("inf")
+    step_margin = float(excess[data_open].min()) if data_open.any() else float("inf")
+    return final, margin, step_margin, float(z[alt].min()) if alt.any() else float("inf")
+
+
+def lattice_shift_check(reg: dict, k: int, nb: int, table: dict, evidence: dict,
+                        base_cells=((0, 0),)) -> tuple[np.ndarray, float, float]:
+    """The whole lattice vector that frame ``k``'s fitted field is off by, and how sure.
+
+    A field fitted to a periodic lattice is as good, by its residual, moved by any
+    lattice vector. The candidates are the fitted field moved by ``m a + n b``
+    (``a``, ``b`` = ``reg["lattice_basis_px"]``; (m, n) within one of each of
+    ``base_cells``). Two things decide between them: the evidence that is not
+    periodic, the frame's detected columns of every site moved onto the reference's
+    (:func:`_scores`: intensity differences, e.g. the layers of a superlattice, and
+    columns with no partner inside the reference field), and a prior that the step
+    from the neighbouring frame ``nb`` is short. The edges of the field of view are
+    not used: on a periodic crystal the columns with no partner there only favour
+    the offset nearest zero, whatever the true one.
+
+    Parameters
+    ----------
+    reg : dict
+        :func:`register_lattice`'s dict, frames ``k`` (and ``nb``) fitted, with
+        ``lattice_basis_px``.
+    k, nb : int
+        The frame, and its neighbour towards the reference.
+    table : dict
+        Frame ``k``'s column table (:func:`_table`).
+    evidence : dict
+        :func:`_reference_evidence` of the reference frame.
+    base_cells : sequence of (int, int)
+        Offsets about which to look, in lattice vectors.
+
+    Returns
+    -------
+    cells : ndarray of int, shape (2,)
+        The chosen offset (m, n), lattice vectors (0, 0: the field is right).
+    margin : float
+        Standard errors by which the chosen offset's columns beat the best
+        alternative the drift prior does not exclude (inf: it excludes them all).
+    step_margin : float
+        Excess squared step, cells^2, of the alternative with the shortest step that
+        the data does not exclude (inf: none).
+    """
+    basis = reg["lattice_basis_px"]
+    cells = np.unique(np.vstack([np.asarray(b, int) + _NEIGHBOURS for b in base_cells]), axis=0)
+    offsets = cells @ basis.T
+    pts, rows = _detected(table)
+    mapped = np.column_stack(apply_registration(pts[:, 0], pts[:, 1], reg, k))
+    lum, err = _log_amplitude(table, rows)
+    scores = _scores(lum, err, table["site"][rows], mapped, offsets, evidence, reg["gate_px"])
+    c = np.asarray(reg["centre_px"], float)
+    if reg["ok"][nb]:  # x_ref = F(x): the shift at the centre is c - F(c); moved by L, c - F(c) - L
+        step = _evaluate(reg["coef"][nb], reg, c) - _evaluate(reg["coef"][k], reg, c)
+        frac = np.linalg.solve(basis, step[:, None] - offsets.T).T
+        ell2 = np.sum(frac**2, axis=1)
+    else:
+        ell2 = np.zeros(len(cells))  # no neighbour: no prior
+    final, margin, step_margin, reg["lattice_shift_evidence"][k] = _choose_offset(scores, ell2)
+    return cells[final], margin, step_margin
+
+
+def _settle_offset(reg: dict, k: int, nb: int, table: dict, ref: dict, reference, evidence: dict,
+                   base_cells, *, clip, n_iter, label: str) -> None:
+    """Run :func:`lattice_shift_check` on frame k; refit it moved by the offset chosen;
+    record it; warn where the offset is ambiguous."""
+    cells, margin, step_margin = lattice_shift_check(reg, k, nb, table, evidence, base_cells)
+    reg["lattice_shift_margin"][k], reg["lattice_shift_step_margin"][k] = margin, step_margin
+    ambiguous = margin < SHIFT_Z
+    if cells.any():
+        move = reg["lattice_basis_px"] @ cells
+        old = {key: np.copy(reg[key][k]) for key in _FRAME_KEYS}
+        start = reg["coef"][k].copy()
+        start[:, 0] += move  # the constant term is px in reference coordinates
+        reg["ok"][k] = False
+        _register_frame(reg, k, table, start, ref, reference, clip=clip, n_iter=n_iter)
+        reg["start_shift_px"][k] = old["start_shift_px"]
+        if not reg["ok"][k]:  # the refit failed: keep the first fit, and say so
+            for key, value in old.items():
+                reg[key][k] = value
+            ambiguous = True
+        else:
+            reg["lattice_shift_cells"][k], reg["lattice_shift_correction_px"][k] = cells, move
+            reg["lattice_shift_corrected"][k] = True
+            logger.info("%s: registered off by %+d a %+d b (%.1f, %.1f px): corrected (margin %.1f "
+                        "standard errors)", label, *cells, *move, margin)
+    reg["lattice_shift_ambiguous"][k] = ambiguous
+    if ambiguous:
+        logger.warning("%s: registration ambiguous by a whole lattice vector: another offset fits "
+                       "within %.1f standard errors, its step from the neighbouring frame within "
+                       "%.2f cells^2; its tracks may be those of the neighbouring sites",
+                       label, margin, step_margin)
+
+
+#: Per-frame entries of the registration dict that a refit may change.
+_FRAME_KEYS = ("coef", "residual_rms_px", "residual_expected_px", "n_matched", "n_rejected", "ok",
+               "start_shift_px")
 
 
 def _open_catalogue(ref: dict) -> dict:

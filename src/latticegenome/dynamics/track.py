@@ -124,7 +124,9 @@ def track_series(frames, pixel_size_pm: float, settings=None, *, source: str = "
     kept = [k for k, _ in good]
     cols = [c for _, c in good]
     rigid = register_rigid([frames[k] for k in kept])
-    reg = register_lattice(cols, rigid=rigid, order=order)
+    # a frame off by a whole lattice vector is corrected where the columns tell, else
+    # flagged with a warning naming it (lattice_shift_ambiguous)
+    reg = register_lattice(cols, rigid=rigid, order=order, source=source, frame_ids=kept)
     tracks = assign_tracks(cols, reg, max_gap=max_gap)
     aligned = align_indices(cols, tracks)
     out = []
@@ -339,7 +341,7 @@ def order_frames(paths, order: str = "number", *, settings=None) -> list[str]:
 SERIES_FIELDS = ("series", "status", "reason", "frames", "frames_tracked", "frames_set_aside",
                  "set_aside", "registration_residual_px", "tracks_throughout",
                  "wall_velocity_x_px_per_s", "wall_velocity_y_px_per_s", "a_slope",
-                 "a_slope_per", "dy_mean_pm")
+                 "a_slope_per", "dy_mean_pm", "frames_shift_corrected", "frames_shift_ambiguous")
 
 
 def read_frames_csv(path, n_frames: int) -> dict:
@@ -375,6 +377,12 @@ def write_rejected_series(h5, csv, reason: str, *, provenance=None) -> None:
         f.attrs["provenance"] = json.dumps(provenance or {})
 
 
+def _frames_flagged(reg: dict, frames: np.ndarray, key: str) -> str:
+    """The frame numbers whose registration entry ``key`` is true, as ``"3 7"`` ('' none)."""
+    flags = np.asarray(reg.get(key, []), bool)
+    return " ".join(str(int(k)) for k, f in zip(frames, flags) if f)
+
+
 def series_row(h5) -> dict:
     """One series' row of ``dynamics.tsv`` (:data:`SERIES_FIELDS`) from its dynamics file."""
     import h5py
@@ -400,7 +408,9 @@ def series_row(h5) -> dict:
                tracks_throughout=int(np.sum(np.asarray(counts) == frames.size)),
                a_slope=a_fit.get("slope", np.nan),
                a_slope_per="K" if "a_vs_temperature" in summ else "s",
-               dy_mean_pm=float(np.nanmean(d["cells"].get("dy_pm", [np.nan]))))
+               dy_mean_pm=float(np.nanmean(d["cells"].get("dy_pm", [np.nan]))),
+               frames_shift_corrected=_frames_flagged(reg, frames, "lattice_shift_corrected"),
+               frames_shift_ambiguous=_frames_flagged(reg, frames, "lattice_shift_ambiguous"))
     for axis in ("x", "y"):
         row[f"wall_velocity_{axis}_px_per_s"] = summ.get("wall", {}).get(
             f"velocity_{axis}_px_per_s", np.nan)
