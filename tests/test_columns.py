@@ -241,7 +241,8 @@ def _refinement(x, y, amplitude, amplitude_err=None):
                       sigma=np.full(n, 2.0), background=np.full(n, 5.0), x_err=np.full(n, 0.01),
                       y_err=np.full(n, 0.01),
                       amplitude_err=np.ones(n) if amplitude_err is None else np.array(amplitude_err),
-                      converged=np.ones(n, bool), iterations=1, dispersion=1.0)
+                      sigma_err=np.full(n, 0.05), converged=np.ones(n, bool), iterations=1,
+                      dispersion=1.0)
 
 
 def test_place_outside_sites_follows_the_lattice_inside():

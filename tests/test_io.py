@@ -616,6 +616,7 @@ Time=10:34:12 AM
 [Beam]
 HV=300000
 Beam=EBeam
+ScanRotation=1.5707963
 [Scan]
 InternalScan=1
 Dwelltime=3e-06
@@ -641,6 +642,7 @@ SystemType=Spectra Ultra
     assert md["voltage_kV"] == pytest.approx(300) and md["dwell_time_us"] == pytest.approx(3.0)
     assert md["stage_tilt_alpha_deg"] == pytest.approx(1.0) and md["stage_tilt_beta_deg"] == 0
     assert md["detector"] == "STEM3 HAADF" and md["acquisition_time"] == "2019-12-04T10:34:12"
+    assert md["scan_rotation_deg"] == pytest.approx(90.0, abs=1e-4)  # [Beam] ScanRotation, rad
 
 
 def test_zeiss_tiff_pixel_size_and_instrument(tmp_path, image):

@@ -45,13 +45,17 @@ def _store_symmetric(mat, upper):
 
 
 @njit(cache=True, nogil=True)
-def window_stats(img, rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, radius, with_ll):
+def window_stats(img, rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, radius, with_ll,
+                 c0=0.0, c1=1.0):
     """Log-likelihood, gradient, Fisher information and Pearson chi2 per column.
 
-    The expected counts are lambda = b + full (the model already holds the
-    column's own Gaussian); parameters (x, y, h, s, b). The log-likelihood
-    (one logarithm per pixel, the costliest part) is computed only when
-    ``with_ll`` is true, else returned as zeros.
+    The expected image is lambda = b + full (the model already holds the
+    column's own Gaussian); parameters (x, y, h, s, b). The Poisson counts are
+    ``c0 + c1 * image`` (``c1`` = +-1): the image itself (0, 1), or, for an
+    image mirrored so that dark columns are peaks, the raw counts
+    ``M - image`` (M, -1), whose variance ``M - lambda`` weights the pixels.
+    The log-likelihood (one logarithm per pixel, the costliest part) is
+    computed only when ``with_ll`` is true, else returned as zeros.
 
     Returns
     -------
@@ -103,10 +107,13 @@ def window_stats(img, rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, 
                 if lam < 1e-12:
                     lam = 1e-12
                 cnt = img[irow + px]
-                w = 1.0 / lam
+                var = c0 + c1 * lam  # the expected counts, their variance
+                if var < 1e-12:
+                    var = 1e-12
+                w = 1.0 / var
                 if with_ll:
-                    llk += cnt * math.log(lam) - lam
-                resid = cnt * w - 1.0
+                    llk += (c0 + c1 * cnt) * math.log(var) - var
+                resid = (cnt - lam) * w
                 g0 += resid * j0
                 g1 += resid * j1
                 g2 += resid * j2
@@ -147,8 +154,10 @@ def window_stats(img, rows, cols, full, pad, pcol, prow, wx, wy, x, y, h, s, b, 
 
 @njit(cache=True, nogil=True)
 def trial_loglik(img, rows, cols, full, pad, pcol, prow, wx, wy, x0, y0, h0, s0, b0, x1, y1, h1,
-                 s1, b1, radius):
+                 s1, b1, radius, c0=0.0, c1=1.0):
     """Log-likelihood of each column's window before and after a step.
+
+    The counts are ``c0 + c1 * image`` (:func:`window_stats`).
 
     Before: the model as it is (``full`` holds the column's Gaussian at
     (x0, y0, h0, s0)) with background b0. After: that Gaussian moved to
@@ -184,12 +193,18 @@ def trial_loglik(img, rows, cols, full, pad, pcol, prow, wx, wy, x0, y0, h0, s0,
                     continue
                 i = px - wx[k] + radius
                 model = full[crow + min(max(px + pad, 0), pcol - 1)]
-                cnt = img[py * cols + px]
+                cnt = c0 + c1 * img[py * cols + px]
                 lam0 = b0[k] + model
+                if lam0 < 1e-12:
+                    lam0 = 1e-12
+                lam0 = c0 + c1 * lam0
                 if lam0 < 1e-12:
                     lam0 = 1e-12
                 ll0[k] += cnt * math.log(lam0) - lam0
                 lam1 = b1[k] + model - g0 * ex0[i] + g1 * ex1[i]
+                if lam1 <= 0.0:
+                    bad = True
+                lam1 = c0 + c1 * lam1
                 if lam1 <= 0.0:
                     bad = True
                 elif not bad:

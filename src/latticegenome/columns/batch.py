@@ -285,11 +285,19 @@ def paired_reason(partner: str) -> str:
 
     Examples
     --------
+    The 90-degree frame is set aside before its partner's outcome is known
+    (the two may be analysed side by side): the reason says where that
+    outcome is, never that the pair was corrected (the partner may be
+    rejected, e.g. a pair whose scan rotations are not orthogonal).
+
+    Examples
+    --------
     >>> paired_reason("field_0.tif")  # doctest: +ELLIPSIS
-    'the 90-degree partner of field_0.tif (analysed with it...'
+    'the 90-degree partner of field_0.tif: not analysed on its own; ...'
     """
-    return (f"the 90-degree partner of {partner} (analysed with it; unless {partner} came in an "
-            f"earlier ingest increment: then it was analysed alone, as its column file says)")
+    return (f"the 90-degree partner of {partner}: not analysed on its own; {partner}'s column "
+            f"file says whether the pair was corrected, rejected (naming both files), or, when "
+            f"{partner} came in an earlier ingest increment, analysed alone")
 
 
 def analyse_batch(sources: Sequence[str], out_dir: str | os.PathLike,

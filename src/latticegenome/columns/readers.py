@@ -465,6 +465,10 @@ def _fei_tiff_instrument(om: dict) -> dict:
     for key, name in (("StageT", "alpha"), ("StageTb", "beta")):
         if _number(stage.get(key)) is not None:  # rad
             out[f"stage_tilt_{name}_deg"] = round(float(np.degrees(_number(stage[key]))), 4)
+    rotation = next((_number(sec.get("ScanRotation")) for sec in (beam, fei.get("EBeam") or {}, scan)
+                     if _number(sec.get("ScanRotation")) is not None), None)
+    if rotation is not None:  # rad, in [Beam] (or [EBeam]) of the header
+        out["scan_rotation_deg"] = round(float(np.degrees(rotation)), 4)
     user = fei.get("User") or {}
     out["acquisition_time"] = _iso_time(user.get("Date"), user.get("Time"))
     return out

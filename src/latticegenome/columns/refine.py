@@ -25,6 +25,8 @@ rescales the errors of images in arbitrary units (quasi-Poisson).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,7 @@ class Refinement:
     x_err: np.ndarray
     y_err: np.ndarray
     amplitude_err: np.ndarray
+    sigma_err: np.ndarray  # 0 where the width was held
     converged: np.ndarray
     iterations: int
     dispersion: float
@@ -303,6 +306,7 @@ class _Problem:
     tol_decrement: float
     max_column_iter: int
     chunk: int
+    counts: tuple[float, float] = (0.0, 1.0)  # Poisson counts = c0 + c1 * image
 
     @property
     def pcol(self) -> int:
@@ -342,7 +346,8 @@ class _State:
                    active=np.ones(n, dtype=bool))
 
 
-def _problem(img, x, y, s0, radius, *, max_shift, groups, hold_amplitude, settings) -> _Problem:
+def _problem(img, x, y, s0, radius, *, max_shift, groups, hold_amplitude, settings,
+             hold_sigma=None) -> _Problem:
     """The fixed part of a refinement: windows, canvas, held parameters."""
     rows, cols = img.shape
     n_col = x.size
@@ -355,6 +360,8 @@ def _problem(img, x, y, s0, radius, *, max_shift, groups, hold_amplitude, settin
     free = np.ones((n_col, 5))
     free[partial, 3:] = 0.0
     free[held_h, 2] = 0.0
+    if hold_sigma is not None:
+        free[np.asarray(hold_sigma, dtype=bool).ravel(), 3] = 0.0
     render_radius = int(np.ceil(4.0 * float(np.max(s0)))) if n_col else 1
     return _Problem(
         flat_img=np.ascontiguousarray(img.ravel(), dtype=float), rows=rows, cols=cols,
@@ -382,7 +389,7 @@ def _held_amplitude(hold_amplitude, n_col: int) -> np.ndarray:
 def _window_stats(p: _Problem, st: _State, full: np.ndarray, k: np.ndarray):
     """:func:`~latticegenome.columns._kernels.window_stats` of columns ``k``."""
     return window_stats(p.flat_img, p.rows, p.cols, full, p.pad, p.pcol, p.prow, st.wx[k], st.wy[k],
-                        st.x[k], st.y[k], st.h[k], st.s[k], st.b[k], p.radius, False)
+                        st.x[k], st.y[k], st.h[k], st.s[k], st.b[k], p.radius, False, *p.counts)
 
 
 def _recentre_windows(p: _Problem, st: _State, k: np.ndarray) -> None:
@@ -433,7 +440,7 @@ def _update_chunk(p: _Problem, st: _State, full: np.ndarray, k: np.ndarray, veri
         ll0, ll1 = trial_loglik(
             p.flat_img, p.rows, p.cols, full, p.pad, p.pcol, p.prow, st.wx[kt], st.wy[kt],
             st.x[kt], st.y[kt], st.h[kt], st.s[kt], st.b[kt],
-            xt[trial], yt[trial], ht[trial], stt[trial], bt[trial], p.radius,
+            xt[trial], yt[trial], ht[trial], stt[trial], bt[trial], p.radius, *p.counts,
         )
         ok[trial] = ll1 >= ll0 - 1e-10 * np.abs(ll0)
     kk = k[ok]
@@ -527,14 +534,14 @@ OUTLIER_DISPERSION = 2.0
 
 
 def _uncertainties(p: _Problem, st: _State, canvas: np.ndarray | None):
-    """Standard errors of (x, y, amplitude) and the Pearson dispersion at the solution.
+    """Standard errors of (x, y, amplitude, sigma) and the Pearson dispersion at the solution.
 
     From the Fisher information of the final model (drawn afresh), scaled by
     the square root of the dispersion (chi^2 per degree of freedom).
     """
     n_col = st.x.size
     full = _render(p, st, canvas if canvas is not None else np.zeros(p.prow * p.pcol))
-    cov_diag = np.full((n_col, 3), np.nan)
+    cov_diag = np.full((n_col, 4), np.nan)
     chi2 = 0.0
     dof = 0.0
     per_window = []
@@ -552,7 +559,8 @@ def _uncertainties(p: _Problem, st: _State, canvas: np.ndarray | None):
         good = ok & (np.linalg.cond(scaled) < 1e12)
         if good.any():
             inv = np.linalg.inv(scaled[good]) * d[good][:, :, None] * d[good][:, None, :]
-            cov_diag[k[good]] = np.stack([inv[:, 0, 0], inv[:, 1, 1], inv[:, 2, 2]], axis=1)
+            cov_diag[k[good]] = np.stack([inv[:, 0, 0], inv[:, 1, 1], inv[:, 2, 2],
+                                          inv[:, 3, 3]], axis=1)
         chi2 += float(np.sum(c2))
         dof += float(np.sum(np.maximum(npx - 5, 0)))
         per_window.append(c2 / np.maximum(npx - 5, 1))
@@ -566,6 +574,44 @@ def _uncertainties(p: _Problem, st: _State, canvas: np.ndarray | None):
     return np.sqrt(np.maximum(cov_diag, 0) * dispersion), float(dispersion)
 
 
+#: The Poisson counts of the images refined in this context: ``c0 + c1 * image``
+#: (:func:`counts_of`); (0, 1) is the image itself.
+_COUNTS: ContextVar[tuple[float, float]] = ContextVar("counts", default=(0.0, 1.0))
+
+
+@contextmanager
+def counts_of(c0: float, c1: float):
+    """Refine the images of this context as if their Poisson counts were ``c0 + c1 * image``.
+
+    An ABF image is mirrored (``M - raw``) so that its dark columns become
+    peaks; its counts are still the raw image, ``M - image``, and the
+    variance of a pixel is ``M - model``, not ``model``: weighting by the
+    mirrored model makes the dark columns' pixels count too little and the
+    background's too much. Every :func:`refine_columns` call in the context
+    (the finder makes several) uses this count model unless given one.
+
+    Parameters
+    ----------
+    c0 : float
+        Offset (image units).
+    c1 : {1.0, -1.0}
+        Sign.
+
+    Examples
+    --------
+    >>> with counts_of(200.0, -1.0):
+    ...     _COUNTS.get()
+    (200.0, -1.0)
+    """
+    if c1 not in (1.0, -1.0) or not np.isfinite(c0):
+        raise ValueError(f"counts {c0} + {c1} * image: c1 must be +-1 and c0 finite")
+    token = _COUNTS.set((float(c0), float(c1)))
+    try:
+        yield
+    finally:
+        _COUNTS.reset(token)
+
+
 def refine_columns(
     image: np.ndarray, x: np.ndarray, y: np.ndarray, *,
     sigma: float | np.ndarray, amplitude: np.ndarray | None = None,
@@ -574,6 +620,7 @@ def refine_columns(
     chunk: int = 1024, max_step: float = 1.0, max_shift: float | np.ndarray | None = None,
     tol_decrement: float = 1e-4, groups: np.ndarray | None = None, max_column_iter: int = 15,
     max_sweeps: int = 2, hold_amplitude: np.ndarray | None = None,
+    counts: tuple[float, float] | None = None, hold_sigma: np.ndarray | None = None,
 ) -> Refinement:
     """Refine column positions by batched Poisson maximum likelihood.
 
@@ -618,6 +665,14 @@ def refine_columns(
         Columns whose amplitude stays at its starting value (for columns
         outside the image, whose few pixels of tail cannot tell a brighter
         column farther out from a fainter one nearer).
+    counts : (float, float), optional
+        The Poisson counts are ``c0 + c1 * image``: default that of the
+        context (:func:`counts_of`), else the image itself (0, 1). An ABF
+        image mirrored as ``M - raw`` has counts (M, -1).
+    hold_sigma : ndarray of bool, shape (n,), optional
+        Columns whose width stays at its starting value ``sigma`` (a width
+        shared by a sublattice, where single columns have too few counts to
+        fit their own).
 
     Returns
     -------
@@ -631,10 +686,11 @@ def refine_columns(
     radius = _window_radius(radius, s0)
     h, b = _start_heights(img, x, y, amplitude, background, radius, chunk)
     p = _problem(img, x, y, s0, radius, max_shift=max_shift, groups=groups,
-                 hold_amplitude=hold_amplitude, settings={
+                 hold_amplitude=hold_amplitude, hold_sigma=hold_sigma, settings={
                      "sigma_bounds": sigma_bounds, "max_step": max_step, "tol_px": tol_px,
                      "tol_decrement": tol_decrement, "max_column_iter": max_column_iter,
-                     "chunk": chunk})
+                     "chunk": chunk, "counts": tuple(counts) if counts is not None
+                     else _COUNTS.get()})
     sync_held = _HeldFromNeighbours(x, y, p.groups, p.partial, p.held)
     st = _State.start(x, y, h, s, b, img.shape)
     it, canvas = _iterate(p, st, sync_held, max_iter, max_sweeps)
@@ -642,7 +698,7 @@ def refine_columns(
     return Refinement(
         x=st.x, y=st.y, amplitude=st.h, sigma=st.s, background=st.b,
         x_err=err[:, 0], y_err=err[:, 1], amplitude_err=err[:, 2],
-        converged=st.converged, iterations=it, dispersion=dispersion,
+        sigma_err=np.where(p.free[:, 3] > 0, err[:, 3], 0.0), converged=st.converged, iterations=it, dispersion=dispersion,
     )
 
 
