@@ -373,9 +373,11 @@ def _new_registration(ref: dict, ref_pts, n: int, reference: int, order: int, si
            "centre_px": centre, "scale_px": scale, "spacing_px": spacing, "gate_px": gate * spacing,
            "coef": np.full((n, 2, n_terms(order)), np.nan), "residual_rms_px": np.full(n, np.nan),
            "residual_expected_px": np.full(n, np.nan), "n_matched": np.zeros(n, int),
-           "n_rejected": np.zeros(n, int), "ok": np.zeros(n, bool), "start_shift_px": np.zeros((n, 2))}
+           "n_rejected": np.zeros(n, int), "ok": np.zeros(n, bool), "start_shift_px": np.zeros((n, 2)),
+           "field_error_px": np.full(n, np.nan), "field_error_max_px": np.full(n, np.nan)}
     reg["coef"][reference] = _identity(order, centre, scale)
     reg["residual_rms_px"][reference] = 0.0
+    reg["field_error_px"][reference] = reg["field_error_max_px"][reference] = 0.0
     reg["n_matched"][reference] = len(ref_pts)
     reg["ok"][reference] = True
     return reg
@@ -438,6 +440,10 @@ def register_lattice(columns_per_frame: Sequence, reference: int = 0, *, order: 
         (n,): RMS distance of the matched, kept columns from their reference columns
         after registration, px; ``residual_expected_px`` (n,): what the reported
         position errors of both frames explain, px (NaN without ``x_err``);
+        ``field_error_px``, ``field_error_max_px`` (n,): the fitted field's own
+        uncertainty over the matched columns, RMS and largest, px (:func:`field_error`:
+        the registration's noise floor, from both frames' position noise; at low dose
+        per frame it may exceed the 0.05 px a series needs, and a warning says so);
         ``n_matched``, ``n_rejected`` (n,): columns kept in the fit, and those left out
         (no reference column within the gate, or outliers);
         ``ok`` (n,) bool; ``shift_px`` (n, 2): displacement (dx, dy) of the frame's
@@ -498,7 +504,26 @@ def register_lattice(columns_per_frame: Sequence, reference: int = 0, *, order: 
             _settle_offset(reg, k, nb, tables[k], ref, (ref_pts, ref_rows, tree), evidence, base,
                            clip=clip, n_iter=n_iter, label=label)
     reg.update(_summary(reg))
+    _warn_field_error(reg, ids, source)
     return reg
+
+
+#: A frame whose fitted field is uncertain by more than this (px, RMS over its columns)
+#: gets a warning: its registered positions (and tracks' motion) carry that error.
+FIELD_ERROR_WARN_PX = 0.05
+
+
+def _warn_field_error(reg: dict, ids: list, source: str | None) -> None:
+    """One warning naming the frames whose registration is above its noise target."""
+    err = np.asarray(reg["field_error_px"], float)
+    bad = np.flatnonzero(np.isfinite(err) & (err > FIELD_ERROR_WARN_PX))
+    if bad.size:
+        logger.warning("%sthe registration of %d frame(s) (%s) is uncertain by %.3f px RMS "
+                       "(largest %.3f px at the field's edge; from the columns' position noise: "
+                       "too few counts per frame); registered positions carry it",
+                       f"{source}: " if source else "", bad.size,
+                       " ".join(str(ids[k]) for k in bad[:10]) + (" ..." if bad.size > 10 else ""),
+                       float(np.max(err[bad])), float(np.nanmax(reg["field_error_max_px"][bad])))
 
 
 def _init_shift_check(reg: dict, ref: dict, ref_pts, ref_rows) -> None:
@@ -531,7 +556,45 @@ def _register_frame(reg: dict, k: int, table: dict, start, ref: dict, reference,
     reg["coef"][k], reg["ok"][k] = coef, True
     reg["residual_rms_px"][k] = float(np.sqrt(np.mean(r**2)))
     reg["residual_expected_px"][k] = _expected_residual(table, rows[inl], ref, ref_rows[target])
+    reg["field_error_px"][k], reg["field_error_max_px"][k] = field_error(d, r)
     reg["n_matched"][k], reg["n_rejected"][k] = len(inl), len(pts) - len(inl)
+
+
+def field_error(design: np.ndarray, residual: np.ndarray) -> tuple[float, float]:
+    """How far a fitted field is from the true one, from its own residuals (px).
+
+    The least-squares field's error at a point ``p`` has, per coordinate, the
+    variance ``s^2 d_p (D^T D)^-1 d_p^T`` (``s^2``: the residual variance per
+    coordinate, which holds the noise of both frames' positions). Over the
+    matched columns: the RMS of the 2-D error, and its largest value (at the
+    field's edges, where the polynomial is least pinned).
+
+    Parameters
+    ----------
+    design : ndarray, shape (n, terms)
+        The field's design at the matched columns (:func:`_design`).
+    residual : ndarray, shape (n,)
+        Their 2-D residual distances after the fit, px.
+
+    Returns
+    -------
+    rms, largest : float
+        px; NaN with no more points than terms.
+
+    Examples
+    --------
+    >>> d = np.column_stack([np.ones(400), np.linspace(-1, 1, 400), np.zeros(400)])[:, :2]
+    >>> rms, top = field_error(d, np.full(400, 0.2 * np.sqrt(2)))
+    >>> round(rms, 4), top > rms
+    (0.0201, True)
+    """
+    n, terms = design.shape
+    if n <= terms:
+        return float("nan"), float("nan")
+    s2 = float(np.sum(residual**2)) / (2.0 * (n - terms))
+    lev = np.einsum("ij,jk,ik->i", design, np.linalg.pinv(design.T @ design), design)
+    err = np.sqrt(2.0 * s2 * np.maximum(lev, 0.0))
+    return float(np.sqrt(np.mean(err**2))), float(err.max())
 
 
 def _evaluate(coef, reg, point) -> np.ndarray:
@@ -824,7 +887,8 @@ def _settle_offset(reg: dict, k: int, nb: int, table: dict, ref: dict, reference
 
 
 #: Per-frame entries of the registration dict that a refit may change.
-_FRAME_KEYS = ("coef", "residual_rms_px", "residual_expected_px", "n_matched", "n_rejected", "ok",
+_FRAME_KEYS = ("coef", "residual_rms_px", "residual_expected_px", "field_error_px",
+               "field_error_max_px", "n_matched", "n_rejected", "ok",
                "start_shift_px")
 
 
