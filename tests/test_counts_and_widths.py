@@ -177,3 +177,20 @@ def test_multislice_abf_at_low_dose_has_honest_errors_with_the_shared_width():
     cols = analyse_array(img, px, zone_axis="001", contrast="haadf", spacing_pm=390.5,
                          cations=[["Sr", "Ti"], ["Ba", "Ti"]])
     assert cols.info["shared_width"]["A"] is None
+
+
+def test_column_width_free_keeps_every_columns_own_width():
+    """``column_width: free`` (settings) turns the shared width off; ``auto`` shares it on
+    a low-dose image whose widths are one within the noise."""
+    from latticegenome.columns.analysis import analyse_array
+    from latticegenome.core.settings import AnalysisSettings
+
+    img, _ = simulate_projected((256, 256), zone_axis=(1, 1, 0), contrast="haadf",
+                                counts_a=1700, background=6, rng=4)
+    common = dict(zone_axis="110", spacing_pm=28.0 * 20.0)
+    auto = analyse_array(img, 20.0, AnalysisSettings(**common))
+    free = analyse_array(img, 20.0, AnalysisSettings(**common, column_width="free"))
+    assert auto.info["shared_width"]["A"] is not None
+    assert all(v is None for v in free.info["shared_width"].values())
+    assert np.ptp(free.sigma[free.site == "A"]) > 0.05
+    assert np.ptp(auto.sigma[(auto.site == "A") & auto.detected]) < 1e-9

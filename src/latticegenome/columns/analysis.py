@@ -383,6 +383,6 @@ def analyse_array(data: np.ndarray, pixel_size_pm: float,
         spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
         expected_contrast=expected_contrast(settings.zone_axis, settings.cations),
         significance=settings.significance, b_search=settings.b_search,
-        probe_tail=settings.probe_tail)
+        probe_tail=settings.probe_tail, shared_width=settings.column_width == "auto")
     cols.info["projection"] = projection.as_record()
     return cols

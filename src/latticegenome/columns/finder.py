@@ -765,11 +765,13 @@ def o_candidates(image, a: Candidates, basis, projection: Projection, *, margin)
     return out
 
 
-def refine_together(image: np.ndarray, cand: Candidates, radius: int):
+def refine_together(image: np.ndarray, cand: Candidates, radius: int, *,
+                    shared_width: bool = True):
     """Step 6: A and B refined together (B tails in A windows and vice versa).
 
     Then, for the sublattices whose widths are one within their errors
-    (:func:`shared_widths`), again with their widths held at the shared value.
+    (:func:`shared_widths`), again with their widths held at the shared value
+    (unless ``shared_width`` is False).
     Returns the :class:`Refinement` and the shared-width flag of each group.
 
     Columns whose seed is outside the image keep their start height (a few
@@ -782,6 +784,8 @@ def refine_together(image: np.ndarray, cand: Candidates, radius: int):
                           background=cand.background, radius=radius, groups=cand.site,
                           max_shift=np.where(out, OUT_SHIFT, float(radius)), hold_amplitude=out)
     shared = shared_widths(fit, cand.site, ~out)
+    if not shared_width:
+        shared[:] = False
     if shared.any():  # again, those sublattices' widths held at their shared value
         held = shared[cand.site]
         width = np.where(held, _group_median(fit.sigma, cand.site, ~out)[cand.site], cand.sigma)
@@ -898,6 +902,7 @@ def find_columns(
     find_b: bool = True,
     min_cells: int = 2,
     probe_tail: str | ProbeTail = "off",
+    shared_width: bool = True,
 ) -> Columns:
     """Find and refine all columns of a perovskite STEM image, and check the result.
 
@@ -945,6 +950,10 @@ def find_columns(
         its light out of the image and finds the columns again, iterating the
         estimate (when the tail is significant); a :class:`ProbeTail` (a
         measured probe) is taken out as given.
+    shared_width : bool
+        Fit a sublattice again with one width where its columns' fitted
+        widths agree within their errors (:func:`shared_widths`); False:
+        every column keeps its own width.
 
     Returns
     -------
@@ -968,7 +977,8 @@ def find_columns(
     find = partial(_find_once, projection=projection, contrast=contrast, fit_oxygen=fit_oxygen,
                    spacing_px=spacing_px, pixel_size_pm=pixel_size_pm,
                    expected_contrast=expected_contrast, significance=significance,
-                   b_search=b_search, find_b=find_b, min_cells=min_cells)
+                   b_search=b_search, find_b=find_b, min_cells=min_cells,
+                   shared_width=shared_width)
     with counts_of(*_counts(image, img, contrast)):
         cols = find(img)
         if probe_tail != "off":
@@ -1047,7 +1057,8 @@ def _with_probe_tail(img, cols: Columns, find, probe_tail, pixel_size_pm) -> Col
 
 
 def _find_once(img, *, projection, contrast, fit_oxygen, spacing_px, pixel_size_pm,
-               expected_contrast, significance, b_search, find_b, min_cells) -> Columns:
+               expected_contrast, significance, b_search, find_b, min_cells,
+               shared_width=True) -> Columns:
     """:func:`find_columns` on the oriented, non-negative image, without the probe tail."""
     basis, d = lattice_vectors(img, spacing_px=spacing_px, min_cells=min_cells)
     check = contrast_polarity(img, d, contrast)
@@ -1070,7 +1081,7 @@ def _find_once(img, *, projection, contrast, fit_oxygen, spacing_px, pixel_size_
         if _fit_oxygen(projection, contrast, fit_oxygen):
             extra = extra.join(o_candidates(img, cand, basis, projection, margin=margin))
         cand = cand.join(extra)
-    fit, shared = refine_together(img, cand, radius)
+    fit, shared = refine_together(img, cand, radius, shared_width=shared_width)
     keep, detected = select_columns(fit, cand, img.shape, spacing=d, significance=significance,
                                     b_search=b_search)
     _undetected_at_their_sites(fit, cand, keep, detected)

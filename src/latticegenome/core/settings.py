@@ -208,6 +208,12 @@ class AnalysisSettings(_Section):
                               "each image and reports it (images.tsv check_probe_tail_*, a "
                               "warning when it is large); correct also takes its light out of "
                               "the image before the final fit; off skips it")
+    column_width: Literal["auto", "free"] = Field(
+        "auto", description="the columns' Gaussian widths: auto fits them again with one width "
+                            "per sublattice where their fitted widths agree within twice their "
+                            "errors (low dose: a free width lets a faint column widen and its "
+                            "position wander beyond its error); free keeps each column's own "
+                            "(e.g. to compare column intensities of different widths)")
     scan_pair: ScanPair | None = Field(
         None, description="frame pairs recorded with orthogonal fast scans, by file name: each "
                           "0-degree image is analysed with its 90-degree partner from the same "
