@@ -3,11 +3,31 @@
 # the order `series_order` says). Each series is followed column by column
 # (registration, tracks, time series: one job per series); the experiment's table
 # of series and its figures (summaries, a poster frame, an animation) follow.
+# Every cell of every frame gets a configuration class: from the class model of the
+# experiment `series_class_model` names (its statistics, classes/model.json), else
+# from one fitted on the series' own cells of all frames.
+
+
+def series_class_model(wildcards):
+    """The experiment whose class model classifies this series' cells (None: its own)."""
+    return getattr(experiment_model(wildcards), "series_class_model", None)
+
+
+def series_class_model_input(wildcards):
+    """The statistics of that experiment (its classes/model.json lies beside), or nothing."""
+    name = series_class_model(wildcards)
+    return [f"{RESULTS}/{name}/statistics.h5"] if name else []
+
+
+def series_class_min_probability(wildcards):
+    """Below this class posterior a cell's class is unknown (-1)."""
+    return getattr(experiment_model(wildcards), "series_class_min_probability", None) or 0.9
 
 
 rule track:
     input:
         series=f"{SCRATCH}/{{experiment}}/raw/{{image}}",
+        class_model=series_class_model_input,
     output:
         h5=f"{RESULTS}/{{experiment}}/dynamics/{{image}}.h5",
         csv=f"{RESULTS}/{{experiment}}/dynamics/{{image}}.csv",
@@ -15,6 +35,9 @@ rule track:
         settings=column_settings,
         frames_csv=lambda wc: experiment_model(wc).series_frames_csv,
         max_gap=lambda wc: experiment_model(wc).series_max_gap,
+        class_model=series_class_model,
+        class_min_probability=series_class_min_probability,
+        classes=SETTINGS.classes.model_dump(),
         files=False,
         order=None,
     log:
@@ -35,6 +58,7 @@ rule track:
 rule track_files:
     input:
         series=raw_images,
+        class_model=series_class_model_input,
     output:
         h5=f"{RESULTS}/{{experiment}}/dynamics.h5",
         csv=f"{RESULTS}/{{experiment}}/tracks.csv",
@@ -42,6 +66,9 @@ rule track_files:
         settings=column_settings,
         frames_csv=lambda wc: experiment_model(wc).series_frames_csv,
         max_gap=lambda wc: experiment_model(wc).series_max_gap,
+        class_model=series_class_model,
+        class_min_probability=series_class_min_probability,
+        classes=SETTINGS.classes.model_dump(),
         files=True,
         order=lambda wc: experiment_model(wc).series_order,
     log:

@@ -43,7 +43,15 @@ try:
     result = track_series([f if isinstance(f, str) else f.data for f in frames],
                           images[0].pixel_size_pm, settings, source=name, meta=meta,
                           max_gap=params.max_gap)
-    write_track_outputs(result, csv=out.csv, h5=out.h5, provenance=record)
+    # per-frame classes: the configured experiment's class model, else the series' own
+    stats = getattr(sm.input, "class_model", None) or []
+    stats = [stats] if isinstance(stats, str) else list(stats)
+    class_options = {"model_source": params.class_model or "series",
+                     "max_classes": params.classes["max_classes"], "seed": params.classes["seed"],
+                     "min_probability": params.class_min_probability}
+    record["params"]["class_model"] = class_options["model_source"]
+    write_track_outputs(result, csv=out.csv, h5=out.h5, provenance=record,
+                        class_model=stats[0] if stats else None, class_options=class_options)
     log.info("%s: %d of %d frames tracked", name, len(result["frames"]), len(frames))
 except LatticeGenomeError as exc:  # this series is set aside with its reason
     log.warning("%s: set aside: %s", name, exc)

@@ -498,6 +498,14 @@ class Experiment(_Section):
                           "folder; its fields win, the others come from the frames' metadata "
                           "(acquisition time; beam current x dwell time for the dose), else "
                           "the frame number is the time")
+    series_class_model: ExperimentName | None = Field(
+        None, description="series: the experiment (a non-series one of this config) whose class "
+                          "model (results/<exp>/classes/model.json) classifies every cell of "
+                          "every frame; default a model fitted on the series' own cells of all "
+                          "frames")
+    series_class_min_probability: float = Field(
+        0.9, gt=0, le=1, description="series: a cell whose class probability is under this "
+                                     "is unknown (class -1), not a guess")
 
     def corrections(self) -> dict:
         """The instrument corrections of this experiment's statistics
@@ -588,6 +596,20 @@ class Settings(_Section):
     people: list[Person] = Field(default_factory=list, description="people named in the RO-Crate")
     experiments: dict[ExperimentName, Experiment] = Field(
         min_length=1, description="the experiments, by name")
+
+    @model_validator(mode="after")
+    def _series_class_models_exist(self):
+        for name, exp in self.experiments.items():
+            other = exp.series_class_model
+            if other is None:
+                continue
+            if other not in self.experiments:
+                raise ValueError(f"experiment {name}: series_class_model {other!r} is not an "
+                                 f"experiment of this config ({', '.join(self.experiments)})")
+            if self.experiments[other].series:
+                raise ValueError(f"experiment {name}: series_class_model {other!r} is a series "
+                                 "experiment: it has no class model (name a non-series one)")
+        return self
 
     def analysis_for(self, name: str) -> AnalysisSettings:
         """The analysis settings of experiment ``name``.

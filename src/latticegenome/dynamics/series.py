@@ -77,6 +77,7 @@ UNITS = {
     "exposure_s": "s", "exposure_K": "K", "position_cells": "lattice units",
     "position_px": "px", "velocity_cells_per_s": "lattice units/s", "velocity_px_per_s": "px/s",
     "velocity_pm_per_s": "pm/s", "length_frames": "frames", "length_s": "s",
+    "class": "class id (-1 unknown)", "class_probability": "1",
 }
 
 _OFFSET = 1 << 20  # lattice indices in (-2**20, 2**20)

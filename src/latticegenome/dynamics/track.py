@@ -262,15 +262,63 @@ def _summaries(result: dict, cells: dict, meta: dict, tracked: list[dict]) -> di
     return out
 
 
-def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> dict:
+def _classify(result: dict, cells: dict, class_model, class_options: dict | None) -> dict | None:
+    """Per-frame classes of the cells (:func:`~latticegenome.dynamics.frameclasses.frame_classes`),
+    written into ``cells`` (``class``, ``class_probability``); None (classes -1, a line in
+    the log) where there is no model to be had."""
+    from latticegenome.dynamics.frameclasses import frame_classes
+
+    opts = dict(class_options or {})
+    errors = (ValueError, KeyError, TypeError, OSError, np.linalg.LinAlgError)
+    out = None
+    if class_model is not None:
+        try:
+            out = frame_classes(cells, class_model, **opts)
+        except errors as exc:  # the other experiment's model cannot be used: the series' own
+            logger.warning("%s: the class model of %s cannot be used (%s): classes fitted on "
+                           "the series' own cells instead", result["source"],
+                           opts.get("model_source", "the configured experiment"), exc)
+    if out is None:
+        try:
+            out = frame_classes(cells, None, **{**opts, "model_source": "series"})
+        except errors as exc:
+            logger.info("%s: no per-frame classes: %s", result["source"], exc)
+            cells["class_probability"] = np.full(len(cells["frame"]), np.nan)
+            return None
+    cells["class"], cells["class_probability"] = out["labels"], out["probability"]
+    logger.info("%s: %d classes (model: %s), %.0f %% of the cells unknown", result["source"],
+                out["n_classes"], out["class_model_source"], 100 * out["unknown_fraction"])
+    return out
+
+
+def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None, class_model=None,
+                        class_options: dict | None = None) -> dict:
     """Write the track CSV and/or ``dynamics.h5``; return the summaries written.
 
     Summaries: lattice parameter and B displacement against time (and
     temperature when known), the domain wall, transitions between the two
     polar states of each cell (:func:`polar_states`: counts, rates per s and
-    per K, dwell times) and beam damage (columns lost, A intensity decay).
+    per K, dwell times), transitions between the cells' configuration classes
+    (``class_transitions``: :func:`~latticegenome.dynamics.frameclasses.class_transitions`)
+    and beam damage (columns lost, A intensity decay).
+
+    Parameters
+    ----------
+    result : dict
+        :func:`track_series`.
+    csv, h5 : path, optional
+    provenance : dict, optional
+    class_model : ClassModel, dict, path or None
+        Another experiment's class model (e.g. its ``classes/model.json``:
+        :func:`~latticegenome.dynamics.frameclasses.load_class_model`); None: a model
+        fitted on the series' own cells of all frames.
+    class_options : dict, optional
+        Keywords of :func:`~latticegenome.dynamics.frameclasses.frame_classes`:
+        ``model_source`` (the experiment's name, recorded), ``min_probability``,
+        ``max_classes``, ``seed``, ``detrend``, ``merge_distance``.
     """
     from latticegenome.core.tables import write_table_csv
+    from latticegenome.dynamics.frameclasses import class_transitions
     from latticegenome.dynamics.series import cell_series, column_series, write_dynamics_h5
 
     table = track_table(result)
@@ -279,8 +327,12 @@ def write_track_outputs(result: dict, *, csv=None, h5=None, provenance=None) -> 
     meta = dict(result["meta"] or {})  # without times (a dose alone, say): per frame
     meta.setdefault("time_s", np.array([f["frame"] for f in result["frames"]], float))
     cells = cell_series(result["frames"], meta)
+    classes = _classify(result, cells, class_model, class_options)
     tracked = _tracked(result["frames"])
     summaries = _summaries(result, cells, meta, tracked)
+    if classes is not None:
+        summaries["class_transitions"] = class_transitions(
+            cells, classes, meta, n_frames=len(result["frames"]), source=result["source"])
     if h5 is not None:
         reg = {k: v for k, v in result["registration"].items() if isinstance(v, np.ndarray)}
         reg["frames_analysed"] = np.array([f["frame"] for f in result["frames"]])
@@ -341,7 +393,8 @@ def order_frames(paths, order: str = "number", *, settings=None) -> list[str]:
 SERIES_FIELDS = ("series", "status", "reason", "frames", "frames_tracked", "frames_set_aside",
                  "set_aside", "registration_residual_px", "tracks_throughout",
                  "wall_velocity_x_px_per_s", "wall_velocity_y_px_per_s", "a_slope",
-                 "a_slope_per", "dy_mean_pm", "frames_shift_corrected", "frames_shift_ambiguous")
+                 "a_slope_per", "dy_mean_pm", "frames_shift_corrected", "frames_shift_ambiguous",
+                 "classes", "class_model_source", "class_unknown_fraction")
 
 
 def read_frames_csv(path, n_frames: int) -> dict:
@@ -411,6 +464,10 @@ def series_row(h5) -> dict:
                dy_mean_pm=float(np.nanmean(d["cells"].get("dy_pm", [np.nan]))),
                frames_shift_corrected=_frames_flagged(reg, frames, "lattice_shift_corrected"),
                frames_shift_ambiguous=_frames_flagged(reg, frames, "lattice_shift_ambiguous"))
+    ct = summ.get("class_transitions", {})
+    row.update(classes=len(ct.get("classes", [])),
+               class_model_source=ct.get("class_model_source", ""),
+               class_unknown_fraction=ct.get("unknown_fraction", np.nan))
     for axis in ("x", "y"):
         row[f"wall_velocity_{axis}_px_per_s"] = summ.get("wall", {}).get(
             f"velocity_{axis}_px_per_s", np.nan)
