@@ -771,7 +771,8 @@ def refine_together(image: np.ndarray, cand: Candidates, radius: int, *,
 
     Then, for the sublattices whose widths are one within their errors
     (:func:`shared_widths`), again with their widths held at the shared value
-    (unless ``shared_width`` is False).
+    (unless ``shared_width`` is False), but for columns whose own width is
+    :data:`OWN_WIDTH_Z` width errors off it.
     Returns the :class:`Refinement` and the shared-width flag of each group.
 
     Columns whose seed is outside the image keep their start height (a few
@@ -787,8 +788,13 @@ def refine_together(image: np.ndarray, cand: Candidates, radius: int, *,
     if not shared_width:
         shared[:] = False
     if shared.any():  # again, those sublattices' widths held at their shared value
-        held = shared[cand.site]
-        width = np.where(held, _group_median(fit.sigma, cand.site, ~out)[cand.site], cand.sigma)
+        common = _group_median(fit.sigma, cand.site, ~out)[cand.site]
+        # a column whose own width is clearly another (a dopant, a vacancy's neighbour)
+        # keeps it: the shared width would misstate its intensity
+        own = np.abs(fit.sigma - common) > OWN_WIDTH_Z * np.where(fit.sigma_err > 0,
+                                                                  fit.sigma_err, np.inf)
+        held = shared[cand.site] & ~own
+        width = np.where(held, common, cand.sigma)
         fit = refine_columns(image, cand.x, cand.y, sigma=width, amplitude=cand.amplitude,
                              background=cand.background, radius=radius, groups=cand.site,
                              max_shift=np.where(out, OUT_SHIFT, float(radius)),
@@ -800,6 +806,9 @@ def refine_together(image: np.ndarray, cand: Candidates, radius: int, *,
 #: (1.4826 MAD) is under this many times their median width error: the widths are one
 #: within the noise, and a free width only lets a faint column's fit widen and wander.
 SHARED_WIDTH_RATIO = 2.0
+#: ... except a column whose own fitted width is this many of its width errors away from the
+#: shared one: it keeps its own (its intensity would be misstated by the shared width).
+OWN_WIDTH_Z = 5.0
 
 
 def _group_median(values: np.ndarray, groups: np.ndarray, use: np.ndarray) -> np.ndarray:
