@@ -603,7 +603,7 @@ def _cmd_descan(args) -> int:
     import numpy as np
     import tifffile
 
-    from latticegenome.columns.analysis import check_scan_rotation
+    from latticegenome.columns.analysis import check_pair_orientation, check_scan_rotation
     from latticegenome.columns.readers import read_image
     from latticegenome.columns.scanpair import correct_orthogonal_pair
     from latticegenome.core.errors import ImageReadError
@@ -615,6 +615,9 @@ def _cmd_descan(args) -> int:
     frames = [read_image(path, pixel_size_pm=1.0, stack="align")[0]
               for path in (args.frame_0, args.frame_90)]
     rotation = check_scan_rotation(args.frame_0, frames[0], args.frame_90, frames[1])
+    k = args.rot90 or 0  # the partner turned as it will be, checked against the field
+    orientation = check_pair_orientation(Path(args.frame_0), Path(args.frame_90), frames[0].data,
+                                     np.rot90(frames[1].data, k) if k % 4 else frames[1].data, k)
     try:
         res = correct_orthogonal_pair(frames[0].data, frames[1].data,
                                       rotation=args.rot90 or None, max_drift=args.max_drift)
@@ -629,7 +632,9 @@ def _cmd_descan(args) -> int:
         tifffile.imwrite(tmp, res.average.astype(np.float32), imagej=True, **kwargs)
     with atomic_write(sidecar, "w") as side:
         json.dump({"frame_0": str(args.frame_0), "frame_90": str(args.frame_90),
-                   "rot90": args.rot90, "pixel_size_pm": sizes, **rotation, **res.summary()}, side,
+                   "rot90": args.rot90, "pixel_size_pm": sizes, **rotation,
+                   "orientation_checked": orientation["checked"],
+                   "orientation_correlation": orientation["correlation"], **res.summary()}, side,
                   indent=1, default=float)
         side.write("\n")
     print(f"{args.out}: drift 0/90 ({res.drift_0[0]:+.4f}, {res.drift_0[1]:+.4f}) / "

@@ -250,12 +250,56 @@ def correct_scan_pair(path: str | Path, images: list[Image], partner: Path,
         raise ImageReadError(f"{path.name} ({img.pixel_size_pm:g} pm) and its 90-degree partner "
                              f"{partner.name} ({other.pixel_size_pm:g} pm) differ in pixel size",
                              str(path))
+    orientation = check_pair_orientation(path, partner, img.data, data_90, k)
     try:
         res = correct_orthogonal_pair(img.data, data_90)
     except ValueError as exc:
         raise ImageReadError(f"{path.name} and its 90-degree partner {partner.name}: {exc}",
                              str(path)) from None
-    return [replace(img, data=res.average)], _pair_record(res, partner, digest, k, rotation)
+    return [replace(img, data=res.average)], {
+        **_pair_record(res, partner, digest, k, rotation),
+        "orientation_checked": orientation["checked"],
+        "orientation_correlation": orientation["correlation"]}
+
+
+def check_pair_orientation(path: Path, partner: Path, data_0, data_90, k: int) -> dict:
+    """:func:`~latticegenome.columns.scanpair.orientation_check` of a pair; a partner that
+    shows the field turned (a wrong ``scan_pair.rot90``) rejects the pair, naming both
+    files and the turn that fits: its correction would be wrong without a sign of it.
+
+    Parameters
+    ----------
+    path, partner : Path
+        The 0- and 90-degree files (for the message).
+    data_0, data_90 : ndarray
+        Their images, the partner turned by ``np.rot90(raw, k)``.
+    k : int
+        The configured quarter turns.
+
+    Returns
+    -------
+    dict
+        The check (``checked``, ``correlation``, ``turns`` 0, ``contrast``).
+
+    Raises
+    ------
+    ImageReadError
+        The partner matches the field turned by a further quarter or half turn.
+    """
+    from latticegenome.columns.scanpair import orientation_check
+
+    found = orientation_check(data_0, data_90)
+    t = found["turns"]
+    if t:
+        c = found["correlation"]
+        fix = (k + t) % 4
+        hint = (f"scan_pair.rot90 is probably {fix if fix != 3 else '3 (-1)'}, not {k}"
+                if fix in (0, 1, 3) else "no rot90 setting turns it so: check the pair")
+        raise ImageReadError(
+            f"{path.name} and its 90-degree partner {partner.name}: the partner, turned by "
+            f"rot90 {k}, shows the field turned by a further {90 * t} degrees (large-scale "
+            f"correlation {c[t]:.2f} against {c[0]:.2f} as configured): {hint}", str(path))
+    return found
 
 
 def alone_record(path: Path, partner: Path, role: str) -> dict:

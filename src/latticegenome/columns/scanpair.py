@@ -654,5 +654,81 @@ def scan_columns(shape, x, y, amplitude, sigma, background, offsets, *, lines="r
     return out
 
 
+#: Gaussian width of the low-pass that keeps a frame's large-scale content (thickness,
+#: layers, contamination) and removes its lattice, as a fraction of the longer side.
+ORIENTATION_BLUR = 1.0 / 24.0
+#: A further turn of the 90-degree frame is taken to match better when its large-scale
+#: correlation with the 0-degree frame beats the configured one's by this much.
+ORIENTATION_MARGIN = 0.2
+#: ... and large-scale content is there to tell when each frame's low-passed spread is this
+#: many times what its pixel noise alone would leave after the low-pass.
+ORIENTATION_CONTRAST = 5.0
+
+
+def _large_scale(image: np.ndarray, sigma: float) -> tuple[np.ndarray, float]:
+    """The standardised low-pass of ``image`` and its spread over that of its noise alone
+    (pixel noise from neighbour differences, an overestimate where the lattice is sharp)."""
+    img = np.asarray(image, float)
+    low = ndimage.gaussian_filter(img, sigma, mode="nearest")
+    d = np.diff(img, axis=1).ravel()
+    noise = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    low -= low.mean()
+    spread = float(low.std())
+    contrast = spread / (noise / (2.0 * np.sqrt(np.pi) * sigma)) if noise > 0 else np.inf
+    return low / (spread or 1.0), contrast
+
+
+def orientation_check(image_0, image_90, *, blur: float = ORIENTATION_BLUR) -> dict:
+    """Whether a 90-degree frame, as turned into image_0's orientation, shows the same field.
+
+    The lattice cannot tell: a [001] or [110] projection looks the same turned by 90 or
+    180 degrees. The field's large-scale content (thickness, layers, contamination,
+    the edge of the specimen) can: both frames are low-passed (Gaussian, ``blur`` of
+    the longer side: the lattice goes) and correlated with image_90 turned by a further
+    0, 1, 2 and 3 quarter turns (odd ones only for square frames).
+
+    Parameters
+    ----------
+    image_0, image_90 : ndarray
+        The 0-degree frame, and the 90-degree one turned as configured.
+    blur : float
+        The low-pass width as a fraction of the longer side.
+
+    Returns
+    -------
+    dict
+        ``correlation`` (4,): normalised correlation per further quarter turn (NaN for an
+        odd turn of a non-square frame); ``contrast``: each frame's low-passed spread
+        over what its noise alone leaves; ``checked``: both over
+        :data:`ORIENTATION_CONTRAST` (there is large-scale content to tell); ``turns``:
+        the further quarter turns that match best when they beat none (0) by
+        :data:`ORIENTATION_MARGIN`, else 0.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> field = np.exp(-((xx - 20) ** 2 + (yy - 40) ** 2) / 200.0)
+    >>> orientation_check(field, field)["turns"], orientation_check(field, np.rot90(field))["turns"]
+    (0, 3)
+    """
+    a = np.asarray(image_0, float)
+    if np.shape(image_90) != a.shape:  # not one field as turned: the caller says why
+        return {"correlation": [float("nan")] * 4, "checked": False, "turns": 0,
+                "contrast": [float("nan")] * 2}
+    sigma = blur * max(a.shape)
+    ref, contrast_0 = _large_scale(a, sigma)
+    other, contrast_90 = _large_scale(np.asarray(image_90, float), sigma)
+    corr = np.full(4, np.nan)
+    for t in range(4):
+        turned = np.rot90(other, t)
+        if turned.shape == a.shape:
+            corr[t] = float(np.mean(ref * turned))
+    checked = bool(min(contrast_0, contrast_90) > ORIENTATION_CONTRAST)
+    best = int(np.nanargmax(corr))
+    turns = best if checked and corr[best] - corr[0] > ORIENTATION_MARGIN else 0
+    return {"correlation": corr.tolist(), "checked": checked, "turns": turns,
+            "contrast": [contrast_0, contrast_90]}
+
+
 __all__ = ["ScanPairResult", "check_pair", "correct_orthogonal_pair", "linear_drift_search",
-           "masked_shift", "refine_offsets", "scan_columns", "to_common_orientation"]
+           "masked_shift", "orientation_check", "refine_offsets", "scan_columns", "to_common_orientation"]
