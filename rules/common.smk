@@ -314,3 +314,19 @@ def report_facility_changes():
         for file, reason in changes:
             print(f"latticegenome: warning: {name}: facility file {file} {reason}; the results "
                   f"use the copy that arrived ({manifest})", file=sys.stderr)
+
+
+def series_class_model(wildcards):
+    """The experiment whose class model classifies this series' cells (None: its own)."""
+    return getattr(experiment_model(wildcards), "series_class_model", None)
+
+
+def series_class_model_input(wildcards):
+    """The statistics of that experiment (its classes/model.json lies beside), or nothing."""
+    name = series_class_model(wildcards)
+    return [f"{RESULTS}/{name}/statistics.h5"] if name else []
+
+
+def series_class_min_probability(wildcards):
+    """Below this class posterior a cell's class is unknown (-1)."""
+    return getattr(experiment_model(wildcards), "series_class_min_probability", None) or 0.9
