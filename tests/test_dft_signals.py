@@ -74,6 +74,14 @@ def _kill(procs):
             pass
 
 
+def _as_in_a_terminal():
+    """Popen's preexec_fn: SIGINT at its default in the child, as for a job started in a
+    terminal. A test run started in the background (``make test &``, ``nohup``) has SIGINT
+    ignored, every child inherits that, and the stop handler rightly leaves an ignored
+    signal alone: Ctrl-C then stops nothing, and the SIGINT tests would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp_path, *command, env=None):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -81,7 +89,7 @@ def _start(tmp_path, *command, env=None):
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
     child = subprocess.Popen([sys.executable, str(script), str(work), *command], cwd=tmp_path,
-                             env=env, start_new_session=True)
+                             env=env, start_new_session=True, preexec_fn=_as_in_a_terminal)
     return child, work
 
 
@@ -288,7 +296,8 @@ def test_stopping_snakemake_stops_the_dft_job(tmp_path, signum):
            "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
            "--profile", str(ROOT / "profiles" / "local"), "--cores", "2"]
     snake = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+                             stderr=subprocess.DEVNULL, start_new_session=True,
+                             preexec_fn=_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 300
         while not (running := [p for p in _procs() if p["comm"] == "cp2k.psmp"
