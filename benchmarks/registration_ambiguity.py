@@ -26,10 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from latticegenome.columns.finder import find_columns
-from latticegenome.columns.model import amplitude_for_counts, render_columns
-from latticegenome.columns.simulate import column_brightness
 from latticegenome.dynamics.registration import apply_registration, register_lattice, register_rigid
-from latticegenome.dynamics.simulate import series_truth
+from latticegenome.dynamics.simulate import render_frame, series_truth
 
 DRIFTS = (0.2, 0.4, 0.6, 0.8, 1.2)  # cells per frame along y
 DOSES = {"high": 2.5e4, "low": 2e3}  # e/A^2 per frame
@@ -41,17 +39,8 @@ OUT = Path(__file__).parent / "results" / "registration_ambiguity"
 
 def frames_of(truth: dict, contrast: float, layers=(3, 3)) -> list[np.ndarray]:
     """Poisson frames; A columns of the second ``layers[1]`` cell rows of each period ``contrast`` x."""
-    h_a = amplitude_for_counts(truth["counts_sr"], truth["sigma_px"])
-    ratio = column_brightness("Ti", 1) / column_brightness("Sr")
-    bright = (truth["j"] % sum(layers)) >= layers[0]
-    amp = np.where(truth["site"] == "A", h_a * np.where(bright, contrast, 1.0), ratio * h_a)
-    out = []
-    for k in range(len(truth["time_s"])):
-        on = truth["present"][k]
-        lam = render_columns(truth["shape"], truth["x"][k, on], truth["y"][k, on], amp[on],
-                             truth["sigma_px"], truth["background"])
-        out.append(np.random.default_rng([truth["noise_seed"], k]).poisson(lam).astype(float))
-    return out
+    return [render_frame(truth, k, a_contrast=contrast, layers=layers)
+            for k in range(len(truth["time_s"]))]
 
 
 def right_site(truth: dict, reg: dict) -> np.ndarray:

@@ -318,7 +318,7 @@ def report_facility_changes():
 
 def series_class_model(wildcards):
     """The experiment whose class model classifies this series' cells (None: its own)."""
-    return getattr(experiment_model(wildcards), "series_class_model", None)
+    return experiment_model(wildcards).series_class_model
 
 
 def series_class_model_input(wildcards):
@@ -329,4 +329,4 @@ def series_class_model_input(wildcards):
 
 def series_class_min_probability(wildcards):
     """Below this class posterior a cell's class is unknown (-1)."""
-    return getattr(experiment_model(wildcards), "series_class_min_probability", None) or 0.9
+    return experiment_model(wildcards).series_class_min_probability

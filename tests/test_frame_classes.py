@@ -66,6 +66,7 @@ def test_classes_differ_across_the_wall_and_switch_as_it_sweeps(high, tmp_path):
     summ, d = _written(result, tmp_path)
     ct = d["summaries"]["class_transitions"]
     assert ct["class_model_source"] == "series"
+    assert float(ct["displacement_resolution_pm"]) < 2 * np.nanmax(np.abs(truth["polar_pm"]))
     cells = d["cells"]
     assert (cells["class"] >= 0).mean() > 0.95 and np.nanmin(cells["class_probability"]) >= 0
     pol = _truth_polarity(result, truth)
@@ -113,18 +114,34 @@ def test_classes_keep_their_ids_across_frames(high):
     assert np.mean(pooled[both] == fc["labels"][last][both]) > 0.97
 
 
-def test_low_dose_cells_are_unknown_not_guessed(low, high, tmp_path, caplog):
-    result, _ = low
+def test_low_dose_cells_are_not_guessed_and_the_resolution_is_said(low, high, tmp_path, caplog):
+    """At 800 e/A^2 a B column is rarely significant alone (about half), but every B the
+    image cannot tell from a typical one is used: none is selected by its noise. The
+    classes cannot then resolve the +-10 pm polar states, and the series says so."""
+    result, truth = low
     with caplog.at_level(logging.WARNING):
         summ, d = _written(result, tmp_path)
     ct = summ["class_transitions"]
-    cls = d["cells"]["class"]
-    assert ct["n_unknown"] == int((cls < 0).sum()) and ct["unknown_fraction"] > 0.2
+    cells, cls = d["cells"], d["cells"]["class"]
+    assert ct["n_unknown"] == int((cls < 0).sum())
     assert ct["n_unknown"] == ct["n_missing"] + ct["n_uncertain"]
-    undetected = ~d["cells"]["B_detected"].astype(bool)
-    assert undetected.any() and np.all(cls[undetected] == -1)
-    assert any("sim-800" in r.getMessage() and "unknown" in r.getMessage()
-               for r in caplog.records if r.levelno == logging.WARNING)
+    usable = cells["B_usable"].astype(bool)
+    assert np.all(cls[~usable] == -1)  # no B site, or its fit left it: unknown
+    assert cells["B_detected"].mean() < 0.7 and usable.mean() > 0.95
+    # the +-10 pm states differ by 20 pm: finer than what 800 e/A^2 resolves
+    assert ct["displacement_resolution_pm"] > 2 * np.nanmax(np.abs(truth["polar_pm"]))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+              and "sim-800" in r.getMessage() and "too uncertain to tell" in r.getMessage()]
+    n_classes = ct["class_means"].shape[0]
+    if n_classes == 1:  # the states are not resolved: a warning, not silence
+        assert warned
+    else:  # resolved after all: then they are the true states
+        pol = _truth_polarity(result, truth)
+        sign = np.array([pol[f].get(c, 0) for f, c in zip(cells["frame"], cells["cell_id"].tolist())])
+        known = (sign != 0) & (cls >= 0)
+        up = np.bincount(cls[known & (sign > 0)], minlength=n_classes)
+        down = np.bincount(cls[known & (sign < 0)], minlength=n_classes)
+        assert up.argmax() != down.argmax() and (up.max() + down.max()) / known.sum() > 0.9
     # only pairs of known classes are counted
     _, labels = class_matrix(d["cells"])
     known_pairs = ((labels[:-1] >= 0) & (labels[1:] >= 0)).sum()

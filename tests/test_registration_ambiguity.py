@@ -16,8 +16,6 @@ from scipy.spatial import cKDTree
 
 from latticegenome.columns.finder import find_columns
 from latticegenome.columns.geometry import in_frame
-from latticegenome.columns.model import amplitude_for_counts, render_columns
-from latticegenome.columns.simulate import column_brightness
 from latticegenome.dynamics.registration import (
     _reference_evidence,
     _table,
@@ -36,19 +34,8 @@ A_PX = 390.5 / 20.0  # the simulator's lattice parameter, px
 def _frames(truth, contrast: float, layers=(3, 3)) -> list[np.ndarray]:
     """The series' frames, the A columns of every other ``layers`` rows of cells
     (j, along y) ``contrast`` times brighter (1: one material)."""
-    if contrast == 1.0:
-        return [render_frame(truth, k) for k in range(len(truth["time_s"]))]
-    bright = (truth["j"] % sum(layers)) >= layers[0]
-    h_a = amplitude_for_counts(truth["counts_sr"], truth["sigma_px"])
-    ratio = column_brightness("Ti", 1) / column_brightness("Sr")
-    amp = np.where(truth["site"] == "A", h_a * np.where(bright, contrast, 1.0), ratio * h_a)
-    out = []
-    for k in range(len(truth["time_s"])):
-        on = truth["present"][k]
-        lam = render_columns(truth["shape"], truth["x"][k, on], truth["y"][k, on], amp[on],
-                             truth["sigma_px"], truth["background"])
-        out.append(np.random.default_rng([truth["noise_seed"], k]).poisson(lam).astype(float))
-    return out
+    return [render_frame(truth, k, a_contrast=contrast, layers=layers)
+            for k in range(len(truth["time_s"]))]
 
 
 def _series(drift_cells, contrast, seed=3, dose=2.5e4):

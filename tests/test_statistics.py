@@ -121,11 +121,13 @@ def test_aggregate_and_classify_cli(tmp_path, superlattice):
     assert abs(summary["period_planes_mean"] - 10) < 0.6
     assert summary["layers"]["BaTiO3"]["dy_pm"] > 8 and abs(summary["layers"]["SrTiO3"]["dy_pm"]) < 2
     classes = read_table(tmp_path / "c.csv")
-    # every cell is classified but those without a detected B (a B vacancy)
+    # every cell is classified but those without a usable B (a B vacancy: not detected,
+    # and significantly emptier than the image's B columns)
     one = measure_cells(cols.as_dict(), 20.0)
     assert (~one["B_detected"]).sum() >= 1
+    assert np.array_equal(one["B_usable"], one["B_detected"])  # high dose: empty = undetected
     assert sum(int(r["population"]) for r in classes) == summary["cells"] - np.sum(
-        ~(np.isfinite(one["dx_pm"]) & one["B_detected"])) * 3
+        ~(np.isfinite(one["dx_pm"]) & one["B_usable"])) * 3
     with h5py.File(tmp_path / "s.h5") as f:
         assert f["cells/class"].shape == f["cells/x"].shape
         assert set(np.unique(f["cells/image"][()])) == {0, 1, 2}

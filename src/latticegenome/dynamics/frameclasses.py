@@ -21,10 +21,14 @@ Two departures from a single image, both about what a series can tell:
   (Bhattacharyya distance under ``merge_distance``, :func:`component_groups`):
   a class split by noise alone would make every cell "switch" from frame to frame.
 
-Honesty at low dose: a cell without all descriptors (an undetected B column, a
+Honesty at low dose: a cell without all descriptors (no usable B column, a
 NaN), or whose class posterior is under ``min_probability``, is class -1
 (unknown), never a guess; the unknown fraction is reported and above
-:data:`UNKNOWN_WARN` a warning names the series.
+:data:`UNKNOWN_WARN` a warning names the series. A B column too faint to be
+significant alone is used (``B_usable``: taking only the significant ones
+selects cells by their noise). The displacement difference the classes can
+resolve is reported (``displacement_resolution_pm``); a series' own model that
+finds a single class where it is coarser than :data:`RESOLUTION_WARN_PM` warns.
 """
 
 from __future__ import annotations
@@ -45,6 +49,14 @@ FRAME_WIDE = ("a_pm", "b_pm", "angle_deg", "intensity_ratio")
 #: Above this fraction of unknown classes the transitions are flagged (a warning).
 UNKNOWN_WARN = 0.2
 
+#: Displacement difference two classes of cells need to be told apart, in per-cell
+#: displacement errors (the merge distance of about two widths, both sides).
+RESOLUTION_ERRORS = 4.0
+
+#: A series' own model with a single class warns when its displacement resolution
+#: (pm) is coarser than this: polar states of up to ~10 pm could hide in that class.
+RESOLUTION_WARN_PM = 10.0
+
 #: Defaults of :func:`frame_classes`.
 MIN_PROBABILITY = 0.9
 MERGE_DISTANCE = 0.5
@@ -57,7 +69,7 @@ def series_descriptors(cells: dict, *, detrend: bool = True, names=DESCRIPTORS):
     ----------
     cells : dict
         A long table (:func:`latticegenome.dynamics.series.cell_series`): ``frame``
-        and the descriptors (pm, deg, 1), ``B_detected``.
+        and the descriptors (pm, deg, 1), ``B_usable``.
     detrend : bool
         Move each of :data:`FRAME_WIDE` so that every frame's median is the
         series' median (medians of the complete rows; units kept).
@@ -68,7 +80,7 @@ def series_descriptors(cells: dict, *, detrend: bool = True, names=DESCRIPTORS):
     -------
     x : ndarray, shape (n_rows, len(names))
     ok : ndarray of bool
-        Complete rows with a detected B column.
+        Complete rows with a usable B column (``B_usable``).
     """
     x, ok = descriptor_matrix(cells, names)
     if not detrend or not ok.any():
@@ -368,9 +380,35 @@ def class_transitions(cells: dict, classes: dict, meta: dict | None = None, *,
                        "descriptors, %d with a class posterior under %.2f): the class "
                        "transitions undercount", source, 100 * out["unknown_fraction"],
                        out["n_missing"], out["n_uncertain"], out["min_probability"])
+    out["displacement_resolution_pm"] = displacement_resolution(cells, classes["labels"] >= 0)
+    if (classes["n_classes"] == 1 and out["class_model_source"] == "series"
+            and out["displacement_resolution_pm"] > RESOLUTION_WARN_PM):
+        logger.warning("%s: one class, but the cells' B displacements are too uncertain to tell "
+                       "configurations apart that differ by less than %.0f pm (%g x the median "
+                       "per-cell error): polar states could hide in it; see summaries/polar_hmm",
+                       source, out["displacement_resolution_pm"], RESOLUTION_ERRORS)
     return out
 
 
-__all__ = ["FRAME_WIDE", "UNKNOWN_WARN", "class_posterior", "class_transitions",
+def displacement_resolution(cells: dict, rows: np.ndarray) -> float:
+    """Smallest B-displacement difference (pm) between two classes of cells that the
+    class model can resolve: :data:`RESOLUTION_ERRORS` times the median per-cell error
+    (the larger of x and y) of ``rows``; NaN without any.
+
+    Examples
+    --------
+    >>> cells = {"dx_err_pm": np.array([1.0, 2.0, 3.0]), "dy_err_pm": np.array([2.0, 2.0, 4.0])}
+    >>> displacement_resolution(cells, np.ones(3, bool))
+    8.0
+    """
+    if "dx_err_pm" not in cells or not np.any(rows):
+        return float("nan")
+    err = np.fmax(np.asarray(cells["dx_err_pm"], float), np.asarray(cells["dy_err_pm"], float))[rows]
+    err = err[np.isfinite(err)]
+    return float(RESOLUTION_ERRORS * np.median(err)) if err.size else float("nan")
+
+
+__all__ = ["FRAME_WIDE", "RESOLUTION_ERRORS", "RESOLUTION_WARN_PM", "UNKNOWN_WARN",
+           "class_posterior", "class_transitions", "displacement_resolution",
            "component_groups", "fit_series_model", "frame_classes", "load_class_model",
            "series_descriptors"]

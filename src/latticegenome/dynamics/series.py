@@ -262,7 +262,7 @@ def _frame_cells(fr: dict, k: int) -> dict[str, np.ndarray]:
            "u": _optional(cells, "u", n, np.int64) if "u" in cells else i.copy(),
            "v": _optional(cells, "v", n, np.int64) if "v" in cells else j.copy()}
     for key in _cell_fields()[6:-4]:
-        kind = bool if key in ("has_B", "B_detected") else float
+        kind = bool if key in ("has_B", "B_detected", "B_usable") else float
         out[key] = _optional(cells, key, n, kind, False if kind is bool else np.nan)
     labels = fr.get("classes", cells.get("class"))
     if labels is None:

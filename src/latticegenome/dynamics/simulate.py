@@ -280,11 +280,26 @@ def _columns_truth(lat, keep, x, y, x_ref, y_ref, dy, shape, pixel_size_pm) -> d
             "in_field": in_frame(x[:, keep], y[:, keep], shape, PIXEL_AREA)}
 
 
-def render_frame(truth: dict, frame: int, *, noise: bool = True) -> np.ndarray:
+def render_frame(truth: dict, frame: int, *, noise: bool = True, a_contrast: float = 1.0,
+                 layers: tuple[int, int] = (3, 3)) -> np.ndarray:
     """One frame of a series: its present columns rendered, with Poisson noise.
 
     The noise of frame k is drawn from ``default_rng([truth["noise_seed"], k])``,
     so a frame is the same whether rendered alone or with the others.
+
+    Parameters
+    ----------
+    truth : dict
+        :func:`series_truth`.
+    frame : int
+    noise : bool
+        Poisson counts (True) or their expectation.
+    a_contrast : float
+        A superlattice: the A columns of the last ``layers[1]`` of every
+        ``sum(layers)`` rows of cells (lattice index j, along y) are this many
+        times brighter; 1 (default) is one material.
+    layers : (int, int)
+        Rows of cells of the plain and of the bright layer.
 
     Returns
     -------
@@ -293,7 +308,8 @@ def render_frame(truth: dict, frame: int, *, noise: bool = True) -> np.ndarray:
     sigma = truth["sigma_px"]
     h_a = amplitude_for_counts(truth["counts_sr"], sigma)
     ratio = column_brightness("Ti", 1) / column_brightness("Sr")
-    amp = np.where(truth["site"] == "A", h_a, ratio * h_a)
+    bright = (truth["j"] % sum(layers)) >= layers[0]
+    amp = np.where(truth["site"] == "A", h_a * np.where(bright, a_contrast, 1.0), ratio * h_a)
     on = truth["present"][frame]
     lam = render_columns(truth["shape"], truth["x"][frame, on], truth["y"][frame, on], amp[on], sigma,
                          truth["background"])

@@ -34,6 +34,17 @@ Conventions
   table. ``B_detected`` says whether its B column is significant; an
   undetected B still gives its displacement (the fit's, with its larger
   error; NaN where the fit left the site), for statistics that pool cells.
+- ``B_usable``: the cell's B enters classes and the displacement reference.
+  It is True for a detected B, and for an undetected one the image cannot
+  tell from the image's typical B column (its amplitude is not
+  :data:`EMPTY_Z` standard errors below :data:`EMPTY_FRACTION` of the median B
+  amplitude: a faint column at low dose); False for a site significantly
+  emptier than that (a vacancy), and for an undetected one whose fit left the
+  site. Selecting
+  only the detected B at low dose keeps the cells whose noise happened to
+  brighten their B: on a multislice PbTiO3 image at 60 e per position (B
+  detected in 11-14 % of cells) their mean B/A intensity ratio is 40 % above
+  the noise-free one, where all usable cells give it within 2 %.
 """
 
 from __future__ import annotations
@@ -64,8 +75,13 @@ def _b_frac(record: dict) -> tuple[float, float]:
 CELL_FIELDS = (
     "x", "y", "i", "j", "u", "v", "a_pm", "b_pm", "angle_deg", "area_pm2", "exx", "eyy", "exy",
     "rotation_deg", "dx_pm", "dy_pm", "dx_err_pm", "dy_err_pm", "intensity_A",
-    "intensity_B", "intensity_ratio", "has_B", "B_detected",
+    "intensity_B", "intensity_ratio", "has_B", "B_detected", "B_usable",
 )
+
+#: A B site is empty (not usable) when its amplitude is ``EMPTY_Z`` standard errors
+#: below ``EMPTY_FRACTION`` of the image's median B amplitude.
+EMPTY_FRACTION = 0.5
+EMPTY_Z = 5.0
 
 
 def _grid(i, j):
@@ -167,6 +183,7 @@ def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, frac: tuple[flo
     n = a.k00.size
     out = {k: np.full(n, np.nan) for k in ("dx_pm", "dy_pm", "dx_err_pm", "dy_err_pm", "intensity_B")}
     out["B_detected"] = np.zeros(n, dtype=bool)
+    out["B_usable"] = np.zeros(n, dtype=bool)
     if not is_b.any():
         return out
     fi, fj = frac
@@ -193,9 +210,48 @@ def _b_displacement(columns: dict, is_b: np.ndarray, a: _ACells, frac: tuple[flo
     out["dx_err_pm"][c] = np.sqrt(columns["x_err"][is_b][has] ** 2 + corner_var_x[c]) * pixel_size_pm
     out["dy_err_pm"][c] = np.sqrt(columns["y_err"][is_b][has] ** 2 + corner_var_y[c]) * pixel_size_pm
     out["intensity_B"][c] = column_counts(columns["amplitude"][is_b][has], columns["sigma"][is_b][has])
-    detected = np.asarray(columns.get("detected", np.ones(is_b.size, bool)), bool)
-    out["B_detected"][c] = detected[is_b][has]
+    detected = np.asarray(columns.get("detected", np.ones(is_b.size, bool)), bool)[is_b]
+    out["B_detected"][c] = detected[has]
+    out["B_usable"][c] = b_usable(columns, is_b, detected)[has]
     return out
+
+
+def usable_b_cells(cells: dict) -> np.ndarray:
+    """The cells whose B enters classes and references: ``B_usable``, or in a
+    table written before it existed ``B_detected`` (all cells if neither)."""
+    for key in ("B_usable", "B_detected"):
+        if key in cells:
+            return np.asarray(cells[key], bool)
+    return np.ones(len(cells["x"]), bool)
+
+
+def b_usable(columns: dict, is_b: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Which B columns are usable: detected, or not significantly emptier than the
+    image's typical B column (see the module notes; one entry per B column).
+
+    Examples
+    --------
+    A vacancy at high dose (amplitude 0 +- 5) is empty; a column at 10 +- 20 is not
+    told apart from the typical 100:
+
+    >>> cols = {"amplitude": np.array([100.0, 100.0, 100.0, 10.0, 0.0]),
+    ...         "amplitude_err": np.array([5.0, 5.0, 5.0, 20.0, 5.0])}
+    >>> b_usable(cols, np.ones(5, bool), np.array([True, True, True, False, False]))
+    array([ True,  True,  True,  True, False])
+    """
+    if "amplitude_err" not in columns:  # an old column file: as before
+        return np.asarray(detected, bool).copy()
+    amp = np.asarray(columns["amplitude"], float)[is_b]
+    err = np.asarray(columns["amplitude_err"], float)[is_b]
+    finite = np.isfinite(amp) & np.isfinite(err)
+    if "x_err" in columns:  # NaN where the fit left the site: put back, not measured
+        finite &= np.isfinite(np.asarray(columns["x_err"], float)[is_b])
+    if not finite.any():
+        return np.asarray(detected, bool).copy()
+    typical = float(np.median(amp[finite]))
+    with np.errstate(invalid="ignore"):
+        empty = amp + EMPTY_Z * err < EMPTY_FRACTION * typical
+    return np.asarray(detected, bool) | (finite & ~empty)
 
 
 def measure_cells(
@@ -263,5 +319,5 @@ def measure_cells(
         "dx_pm": b["dx_pm"], "dy_pm": b["dy_pm"], "dx_err_pm": b["dx_err_pm"],
         "dy_err_pm": b["dy_err_pm"], "intensity_A": intensity_a, "intensity_B": b["intensity_B"],
         "intensity_ratio": b["intensity_B"] / intensity_a, "has_B": np.isfinite(b["dx_pm"]),
-        "B_detected": b["B_detected"],
+        "B_detected": b["B_detected"], "B_usable": b["B_usable"],
     }

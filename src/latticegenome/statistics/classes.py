@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latticegenome.statistics.cells import usable_b_cells
+
 #: Descriptors used for classification (cells without a B column are not
 #: classified: their class is -1).
 DESCRIPTORS = ("a_pm", "b_pm", "angle_deg", "exx", "eyy", "exy", "dx_pm", "dy_pm",
@@ -27,12 +29,12 @@ TABLE_FIELDS = ("a_pm", "b_pm", "angle_deg", "exx", "eyy", "exy", "rotation_deg"
 
 
 def descriptor_matrix(cells: dict, names=DESCRIPTORS) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of descriptors and the mask of cells that have all of them (and a detected
-    B column: a class is a configuration of the cell, not of the noise of an empty site)."""
+    """Rows of descriptors and the mask of cells that have all of them and a usable B
+    column (:func:`~latticegenome.statistics.cells.usable_b_cells`: a class is a
+    configuration of the cell, not of the noise of an empty site; nor of the few
+    cells whose noise made their B significant at low dose)."""
     x = np.column_stack([np.asarray(cells[n], float) for n in names])
-    ok = np.isfinite(x).all(axis=1)
-    if "B_detected" in cells:
-        ok &= np.asarray(cells["B_detected"], bool)
+    ok = np.isfinite(x).all(axis=1) & usable_b_cells(cells)
     return x, ok
 
 

@@ -220,7 +220,7 @@ def cell_schema():
     def kind(name):
         if name in ("i", "j", "u", "v"):
             return pa.int64()
-        return pa.bool_() if name in ("has_B", "B_detected") else pa.float64()
+        return pa.bool_() if name in ("has_B", "B_detected", "B_usable") else pa.float64()
 
     return pa.schema([pa.field("image", pa.string()), pa.field("cell", pa.int32()),
                       *(pa.field(n, kind(n)) for n in CELL_FIELDS)])

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from latticegenome.statistics.cells import usable_b_cells
+
 #: Fewest reference cells for an offset, an error scale or a calibration.
 MIN_REFERENCE_CELLS = 8
 
@@ -97,9 +99,7 @@ def region_mask(cells: dict, region_px) -> np.ndarray:
 
 def _usable(cells: dict, mask: np.ndarray) -> np.ndarray:
     ok = np.asarray(mask, bool) & np.isfinite(cells["dx_pm"]) & np.isfinite(cells["dx_err_pm"])
-    if "B_detected" in cells:
-        ok &= np.asarray(cells["B_detected"], bool)
-    return ok
+    return ok & usable_b_cells(cells)
 
 
 def calibration(columns: dict, region, a_pm: float, pixel_size_pm: float,
@@ -276,7 +276,7 @@ def displacement_reference(cells: dict, mask: np.ndarray, *, field: str = "const
     ----------
     cells : dict
         Cells of one image (``x``, ``y`` centres in px; ``dx_pm``, ``dy_pm``,
-        ``dx_err_pm``, ``dy_err_pm``; ``B_detected``).
+        ``dx_err_pm``, ``dy_err_pm``; ``B_usable``).
     mask : bool array
         The reference cells (a centrosymmetric region or material).
     field : "constant", "plane", "quadratic" or "auto"
@@ -315,7 +315,7 @@ def displacement_reference(cells: dict, mask: np.ndarray, *, field: str = "const
     if n < need:
         which = (f" with a {field} offset field ({len(FIELD_TERMS[field])} coefficients per axis)"
                  if field not in ("constant", "auto") else "")
-        raise ValueError(f"{n} reference cells with a detected B: at least {need} are needed for "
+        raise ValueError(f"{n} reference cells with a usable B: at least {need} are needed for "
                          f"a displacement reference{which}")
     x, y = np.asarray(cells["x"], float)[ok], np.asarray(cells["y"], float)[ok]
     d = {a: np.asarray(cells[f"d{a}_pm"], float)[ok] for a in "xy"}

@@ -90,7 +90,7 @@ def _write_names(group, name: str, values) -> None:
 def _cell_dtype(name: str):
     if name in ("i", "j", "image"):
         return np.int64
-    return bool if name in ("has_B", "B_detected") else float
+    return bool if name in ("has_B", "B_detected", "B_usable") else float
 
 
 class StatisticsWriter:
