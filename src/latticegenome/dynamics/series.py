@@ -55,7 +55,7 @@ import numpy as np
 from latticegenome.core.errors import LatticeGenomeError
 from latticegenome.core.fsutil import atomic_path
 from latticegenome.core.tables import write_table_csv
-from latticegenome.statistics.cells import CELL_FIELDS
+from latticegenome.statistics.cells import BOOL_FIELDS, CELL_FIELDS
 
 #: Version of the layout of ``dynamics.h5`` this module writes (and the newest it reads).
 FORMAT_VERSION = 1
@@ -262,7 +262,7 @@ def _frame_cells(fr: dict, k: int) -> dict[str, np.ndarray]:
            "u": _optional(cells, "u", n, np.int64) if "u" in cells else i.copy(),
            "v": _optional(cells, "v", n, np.int64) if "v" in cells else j.copy()}
     for key in _cell_fields()[6:-4]:
-        kind = bool if key in ("has_B", "B_detected", "B_usable") else float
+        kind = bool if key in BOOL_FIELDS else float
         out[key] = _optional(cells, key, n, kind, False if kind is bool else np.nan)
     labels = fr.get("classes", cells.get("class"))
     if labels is None:

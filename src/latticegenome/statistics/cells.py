@@ -78,6 +78,9 @@ CELL_FIELDS = (
     "intensity_B", "intensity_ratio", "has_B", "B_detected", "B_usable",
 )
 
+#: The boolean fields of :data:`CELL_FIELDS` (the others are numbers).
+BOOL_FIELDS = ("has_B", "B_detected", "B_usable")
+
 #: A B site is empty (not usable) when its amplitude is ``EMPTY_Z`` standard errors
 #: below ``EMPTY_FRACTION`` of the image's median B amplitude.
 EMPTY_FRACTION = 0.5

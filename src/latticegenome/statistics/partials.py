@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from latticegenome.core.fsutil import atomic_path, atomic_write
-from latticegenome.statistics.cells import CELL_FIELDS
+from latticegenome.statistics.cells import BOOL_FIELDS, CELL_FIELDS
 from latticegenome.statistics.classes import DESCRIPTORS, descriptor_matrix
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def cell_schema():
     def kind(name):
         if name in ("i", "j", "u", "v"):
             return pa.int64()
-        return pa.bool_() if name in ("has_B", "B_detected", "B_usable") else pa.float64()
+        return pa.bool_() if name in BOOL_FIELDS else pa.float64()
 
     return pa.schema([pa.field("image", pa.string()), pa.field("cell", pa.int32()),
                       *(pa.field(n, kind(n)) for n in CELL_FIELDS)])

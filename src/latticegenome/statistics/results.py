@@ -51,7 +51,7 @@ import numpy as np
 
 from latticegenome.core.errors import LatticeGenomeError
 from latticegenome.core.fsutil import atomic_path
-from latticegenome.statistics.cells import CELL_FIELDS
+from latticegenome.statistics.cells import BOOL_FIELDS, CELL_FIELDS
 
 #: Version of the layout written by :class:`StatisticsWriter` (1) and
 #: :func:`write_summary_file` (2); the newest this module reads.
@@ -90,7 +90,7 @@ def _write_names(group, name: str, values) -> None:
 def _cell_dtype(name: str):
     if name in ("i", "j", "image"):
         return np.int64
-    return bool if name in ("has_B", "B_detected", "B_usable") else float
+    return bool if name in BOOL_FIELDS else float
 
 
 class StatisticsWriter:
